@@ -1,0 +1,142 @@
+"""The service's data: requests, jobs and the events a job goes through. Plain frozen data.
+
+Adapters receive :class:`JobEvent` subclasses from :meth:`bot.service.PaintService.add_listener`;
+each event carries a snapshot of the :class:`Job` (platform, chat, owner, the platform's own
+reference to the status message), so an adapter can act on it even after a restart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from engine.protocol import PaintOptions
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class PaintRequest:
+    """A member's request. ``status_ref`` is the adapter's own reference to the message it will
+    edit with progress (e.g. ``"channel_id/message_id"``); it can also be set later with
+    :meth:`PaintService.attach_status`."""
+
+    platform: str
+    chat_id: str
+    user_id: str
+    user_name: str
+    photo: bytes
+    painting: bytes
+    options: PaintOptions = field(default_factory=PaintOptions)
+    photo_name: str = "photo"
+    painting_name: str = "painting"
+    status_ref: str | None = None
+    challenge_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    platform: str
+    chat_id: str
+    user_id: str
+    user_name: str
+    options: PaintOptions
+    state: JobState
+    created_at: float  # unix seconds
+    photo_path: str
+    painting_path: str
+    photo_name: str = "photo"
+    painting_name: str = "painting"
+    width: int = 0  # the photo's size as uploaded
+    height: int = 0
+    work: int = 0  # pixel-iterations of the schedule, for ETAs
+    started_at: float | None = None
+    finished_at: float | None = None
+    result_path: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    attempts: int = 0  # engine runs started (a restart or an engine crash adds one)
+    crashes: int = 0  # engine deaths while running this job
+    status_ref: str | None = None
+    parent_id: str | None = None  # the job this one was re-rolled from
+    challenge_id: int | None = None
+    seconds: float | None = None  # painting time on the engine
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    job: Job
+
+
+@dataclass(frozen=True)
+class Queued(JobEvent):
+    position: int  # 1 = next to run
+    eta: float | None  # seconds until done, None when unknown
+
+
+@dataclass(frozen=True)
+class PositionChanged(JobEvent):
+    position: int
+    eta: float | None
+
+
+@dataclass(frozen=True)
+class Started(JobEvent):
+    rerun: bool = False  # True when run again after a restart or an engine crash
+
+
+@dataclass(frozen=True)
+class Progress(JobEvent):
+    percent: float
+    scale: int  # 0-based
+    scales: int
+    eta: float | None
+    preview_jpeg: bytes | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Finished(JobEvent):
+    result_png: bytes
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Failed(JobEvent):
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Cancelled(JobEvent):
+    by_user: str
+
+
+@dataclass(frozen=True)
+class QueueOverview:
+    running: Job | None
+    running_percent: float | None
+    waiting: tuple[Job, ...]  # in run order
+    etas: dict[str, float]  # job id -> seconds until done
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    queue_length: int
+    running_job: str | None
+    engine_up_since: float | None
+    engine_device: str | None
+    jobs_done: int
+    jobs_failed: int
+    average_seconds: float | None

@@ -1,0 +1,265 @@
+"""The plain-data contract between the bot process and the engine process.
+
+Standard library only: the bot imports this module and must never pull in torch.
+Everything here is a frozen dataclass of plain values (str, int, float, bool, bytes, tuples,
+dicts of those), so it pickles across a ``spawn`` process boundary and could be sent as JSON.
+
+Messages, bot -> engine:   PaintJob, CancelJob, Shutdown
+Messages, engine -> bot:   EngineReady, JobStarted, JobProgress, JobDone, JobFailed, JobCancelled
+
+The paint options a member can choose (:class:`PaintOptions`) and the quality presets that turn
+them into a multi-scale schedule (:data:`PRESETS`, :func:`schedule`) live here too, because both
+sides need them: the engine to paint, the bot to validate options and estimate work for ETAs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Final, Literal
+
+QUALITIES: Final = ("draft", "standard", "high")
+BRUSHES: Final = ("small", "medium", "large")
+DEVICE_KINDS: Final = ("cpu", "gpu")
+STRENGTH_MIN: Final = 1
+STRENGTH_MAX: Final = 10
+
+Quality = Literal["draft", "standard", "high"]
+Brush = Literal["small", "medium", "large"]
+DeviceKind = Literal["cpu", "gpu"]
+
+
+class OptionError(ValueError):
+    """An option outside what is accepted; the message says what is accepted."""
+
+
+@dataclass(frozen=True)
+class PaintOptions:
+    """What a member may choose for one painting. Defaults are the product's defaults."""
+
+    strength: int = 5
+    quality: str = "standard"
+    keep_colors: bool = False
+    brush: str = "medium"
+    seed: int | None = None
+
+    def validate(self) -> PaintOptions:
+        """Return self, or raise :class:`OptionError` naming the bad option and what is accepted."""
+        if isinstance(self.strength, bool) or not isinstance(self.strength, int):
+            raise OptionError(f"strength must be a whole number from {STRENGTH_MIN} to {STRENGTH_MAX}")
+        if not STRENGTH_MIN <= self.strength <= STRENGTH_MAX:
+            raise OptionError(
+                f"strength {self.strength} is out of range: use {STRENGTH_MIN} to {STRENGTH_MAX}"
+            )
+        if self.quality not in QUALITIES:
+            raise OptionError(f"quality {self.quality!r} is unknown: use {', '.join(QUALITIES)}")
+        if self.brush not in BRUSHES:
+            raise OptionError(f"brush {self.brush!r} is unknown: use {', '.join(BRUSHES)}")
+        if self.seed is not None and not (0 <= self.seed < 2**63):
+            raise OptionError("seed must be a non-negative whole number")
+        return self
+
+    def with_changes(self, **changes: object) -> PaintOptions:
+        return replace(self, **changes).validate()  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A quality level on one kind of device: output size and iterations per scale.
+
+    ``steps`` lists iterations from the coarsest scale to the finest; each scale's long side is
+    ``long_side / 2**k`` for the k-th scale counted from the finest (coarse-to-fine, as in the
+    multi-resolution schemes that followed Gatys et al.: structure is cheap to find small).
+    """
+
+    long_side: int
+    steps: tuple[int, ...]
+
+
+PRESETS: Final[dict[tuple[str, str], Preset]] = {
+    ("draft", "cpu"): Preset(long_side=256, steps=(60, 40)),
+    ("standard", "cpu"): Preset(long_side=512, steps=(80, 50, 30)),
+    ("high", "cpu"): Preset(long_side=768, steps=(100, 60, 40, 25)),
+    ("draft", "gpu"): Preset(long_side=512, steps=(120, 80, 50)),
+    ("standard", "gpu"): Preset(long_side=1024, steps=(150, 100, 60, 40)),
+    ("high", "gpu"): Preset(long_side=1536, steps=(200, 150, 100, 60, 40)),
+}
+
+MIN_SCALE_SIDE: Final = 64
+
+
+@dataclass(frozen=True)
+class Scale:
+    """One stage of the coarse-to-fine schedule."""
+
+    width: int
+    height: int
+    steps: int
+
+    @property
+    def work(self) -> int:
+        """Pixel-iterations: the unit the bot's ETA model is measured in."""
+        return self.width * self.height * self.steps
+
+
+def fit_size(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """Scale (width, height) so the long side is ``long_side``, keeping the aspect ratio."""
+    if width <= 0 or height <= 0:
+        raise ValueError("image size must be positive")
+    factor = long_side / max(width, height)
+    return max(1, round(width * factor)), max(1, round(height * factor))
+
+
+def schedule(
+    width: int,
+    height: int,
+    *,
+    quality: str = "standard",
+    device: str = "cpu",
+    long_side: int | None = None,
+    steps: tuple[int, ...] | None = None,
+) -> tuple[Scale, ...]:
+    """The multi-scale schedule for a photo of ``width`` x ``height``.
+
+    ``long_side`` and ``steps`` override the preset. Scales smaller than 64 px on the long side
+    are dropped (their iterations are added to the next scale) because VGG's five poolings leave
+    nothing of them. Photos are never upscaled beyond the preset; small photos are painted at
+    their own size, but at least 64 px.
+    """
+    preset = PRESETS[(quality, device)]
+    target = long_side if long_side is not None else preset.long_side
+    plan = steps if steps is not None else preset.steps
+    if not plan or any(s <= 0 for s in plan):
+        raise ValueError("steps must be positive")
+    target = max(MIN_SCALE_SIDE, min(target, max(width, height, MIN_SCALE_SIDE)))
+    scales: list[Scale] = []
+    carried = 0
+    count = len(plan)
+    for index, n in enumerate(plan):
+        side = math.floor(target / 2 ** (count - 1 - index))
+        if side < MIN_SCALE_SIDE and index < count - 1:
+            carried += n
+            continue
+        w, h = fit_size(width, height, side)
+        scales.append(Scale(width=w, height=h, steps=n + carried))
+        carried = 0
+    return tuple(scales)
+
+
+def total_work(scales: tuple[Scale, ...]) -> int:
+    return sum(s.work for s in scales)
+
+
+# ----------------------------------------------------------------------------------------------
+# Errors that cross the boundary: a code for programs, a message for people.
+
+ErrorCode = Literal[
+    "bad_image",  # the photo or painting could not be used (message says why)
+    "bad_options",  # an option out of range
+    "too_large",  # over a byte or pixel limit the engine enforces
+    "out_of_memory",  # even the smaller retry did not fit on the device
+    "weights_missing",  # VGG-19 weights absent and not downloadable
+    "timeout",  # stopped at the time limit
+    "engine_crashed",  # the engine process died while painting
+    "internal",  # anything else; details are in the engine's log
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# bot -> engine
+
+
+@dataclass(frozen=True)
+class PaintJob:
+    """Paint ``photo_path`` in the style of ``painting_path``; write a PNG to ``result_path``.
+
+    Paths are inside the shared data folder. ``preview_every`` is in seconds (0 = no previews).
+    """
+
+    job_id: str
+    photo_path: str
+    painting_path: str
+    result_path: str
+    options: PaintOptions = field(default_factory=PaintOptions)
+    preview_every: float = 4.0
+
+
+@dataclass(frozen=True)
+class CancelJob:
+    job_id: str
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    pass
+
+
+ToEngine = PaintJob | CancelJob | Shutdown
+
+
+# ----------------------------------------------------------------------------------------------
+# engine -> bot
+
+
+@dataclass(frozen=True)
+class EngineReady:
+    """Sent once the model is loaded. ``device`` is e.g. ``cuda:0``; ``kind`` is cpu or gpu."""
+
+    pid: int
+    device: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class JobStarted:
+    job_id: str
+    width: int
+    height: int
+    total_steps: int
+    total_work: int
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """Progress of a running job. ``step`` and ``total_steps`` are summed over all scales."""
+
+    job_id: str
+    step: int
+    total_steps: int
+    scale: int  # 0-based index of the current scale
+    scales: int
+    elapsed: float  # seconds since the job started
+    eta: float | None  # seconds left, None until measurable
+    losses: dict[str, float] = field(default_factory=dict)
+    preview_jpeg: bytes | None = None
+    note: str | None = None  # e.g. "out of GPU memory, retrying at 768 px"
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.step / self.total_steps if self.total_steps else 0.0
+
+
+@dataclass(frozen=True)
+class JobDone:
+    job_id: str
+    result_path: str
+    width: int
+    height: int
+    seconds: float
+    steps: int
+    work: int
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    job_id: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class JobCancelled:
+    job_id: str
+
+
+FromEngine = EngineReady | JobStarted | JobProgress | JobDone | JobFailed | JobCancelled
