@@ -1,0 +1,277 @@
+"""``python -m engine``: paint from the command line, or pre-download the VGG-19 weights.
+
+    python -m engine paint PHOTO PAINTING -o OUT [--size N] [--quality Q] [--strength 1-10]
+                     [--brush B] [--keep-colors] [--optimizer O] [--init I] [--seed N]
+                     [--device D] [--weights PATH]
+    python -m engine fetch-weights
+
+Progress goes to stderr as one updating line; a one-line summary goes to stdout at the end. Bad
+input (unreadable image, option out of range, missing weights) gives a one-line error and a
+non-zero exit status, never a traceback. Defaults come from :class:`engine.settings.PaintSettings`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, NoReturn, TextIO
+
+from engine import protocol
+from engine.settings import INITS, OPTIMIZERS
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+log = logging.getLogger("engine")
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_CANCELLED = 130
+BAR_WIDTH = 24
+BAR_INTERVAL = 0.25  # seconds between redraws of the progress line
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not argparse's usage block: the CLI promises one-line errors.
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = protocol.PaintOptions()
+    parser = _Parser(prog="python -m engine", description="Atelier's neural style transfer engine.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details (and tracebacks)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    paint = sub.add_parser("paint", help="paint PHOTO in the style of PAINTING")
+    paint.add_argument("photo", type=Path, help="the photo (PNG, JPEG, WebP, ...)")
+    paint.add_argument("painting", type=Path, help="the painting whose style to use")
+    paint.add_argument(
+        "-o", "--output", type=Path, required=True, help="where to write (.png or .jpg)"
+    )
+    paint.add_argument(
+        "--size", type=int, help="long side of the result in px (default: the quality's)"
+    )
+    paint.add_argument("--quality", choices=protocol.QUALITIES, default=defaults.quality)
+    paint.add_argument(
+        "--strength",
+        type=int,
+        default=defaults.strength,
+        help=f"style strength {protocol.STRENGTH_MIN}-{protocol.STRENGTH_MAX} "
+        f"(default {defaults.strength})",
+    )
+    paint.add_argument(
+        "--steps",
+        type=_steps,
+        help="iterations per scale, coarsest first, e.g. 80,50,30 (default: the quality's)",
+    )
+    paint.add_argument("--brush", choices=protocol.BRUSHES, default=defaults.brush)
+    paint.add_argument("--keep-colors", action="store_true", help="keep the photo's colours")
+    paint.add_argument("--optimizer", choices=OPTIMIZERS, help="default: lbfgs")
+    paint.add_argument(
+        "--init", choices=INITS, help="start from the photo or from noise (default: photo)"
+    )
+    paint.add_argument("--seed", type=int, help="makes CPU runs reproducible byte for byte")
+    paint.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
+    paint.add_argument(
+        "--weights",
+        help="a VGG-19 state-dict file (default: $ATELIER_VGG_WEIGHTS, then torchvision's)",
+    )
+    paint.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+
+    sub.add_parser(
+        "fetch-weights", help="download torchvision's VGG-19 weights into the torch cache"
+    )
+    return parser
+
+
+def _steps(text: str) -> tuple[int, ...]:
+    try:
+        steps = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list like 80,50,30") from None
+    if not steps or min(steps) < 1:
+        raise argparse.ArgumentTypeError("steps must be positive")
+    return steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "fetch-weights":
+            return _fetch_weights()
+        return _paint(args)
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except Exception as exc:
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        if _is_user_error(exc):
+            print(f"error: {message}", file=sys.stderr)
+        else:
+            log.debug("unexpected failure", exc_info=True)
+            hint = "" if args.verbose else " (run with -v for details)"
+            print(f"error: {type(exc).__name__}: {message}{hint}", file=sys.stderr)
+            if args.verbose:
+                log.exception("unexpected failure")
+        return EXIT_ERROR
+
+
+def _is_user_error(exc: Exception) -> bool:
+    from engine.images import ImageError
+    from engine.stylize import PaintError
+    from engine.weights import WeightsError
+
+    return isinstance(exc, ImageError | PaintError | WeightsError | protocol.OptionError | OSError)
+
+
+def _fetch_weights() -> int:
+    from engine import weights
+
+    path = weights.cached_path()
+    if path.is_file():
+        weights.load_file(path)  # check it is readable
+        print(f"VGG-19 weights already in {path}")
+        return 0
+    weights.load_default(allow_download=True, progress=True)
+    print(f"VGG-19 weights downloaded to {path}")
+    return 0
+
+
+def _paint(args: argparse.Namespace) -> int:
+    from engine import images
+    from engine.stylize import Cancelled, Stylist
+
+    options = protocol.PaintOptions(
+        strength=args.strength,
+        quality=args.quality,
+        keep_colors=args.keep_colors,
+        brush=args.brush,
+        seed=args.seed,
+    ).validate()
+    photo = _read(args.photo, "photo")
+    painting = _read(args.painting, "painting")
+    suffix = args.output.suffix.lower()
+    if suffix not in (".png", ".jpg", ".jpeg"):
+        raise protocol.OptionError(f"output {str(args.output)!r} must end in .png, .jpg or .jpeg")
+
+    stylist = Stylist(weights=args.weights, device=args.device)
+    overrides: dict[str, object] = {"preview_every": 0.0}
+    if args.size is not None:
+        overrides["long_side"] = args.size
+    if args.steps is not None:
+        overrides["steps"] = args.steps
+    if args.optimizer is not None:
+        overrides["optimizer"] = args.optimizer
+    if args.init is not None:
+        overrides["init"] = args.init
+    settings = stylist.settings_for(options, **overrides)
+
+    stop = _StopFlag()
+    bar = _ProgressLine(sys.stderr, enabled=not args.quiet)
+    started = time.perf_counter()
+    try:
+        result = stylist.paint(photo, painting, settings, on_progress=bar.update, should_stop=stop)
+    except Cancelled:
+        bar.close()
+        print("cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    finally:
+        stop.restore()
+    bar.close()
+    data = images.encode_png(result) if suffix == ".png" else images.encode_jpeg(result, quality=95)
+    args.output.write_bytes(data)
+    seconds = time.perf_counter() - started
+    print(
+        f"wrote {args.output} ({result.width}x{result.height}, {bar.steps} steps, "
+        f"{seconds:.1f} s on {stylist.device})"
+    )
+    return 0
+
+
+def _read(path: Path, role: str) -> Image.Image:
+    from engine import images
+
+    try:
+        return images.load_path(path, role=role)
+    except OSError as exc:
+        raise protocol.OptionError(
+            f"cannot read the {role} {str(path)!r}: {exc.strerror or exc}"
+        ) from exc
+
+
+class _StopFlag:
+    """Ctrl-C asks the painting to stop at the next evaluation instead of killing it mid-way."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.stopped = True
+
+    def __call__(self) -> bool:
+        return self.stopped
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+
+class _ProgressLine:
+    """``scale 2/3 [#########-----]  52%  ETA 0:41  loss 1.2e+04`` redrawn in place."""
+
+    def __init__(self, stream: TextIO, *, enabled: bool) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.steps = 0
+        self._drawn = 0.0
+        self._width = 0
+
+    def update(self, p: object) -> None:
+        from engine.stylize import Progress
+
+        assert isinstance(p, Progress)
+        self.steps = p.step
+        now = time.perf_counter()
+        if not self.enabled or (now - self._drawn < BAR_INTERVAL and p.step < p.total_steps):
+            return
+        self._drawn = now
+        filled = round(BAR_WIDTH * p.percent / 100)
+        eta = "--:--" if p.eta is None else _clock(p.eta)
+        loss = p.losses.get("total")
+        text = (
+            f"scale {p.scale + 1}/{p.scales} [{'#' * filled}{'-' * (BAR_WIDTH - filled)}] "
+            f"{p.percent:3.0f}%  ETA {eta}  loss {loss if loss is None else f'{loss:.3g}'}"
+        )
+        if p.note:
+            text += f"  ({p.note})"
+        self.stream.write("\r" + text.ljust(self._width))
+        self.stream.flush()
+        self._width = len(text)
+
+    def close(self) -> None:
+        if self.enabled and self._width:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return (
+        f"{minutes}:{secs:02d}"
+        if minutes < 60
+        else f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Every default of a painting, in one frozen dataclass.
+
+:class:`PaintSettings` is the single home of the engine's defaults; the CLI and the bot build it
+with :meth:`PaintSettings.from_options` from the member-facing :class:`protocol.PaintOptions` and
+the kind of device, and only then override what they expose. Standard library only (the bot may
+import it without torch).
+
+Loss weights are calibrated for torchvision's ImageNet VGG-19 (not for the random weights the tests
+use), with the normalisation in ``losses.py``: content weight 1, style weight ``3e5`` at strength
+5, doubling per strength step (a log scale: strength 1 is 1.9e4, 10 is 9.6e6). We reached that
+figure by converting the defaults of jcjohnson/neural-style (content 5, style 100, Caffe VGG on
+0-255 pixels, Gram matrices divided by C·H·W) to torchvision's normalised inputs, where features are
+about 58 times smaller; the PyTorch tutorial's figure lands within the same decade.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Final
+
+from engine import protocol
+
+CONTENT_LAYER: Final = "relu4_2"  # Gatys et al. 2016
+STYLE_LAYERS: Final = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+STYLE_WEIGHT_AT_5: Final = 3e5
+STRENGTH_FACTOR: Final = 2.0  # style weight multiplier per strength step
+
+# Brush size = how large the painting is analysed relative to the canvas (ratio of long sides
+# after matching areas): a larger painting image gives larger strokes and motifs on the canvas.
+BRUSH_SCALES: Final[dict[str, float]] = {"small": 0.6, "medium": 1.0, "large": 1.5}
+
+OPTIMIZERS: Final = ("lbfgs", "adam")
+INITS: Final = ("photo", "noise")
+PRECISIONS: Final = ("auto", "fp32", "tf32", "bf16", "fp16")
+
+# Limits the engine enforces whatever the caller asks (it never trusts the bot).
+MAX_LONG_SIDE: Final = 2048
+MAX_TOTAL_STEPS: Final = 3000
+
+
+def style_weight_for(strength: int) -> float:
+    """Map the member-facing strength 1-10 to the style weight (log scale, doubling per step)."""
+    if not protocol.STRENGTH_MIN <= strength <= protocol.STRENGTH_MAX:
+        raise protocol.OptionError(
+            f"strength {strength} is out of range: use "
+            f"{protocol.STRENGTH_MIN} to {protocol.STRENGTH_MAX}"
+        )
+    return STYLE_WEIGHT_AT_5 * STRENGTH_FACTOR ** (strength - 5)
+
+
+@dataclass(frozen=True)
+class PaintSettings:
+    """How to paint one picture. Build with :meth:`from_options`; change with :meth:`replace`."""
+
+    # Size and schedule: the canvas long side and iterations per scale, coarsest first.
+    long_side: int = 512
+    steps: tuple[int, ...] = (80, 50, 30)
+    quality: str = "standard"
+    device_kind: str = "cpu"
+    # Network.
+    content_layer: str = CONTENT_LAYER
+    style_layers: tuple[str, ...] = STYLE_LAYERS
+    layer_weights: tuple[float, ...] | None = None  # None: equal weights summing to 1
+    pooling: str = "max"  # see vgg.py for why not the paper's average pooling
+    # Objective.
+    content_weight: float = 1.0
+    style_weight: float = STYLE_WEIGHT_AT_5
+    tv_weight: float = 1.0
+    # Member options.
+    strength: int = 5
+    brush: str = "medium"
+    keep_colors: bool = False
+    seed: int | None = None
+    # Optimiser.
+    optimizer: str = "lbfgs"
+    init: str = "photo"
+    lbfgs_history: int = 50
+    adam_lr: float = 0.02
+    # Device and reporting.
+    precision: str = "auto"  # auto: bf16 mixed precision on CUDA where supported, else fp32
+    preview_every: float = 4.0  # seconds between previews, 0 for none
+    preview_side: int = 512
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @classmethod
+    def from_options(
+        cls, options: protocol.PaintOptions, device_kind: str = "cpu", **overrides: object
+    ) -> PaintSettings:
+        """Settings for a member's options on a kind of device (``cpu`` or ``gpu``)."""
+        options.validate()
+        if device_kind not in protocol.DEVICE_KINDS:
+            raise protocol.OptionError(
+                f"device kind must be one of {', '.join(protocol.DEVICE_KINDS)}"
+            )
+        preset = protocol.PRESETS[(options.quality, device_kind)]
+        base = cls(
+            long_side=preset.long_side,
+            steps=preset.steps,
+            quality=options.quality,
+            device_kind=device_kind,
+            style_weight=style_weight_for(options.strength),
+            strength=options.strength,
+            brush=options.brush,
+            keep_colors=options.keep_colors,
+            seed=options.seed,
+        )
+        return base.replace(**overrides) if overrides else base
+
+    def replace(self, **changes: object) -> PaintSettings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def brush_scale(self) -> float:
+        return BRUSH_SCALES[self.brush]
+
+    @property
+    def total_steps(self) -> int:
+        return sum(self.steps)
+
+    def scales(self, width: int, height: int) -> tuple[protocol.Scale, ...]:
+        """The coarse-to-fine schedule for a photo of ``width`` x ``height``."""
+        return protocol.schedule(
+            width,
+            height,
+            quality=self.quality,
+            device=self.device_kind,
+            long_side=self.long_side,
+            steps=self.steps,
+        )
+
+    def validate(self) -> None:
+        """Raise :class:`protocol.OptionError` for anything the engine will not run."""
+        err = protocol.OptionError
+        if not 1 <= self.long_side <= MAX_LONG_SIDE:
+            raise err(f"size {self.long_side} is out of range: use up to {MAX_LONG_SIDE} px")
+        if not self.steps or any(s <= 0 for s in self.steps):
+            raise err("steps must be positive")
+        if sum(self.steps) > MAX_TOTAL_STEPS:
+            raise err(f"at most {MAX_TOTAL_STEPS} steps in all")
+        if self.quality not in protocol.QUALITIES:
+            raise err(f"quality {self.quality!r} is unknown: use {', '.join(protocol.QUALITIES)}")
+        if self.device_kind not in protocol.DEVICE_KINDS:
+            raise err(f"device kind must be one of {', '.join(protocol.DEVICE_KINDS)}")
+        if self.brush not in BRUSH_SCALES:
+            raise err(f"brush {self.brush!r} is unknown: use {', '.join(BRUSH_SCALES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise err(f"optimizer {self.optimizer!r} is unknown: use {', '.join(OPTIMIZERS)}")
+        if self.init not in INITS:
+            raise err(f"init {self.init!r} is unknown: use {', '.join(INITS)}")
+        if self.precision not in PRECISIONS:
+            raise err(f"precision {self.precision!r} is unknown: use {', '.join(PRECISIONS)}")
+        if self.pooling not in ("max", "avg"):
+            raise err("pooling must be max or avg")
+        if not self.style_layers:
+            raise err("at least one style layer is needed")
+        if self.layer_weights is not None and len(self.layer_weights) != len(self.style_layers):
+            raise err("one weight per style layer is needed")
+        for name in ("content_weight", "style_weight", "tv_weight", "adam_lr", "preview_every"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise err(f"{name} must be a finite non-negative number")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise err("seed must be a non-negative whole number")
+        if self.lbfgs_history < 1 or self.preview_side < 16:
+            raise err("lbfgs_history must be >= 1 and preview_side >= 16")
