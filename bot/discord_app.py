@@ -1,0 +1,771 @@
+"""The Discord adapter: application commands, status messages, results and buttons.
+
+Flow of ``/paint``: cheap checks (channel, the bot's permissions, content type and size of both
+attachments), acknowledge (an ephemeral "thinking" reply, well inside Discord's 3 seconds),
+download both attachments at once (their URLs expire), submit to the service, then post one
+ordinary channel message, the *status message*, and tell the member where it is.
+
+The status message is edited with the bot's own token (never the 15-minute interaction token),
+so long waits still report. Each job has a *board*: what the message should say
+(:class:`~bot.discord_views.StatusState`) and what it said last. Service events only update
+the board; one small task per job makes the edits, at most one per ``edit_interval`` seconds of
+``clock`` and only when what a member would see changed. Final events (done, failed,
+cancelled) skip the throttle: the result is posted as a new message that mentions the member,
+with Stronger / Softer / Keep colours / Delete buttons. If the status message was deleted the
+job carries on and the result still arrives.
+
+Errors: a :class:`~bot.errors.UserFacingError` becomes a short ephemeral reply; anything else
+is logged with a reference id and answered politely. Discord errors while editing or posting
+(rate limits, 5xx, unknown message, missing access) are logged and retried or worked around,
+never raised into the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import discord
+from discord import app_commands
+
+from bot import discord_views as views
+from bot.discord_views import StatusState
+from bot.errors import InvalidImage, NotAllowed, UserFacingError
+from bot.jobs import (
+    Cancelled,
+    Failed,
+    Finished,
+    Job,
+    JobEvent,
+    JobState,
+    PaintRequest,
+    PositionChanged,
+    Progress,
+    Queued,
+    Started,
+)
+from bot.service import PaintService
+from bot.settings import DiscordSettings, Limits
+from engine.protocol import PaintOptions
+
+log = logging.getLogger(__name__)
+
+PLATFORM: Final = "discord"
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+# Cheap check before downloading; the service decodes and checks the bytes properly.
+IMAGE_TYPES: Final = frozenset(
+    {
+        "image/png",
+        "image/jpeg",
+        "image/jpg",
+        "image/pjpeg",
+        "image/webp",
+        "image/bmp",
+        "image/x-bmp",
+        "image/x-ms-bmp",
+        "image/gif",
+        "image/tiff",
+        "image/mpo",
+    }
+)
+IMAGE_SUFFIXES: Final = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+ACCEPTED_TEXT: Final = "Send a PNG, JPEG, WebP, BMP, GIF or TIFF file."
+# Seconds between attempts to post a result after a Discord error (discord.py has already
+# retried rate limits and 5xx answers itself by then).
+RETRY_DELAYS: Final = (2.0, 5.0, 15.0, 30.0, 60.0)
+# What the bot needs in a server channel: (permission attribute, name in Discord's settings).
+CHANNEL_PERMISSIONS: Final = (
+    ("view_channel", "View Channel"),
+    ("send_messages", "Send Messages"),
+    ("embed_links", "Embed Links"),
+    ("attach_files", "Attach Files"),
+    ("read_message_history", "Read Message History"),
+)
+# For the README's invite link: the same permissions as one integer.
+INVITE_PERMISSIONS: Final = discord.Permissions(**{name: True for name, _ in CHANNEL_PERMISSIONS})
+
+
+class MissingPermissions(NotAllowed):
+    """The bot lacks a permission it needs in this channel; the message names them."""
+
+
+@dataclass(eq=False)
+class _Board:
+    """One job's status message: what it should say and what it said last."""
+
+    job: Job
+    status: StatusState
+    channel_id: int
+    message_id: int | None = None
+    lost: bool = False  # the status message was deleted or can no longer be edited
+    shown: tuple[Any, ...] | None = None
+    last_edit: float | None = None  # on the adapter's clock
+    preview: bytes | None = None
+    preview_sent: int = 0
+    final: JobEvent | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    waiting: bool = False
+
+    @property
+    def idle(self) -> bool:
+        if self.task is None or self.task.done():
+            return True
+        return self.waiting and not self.changed.is_set()
+
+
+class AtelierDiscord(discord.Client):
+    """The Atelier bot on Discord. Run with ``await client.start(token)``."""
+
+    def __init__(
+        self,
+        settings: DiscordSettings,
+        service: PaintService,
+        *,
+        clock: Clock = time.monotonic,
+        edit_interval: float = 4.0,
+        sleep: Sleep = asyncio.sleep,
+        wall_clock: Clock = time.time,
+        retry_delays: tuple[float, ...] = RETRY_DELAYS,
+    ) -> None:
+        super().__init__(
+            intents=discord.Intents(guilds=True),
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+        )
+        self.settings = settings
+        self.service = service
+        self.tree = app_commands.CommandTree(self)
+        self.tree.error(self._on_tree_error)
+        self._clock = clock
+        self._sleep = sleep
+        self._now = wall_clock
+        self._edit_interval = edit_interval
+        self._retry_delays = retry_delays
+        self._boards: dict[str, _Board] = {}
+        self._upload_limits: dict[int, int] = {}  # channel id -> limit the platform reported
+        self._add_commands()
+        # Registered here rather than in setup_hook so the service can be started before or
+        # after the client, and recovered jobs' events reach us.
+        service.add_listener(self._on_job_event)
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    async def setup_hook(self) -> None:
+        self.add_dynamic_items(*views.BUTTONS)
+        guild_id = self.settings.dev_guild_id
+        if guild_id is not None:
+            # Development: guild commands appear at once; global ones can take a while.
+            guild = discord.Object(id=guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("synced %d commands to development guild %s", len(synced), guild_id)
+        else:
+            synced = await self.tree.sync()
+            log.info("synced %d global commands", len(synced))
+
+    async def close(self) -> None:
+        for board in list(self._boards.values()):
+            if board.task is not None and not board.task.done():
+                board.task.cancel()
+        await super().close()
+
+    async def wait_idle(self, max_turns: int = 100_000) -> None:
+        """Return once every status board is waiting (for an event or its next edit slot).
+
+        For tests and orderly shutdown; gives the loop turns, never sleeps on the wall clock.
+        """
+        for _ in range(max_turns):
+            if all(board.idle for board in self._boards.values()):
+                return
+            await asyncio.sleep(0)
+        busy = [job_id for job_id, board in self._boards.items() if not board.idle]
+        raise TimeoutError(f"status boards still busy: {busy}")
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def _add_commands(self) -> None:
+        client = self
+
+        @app_commands.command(name="paint", description="Paint your photo in a painting's style")
+        @app_commands.describe(
+            photo="The photo to paint",
+            painting="The painting whose style to use",
+            strength="How much of the painting's style, 1 (a hint) to 10 (all in), default 5",
+            quality="draft is fast, high is slow; default standard",
+            keep_colors="Keep your photo's colours and take only the brushwork",
+            brush="Size of the brush strokes",
+        )
+        @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
+        @app_commands.allowed_installs(guilds=True, users=False)
+        async def paint(
+            interaction: discord.Interaction,
+            photo: discord.Attachment,
+            painting: discord.Attachment,
+            strength: app_commands.Range[int, 1, 10] | None = None,
+            quality: Literal["draft", "standard", "high"] | None = None,
+            keep_colors: bool | None = None,
+            brush: Literal["small", "medium", "large"] | None = None,
+        ) -> None:
+            default = PaintOptions()
+            options = PaintOptions(
+                strength=default.strength if strength is None else strength,
+                quality=quality or default.quality,
+                keep_colors=default.keep_colors if keep_colors is None else keep_colors,
+                brush=brush or default.brush,
+            )
+            await client.paint(interaction, photo, painting, options)
+
+        @app_commands.command(name="cancel", description="Stop your painting")
+        @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
+        @app_commands.allowed_installs(guilds=True, users=False)
+        async def cancel(interaction: discord.Interaction) -> None:
+            await client.cancel_mine(interaction)
+
+        @app_commands.command(name="queue", description="What is painting now and who is waiting")
+        @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
+        @app_commands.allowed_installs(guilds=True, users=False)
+        async def queue(interaction: discord.Interaction) -> None:
+            await client.show_queue(interaction)
+
+        @app_commands.command(name="help", description="How to use Atelier, with an example")
+        @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
+        @app_commands.allowed_installs(guilds=True, users=False)
+        async def help_(interaction: discord.Interaction) -> None:
+            await interaction.response.send_message(embed=views.help_embed(), ephemeral=True)
+
+        commands: tuple[app_commands.Command[Any, Any, None], ...] = (paint, cancel, queue, help_)
+        for command in commands:
+            self.tree.add_command(command)
+
+    async def paint(
+        self,
+        interaction: discord.Interaction,
+        photo: discord.Attachment,
+        painting: discord.Attachment,
+        options: PaintOptions,
+    ) -> None:
+        self._check_channel(interaction)
+        self._check_permissions(interaction)
+        limit = self._input_limit(interaction)
+        check_attachment(photo, "photo", limit)
+        check_attachment(painting, "painting", limit)
+        if interaction.channel_id is not None:
+            self._upload_limits[interaction.channel_id] = interaction.filesize_limit
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        photo_bytes = await download(photo, "photo")
+        painting_bytes = await download(painting, "painting")
+        job = await self.service.submit(
+            PaintRequest(
+                platform=PLATFORM,
+                chat_id=str(interaction.channel_id),
+                user_id=str(interaction.user.id),
+                user_name=interaction.user.display_name,
+                photo=photo_bytes,
+                painting=painting_bytes,
+                options=options,
+                photo_name=photo.filename,
+                painting_name=painting.filename,
+            )
+        )
+        await self._announce(interaction, job, "Your painting is in the queue.")
+
+    async def cancel_mine(self, interaction: discord.Interaction) -> None:
+        job = await self.service.cancel_mine(PLATFORM, str(interaction.user.id))
+        await self._reply(interaction, _cancel_text(job))
+
+    async def show_queue(self, interaction: discord.Interaction) -> None:
+        embed = views.queue_embed(
+            self.service.overview(),
+            str(interaction.user.id),
+            str(interaction.channel_id),
+            self._now(),
+        )
+        await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    # -- buttons -------------------------------------------------------------------------------
+
+    async def on_cancel_button(self, interaction: discord.Interaction, job_id: str) -> None:
+        try:
+            job = await self.service.cancel(
+                job_id, user_id=str(interaction.user.id), moderator=self.is_moderator(interaction)
+            )
+            await self._reply(interaction, _cancel_text(job))
+        except Exception as error:
+            await self._report_error(interaction, error)
+
+    async def on_delete_button(self, interaction: discord.Interaction, job_id: str) -> None:
+        try:
+            await self.service.delete_result(
+                job_id, user_id=str(interaction.user.id), moderator=self.is_moderator(interaction)
+            )
+            if interaction.message is not None:
+                with contextlib.suppress(discord.NotFound):
+                    await interaction.message.delete()
+            await self._reply(interaction, "Deleted the painting.")
+        except Exception as error:
+            await self._report_error(interaction, error)
+
+    async def on_reroll_button(
+        self, interaction: discord.Interaction, job_id: str, change: str
+    ) -> None:
+        try:
+            self._check_channel(interaction)
+            self._check_permissions(interaction)
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            job = await self.service.reroll(
+                job_id,
+                user_id=str(interaction.user.id),
+                user_name=interaction.user.display_name,
+                change=change,
+            )
+            label = {"stronger": "stronger", "softer": "softer", "keep_colors": "with new colours"}
+            await self._announce(
+                interaction, job, f"Painting it again, {label.get(change, change)}."
+            )
+        except Exception as error:
+            await self._report_error(interaction, error)
+
+    def is_moderator(self, interaction: discord.Interaction) -> bool:
+        """The configured moderator role (name or id), or Manage Messages in the channel."""
+        user = interaction.user
+        if not isinstance(user, discord.Member):
+            return False
+        if interaction.permissions.manage_messages:
+            return True
+        role = (self.settings.moderator_role or "").strip()
+        if not role:
+            return False
+        return any(str(r.id) == role or r.name.casefold() == role.casefold() for r in user.roles)
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def _check_channel(self, interaction: discord.Interaction) -> None:
+        allowed = self.settings.channels
+        if not allowed or interaction.guild is None:
+            return
+        channel = interaction.channel
+        parent = getattr(channel, "parent_id", None)
+        if interaction.channel_id in allowed or parent in allowed:
+            return
+        where = ", ".join(f"<#{channel_id}>" for channel_id in sorted(allowed))
+        raise NotAllowed(f"I only paint in {where}. See you there!")
+
+    def _check_permissions(self, interaction: discord.Interaction) -> None:
+        """Refuse early, and say what to grant, if the bot could not post the status or result."""
+        if interaction.guild is None:
+            return  # a DM with the bot: nothing to grant
+        permissions = interaction.app_permissions
+        needed = list(CHANNEL_PERMISSIONS)
+        if isinstance(interaction.channel, discord.Thread):
+            needed[1] = ("send_messages_in_threads", "Send Messages in Threads")
+        missing = [label for name, label in needed if not getattr(permissions, name)]
+        if missing:
+            names = ", ".join(f"**{label}**" for label in missing)
+            plural = "s" if len(missing) > 1 else ""
+            raise MissingPermissions(
+                f"I can't paint in this channel: I'm missing the {names} permission{plural} "
+                "here. Ask a server admin to grant it to my role in this channel, "
+                "or use me in another channel."
+            )
+
+    def _input_limit(self, interaction: discord.Interaction) -> int:
+        limits = getattr(self.service, "limits", None) or getattr(self.service, "_limits", None)
+        ours = limits.max_input_bytes if isinstance(limits, Limits) else Limits().max_input_bytes
+        return min(ours, interaction.filesize_limit)
+
+    # -- replies and errors --------------------------------------------------------------------
+
+    async def _on_tree_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        await self._report_error(interaction, original)
+
+    async def _report_error(self, interaction: discord.Interaction, error: BaseException) -> None:
+        if isinstance(error, UserFacingError):
+            text = error.message
+        elif isinstance(error, app_commands.CheckFailure):
+            text = str(error) or "You can't use that here."
+        else:
+            reference = secrets.token_hex(3)
+            name = interaction.command.name if interaction.command else "a button"
+            log.error("%s failed (reference %s)", name, reference, exc_info=error)
+            text = (
+                f"Sorry, something went wrong on my side (reference `{reference}`). "
+                "Please try again in a minute."
+            )
+        await self._reply(interaction, text)
+
+    async def _reply(self, interaction: discord.Interaction, text: str) -> None:
+        """Answer only the member: the first response, the deferred one, or a follow-up."""
+        try:
+            if not interaction.response.is_done():
+                await interaction.response.send_message(text, ephemeral=True)
+            elif (
+                interaction.response.type
+                is discord.InteractionResponseType.deferred_channel_message
+            ):
+                await interaction.edit_original_response(content=text)
+            else:
+                await interaction.followup.send(text, ephemeral=True)
+        except discord.HTTPException as error:
+            log.warning("could not answer interaction %s: %s", interaction.id, error)
+
+    async def _announce(self, interaction: discord.Interaction, job: Job, what: str) -> None:
+        """Post the status message of a new job and tell the member where it is."""
+        message = await self._post_status(job)
+        if message is None:
+            await self._reply(
+                interaction,
+                f"{what} I couldn't post its progress here, but I'll post the result when it's "
+                "ready.",
+            )
+        else:
+            await self._reply(interaction, f"{what} Follow it here: {message.jump_url}")
+
+    # -- status messages -----------------------------------------------------------------------
+
+    async def _post_status(self, job: Job) -> discord.Message | None:
+        board = self._boards.get(job.id)
+        if board is None:
+            job = self.service.get(job.id)
+            board = self._boards[job.id] = _Board(
+                job=job, status=self._status_from_service(job), channel_id=int(job.chat_id)
+            )
+        now = self._now()
+        key = views.status_key(board.job, board.status, now)
+        terminal = board.status.state.terminal
+        channel = self._messageable(board.channel_id)
+        try:
+            embed = views.status_embed(board.job, board.status, now)
+            if terminal:
+                message = await channel.send(embed=embed)
+            else:
+                message = await channel.send(embed=embed, view=views.status_view(job.id))
+        except discord.HTTPException as error:
+            log.warning("job %s: could not post the status message: %s", job.id, error)
+            board.lost = True
+            return None
+        board.message_id = message.id
+        board.shown = key
+        board.last_edit = self._clock()
+        board.changed.set()
+        if terminal and board.task is None:
+            self._boards.pop(job.id, None)
+        await self.service.attach_status(job.id, f"{message.channel.id}/{message.id}")
+        return message
+
+    def _status_from_service(self, job: Job) -> StatusState:
+        if job.state is JobState.QUEUED:
+            return StatusState(
+                JobState.QUEUED,
+                position=self.service.position(job.id),
+                eta=self.service.overview().etas.get(job.id),
+            )
+        if job.state is JobState.DONE:
+            return StatusState(JobState.DONE, seconds=job.seconds)
+        if job.state is JobState.FAILED:
+            return StatusState(JobState.FAILED, message=job.error_message)
+        return StatusState(job.state)
+
+    async def _on_job_event(self, event: JobEvent) -> None:
+        """The service's listener: update the job's board and make sure its task runs.
+
+        Does no I/O itself, so the service's event feed never waits on Discord.
+        """
+        job = event.job
+        if job.platform != PLATFORM or self.is_closed():
+            return
+        board = self._boards.get(job.id)
+        if board is None:
+            board = self._boards[job.id] = _Board(
+                job=job, status=StatusState(job.state), channel_id=int(job.chat_id)
+            )
+        if board.message_id is None and job.status_ref and not board.lost:
+            board.channel_id, board.message_id = _parse_ref(job.status_ref, board.channel_id)
+        board.job = job
+        board.status = self._next_status(board, event)
+        board.changed.set()
+        if board.task is None or board.task.done():
+            board.task = asyncio.create_task(
+                self._run_board(board), name=f"discord-status-{job.id}"
+            )
+
+    def _next_status(self, board: _Board, event: JobEvent) -> StatusState:
+        status = board.status
+        if isinstance(event, Queued | PositionChanged):
+            return StatusState(JobState.QUEUED, position=event.position, eta=event.eta)
+        if isinstance(event, Started):
+            return StatusState(JobState.RUNNING, preview=status.preview)
+        if isinstance(event, Progress):
+            preview = status.preview
+            if event.preview_jpeg:
+                board.preview = event.preview_jpeg
+                preview += 1
+            return StatusState(
+                JobState.RUNNING,
+                percent=event.percent,
+                scale=event.scale,
+                scales=event.scales,
+                eta=event.eta,
+                note=event.note,
+                preview=preview,
+            )
+        board.final = event
+        if isinstance(event, Finished):
+            return StatusState(JobState.DONE, seconds=event.seconds)
+        if isinstance(event, Failed):
+            return StatusState(JobState.FAILED, message=event.message)
+        if isinstance(event, Cancelled):
+            return StatusState(JobState.CANCELLED, by_user=event.by_user)
+        log.warning("job %s: unknown event %s skipped", event.job.id, type(event).__name__)
+        board.final = None
+        return status
+
+    async def _run_board(self, board: _Board) -> None:
+        """Edit one job's status message until the job ends, then deliver the outcome."""
+        try:
+            while True:
+                board.changed.clear()
+                if board.final is not None:
+                    await self._deliver(board)
+                    self._boards.pop(board.job.id, None)
+                    return
+                wait = self._edit_wait(board)
+                if wait is None:
+                    await self._wait(board, None)
+                elif wait > 0:
+                    await self._wait(board, wait)
+                else:
+                    await self._edit_status(board)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job %s: status updates stopped", board.job.id)
+
+    def _edit_wait(self, board: _Board) -> float | None:
+        """Seconds until the next edit may be made; None when there is nothing to show."""
+        if board.message_id is None or board.lost:
+            return None
+        if views.status_key(board.job, board.status, self._now()) == board.shown:
+            return None
+        if board.last_edit is None:
+            return 0.0
+        return max(0.0, board.last_edit + self._edit_interval - self._clock())
+
+    async def _wait(self, board: _Board, seconds: float | None) -> None:
+        """Wait for news about the job, or for ``seconds`` if given, whichever comes first."""
+        board.waiting = True
+        try:
+            if seconds is None:
+                await board.changed.wait()
+                return
+            changed = asyncio.ensure_future(board.changed.wait())
+            slept = asyncio.ensure_future(self._sleep(seconds))
+            try:
+                await asyncio.wait((changed, slept), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                changed.cancel()
+                slept.cancel()
+        finally:
+            board.waiting = False
+
+    async def _pause(self, board: _Board, seconds: float) -> None:
+        """Back off before trying Discord again; news about the job does not cut this short."""
+        board.waiting = True
+        try:
+            await self._sleep(seconds)
+        finally:
+            board.waiting = False
+
+    def _status_message(self, board: _Board) -> discord.PartialMessage:
+        assert board.message_id is not None
+        channel = self.get_partial_messageable(board.channel_id)
+        return channel.get_partial_message(board.message_id)
+
+    async def _edit_status(self, board: _Board) -> None:
+        now = self._now()
+        key = views.status_key(board.job, board.status, now)
+        changes: dict[str, Any] = {
+            "embed": views.status_embed(board.job, board.status, now),
+            "view": views.status_view(board.job.id),
+        }
+        preview = board.status.preview
+        if preview and preview != board.preview_sent and board.preview:
+            changes["attachments"] = [views.preview_file(board.preview)]
+        if await self._edit(board, changes):
+            board.shown = key
+            board.preview_sent = preview
+        board.last_edit = self._clock()
+
+    async def _edit(self, board: _Board, changes: dict[str, Any]) -> bool:
+        """Edit the status message; False (and the job carries on) when Discord refuses."""
+        try:
+            await self._status_message(board).edit(**changes)
+            return True
+        except discord.NotFound:
+            log.info("job %s: the status message was deleted; carrying on", board.job.id)
+            board.lost = True
+        except discord.Forbidden as error:
+            log.warning("job %s: can no longer edit the status message: %s", board.job.id, error)
+            board.lost = True
+        except discord.HTTPException as error:
+            log.warning("job %s: editing the status message failed: %s", board.job.id, error)
+        return False
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    async def _deliver(self, board: _Board) -> None:
+        event = board.final
+        job = board.job
+        if isinstance(event, Finished):
+            await self._post_result(board, event)
+        if board.message_id is not None and not board.lost:
+            changes: dict[str, Any] = {
+                "embed": views.status_embed(job, board.status, self._now()),
+                "view": None,
+                "attachments": [],
+            }
+            for delay in (0.0, *self._retry_delays[:2]):
+                if delay:
+                    await self._pause(board, delay)
+                if await self._edit(board, changes) or board.lost:
+                    break
+        if isinstance(event, Failed) and (board.message_id is None or board.lost):
+            text = f"<@{job.user_id}>, your painting didn't work out: {event.message}"
+            await self._send(board, {"content": text})
+
+    async def _post_result(self, board: _Board, event: Finished) -> None:
+        job = event.job
+        limit = self._upload_limit(int(job.chat_id))
+        png = event.result_png
+        if len(png) <= limit:
+            data, filename = png, f"atelier-{job.id}.png"
+        else:
+            data, filename = await asyncio.to_thread(views.encode_for_upload, png, limit, job.id)
+        reference = None
+        if board.message_id is not None and not board.lost:
+            reference = discord.MessageReference(
+                message_id=board.message_id, channel_id=board.channel_id, fail_if_not_exists=False
+            )
+
+        def message() -> dict[str, Any]:
+            return {
+                "content": f"<@{job.user_id}>, your painting is ready!",
+                "embed": views.result_embed(job, event.seconds, filename),
+                "file": discord.File(io.BytesIO(data), filename=filename),
+                "view": views.result_view(job.id),
+                "reference": reference,
+            }
+
+        if await self._send(board, message):
+            log.info("job %s: result delivered to channel %s", job.id, job.chat_id)
+            return
+        # The channel refused (permissions changed, channel deleted): try a direct message.
+        try:
+            user = self.get_user(int(job.user_id)) or await self.fetch_user(int(job.user_id))
+            kwargs = message()
+            kwargs.pop("reference")
+            await user.send(**kwargs)
+            log.info("job %s: result delivered by direct message", job.id)
+        except discord.HTTPException as error:
+            log.error("job %s: could not deliver the result anywhere: %s", job.id, error)
+
+    async def _send(
+        self, board: _Board, message: dict[str, Any] | Callable[[], dict[str, Any]]
+    ) -> bool:
+        """Post in the job's channel, retrying transient errors; False when refused for good."""
+        job = board.job
+        channel = self._messageable(int(job.chat_id))
+        for attempt, delay in enumerate((0.0, *self._retry_delays)):
+            if delay:
+                await self._pause(board, delay)
+            kwargs = message() if callable(message) else dict(message)
+            try:
+                await channel.send(**kwargs)
+                return True
+            except (discord.Forbidden, discord.NotFound) as error:
+                log.warning(
+                    "job %s: channel %s refused the message: %s", job.id, job.chat_id, error
+                )
+                return False
+            except discord.HTTPException as error:
+                log.warning("job %s: posting failed (attempt %d): %s", job.id, attempt + 1, error)
+        return False
+
+    def _messageable(self, channel_id: int) -> discord.abc.Messageable:
+        channel = self.get_channel(channel_id)
+        if isinstance(channel, discord.abc.Messageable):
+            return channel
+        return self.get_partial_messageable(channel_id)
+
+    def _upload_limit(self, channel_id: int) -> int:
+        """The most bytes one upload may have here, as Discord reports it now."""
+        channel = self.get_channel(channel_id)
+        guild = getattr(channel, "guild", None)
+        limit = (
+            guild.filesize_limit
+            if guild is not None
+            else discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
+        )
+        reported = self._upload_limits.get(channel_id)
+        return min(limit, reported) if reported else limit
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def check_attachment(attachment: discord.Attachment, role: str, limit: int) -> None:
+    """Refuse what is clearly not a usable image before downloading it."""
+    name = discord.utils.escape_markdown(attachment.filename)
+    content_type = (attachment.content_type or "").split(";")[0].strip().lower()
+    if content_type:
+        if not content_type.startswith("image/"):
+            raise InvalidImage(f"The {role} (**{name}**) isn't an image. {ACCEPTED_TEXT}")
+        if content_type not in IMAGE_TYPES:
+            kind = content_type.removeprefix("image/").upper()
+            raise InvalidImage(f"The {role} (**{name}**) is a {kind} image. {ACCEPTED_TEXT}")
+    elif not attachment.filename.lower().endswith(IMAGE_SUFFIXES):
+        raise InvalidImage(f"The {role} (**{name}**) doesn't look like an image. {ACCEPTED_TEXT}")
+    if attachment.size > limit:
+        raise InvalidImage(
+            f"The {role} (**{name}**) is {_megabytes(attachment.size)}; the most I accept is "
+            f"{_megabytes(limit)}. Try a smaller or more compressed version."
+        )
+
+
+async def download(attachment: discord.Attachment, role: str) -> bytes:
+    try:
+        return await attachment.read()
+    except discord.HTTPException:
+        raise InvalidImage(
+            f"I couldn't download the {role} from Discord. Please attach it again."
+        ) from None
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB"
+
+
+def _cancel_text(job: Job) -> str:
+    if job.state is JobState.RUNNING:
+        return "Stopping your painting; it will be cancelled in a moment."
+    return "Cancelled the painting."
+
+
+def _parse_ref(ref: str, default_channel: int) -> tuple[int, int | None]:
+    channel, _, message = ref.partition("/")
+    try:
+        return int(channel), int(message)
+    except ValueError:
+        log.warning("ignoring malformed status reference %r", ref)
+        return default_channel, None
