@@ -9,11 +9,13 @@ lives in the store, and the client re-registers the templates in ``setup_hook``.
 from __future__ import annotations
 
 import io
+import logging
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import discord
+from PIL import Image
 
 from bot.jobs import Job, JobState, QueueOverview
 from engine import images
@@ -21,6 +23,8 @@ from engine.protocol import PaintOptions
 
 if TYPE_CHECKING:
     from bot.discord_app import AtelierDiscord
+
+log = logging.getLogger(__name__)
 
 ACCENT: Final = discord.Colour(0xB5651D)  # burnt sienna
 DONE_COLOUR: Final = discord.Colour.green()
@@ -362,9 +366,29 @@ def encode_for_upload(png: bytes, limit: int, job_id: str) -> tuple[bytes, str]:
     """
     if len(png) <= limit:
         return png, f"atelier-{job_id}.png"
-    img = images.load_image(png, role="painting", max_bytes=max(len(png), images.MAX_INPUT_BYTES))
-    data, kind = images.encode_for_budget(img, max(limit, images.MIN_BUDGET_BYTES))
+    budget = max(limit, images.MIN_BUDGET_BYTES)
+    try:
+        img = images.load_image(png, role="painting", max_bytes=len(png) + 1)
+        data, kind = images.encode_for_budget(img, budget)
+    except (OSError, ValueError) as error:
+        # The result must reach the member even if the careful encoder trips on a picture.
+        log.warning("job %s: falling back to a plain JPEG encoder: %s", job_id, error)
+        data, kind = _plain_jpeg(png, budget), "jpeg"
     return data, f"atelier-{job_id}.{'png' if kind == 'png' else 'jpg'}"
+
+
+def _plain_jpeg(png: bytes, budget: int) -> bytes:
+    with Image.open(io.BytesIO(png)) as opened:
+        img = opened.convert("RGB")
+    while True:
+        for quality in (92, 85, 78, 70):
+            buffer = io.BytesIO()
+            img.save(buffer, "JPEG", quality=quality)
+            if buffer.tell() <= budget:
+                return buffer.getvalue()
+        if max(img.size) <= 16:
+            return buffer.getvalue()
+        img = img.resize((max(1, img.width * 3 // 4), max(1, img.height * 3 // 4)))
 
 
 def preview_file(preview: bytes) -> discord.File:

@@ -506,6 +506,50 @@ async def test_a_job_that_outlives_the_interaction_token_still_delivers(
     assert status_embed(await channel_message(channel, status.id)).title == "✅ Done"
 
 
+async def test_result_goes_by_direct_message_when_the_channel_refuses(
+    sim: DiscordSim, channel: simcord.ChannelHandle, alice: simcord.MemberActor
+) -> None:
+    await paint(sim, alice, channel)
+    job = await sim.running_job()
+    sim.env.inject_error(
+        "POST",
+        f"/channels/{channel.id}/messages",
+        status=403,
+        code=50013,
+        message="Missing Permissions",
+        times=None,
+    )
+    sim.engine.finish(job.id)
+    await sim.settle()
+    [result] = [m for m in alice.user.dm_channel.history() if m.author.bot]
+    assert result.attachments[0].filename == f"atelier-{job.id}.png"
+
+
+async def test_failed_painting_says_why_on_the_status_message(
+    sim: DiscordSim, channel: simcord.ChannelHandle, alice: simcord.MemberActor
+) -> None:
+    await paint(sim, alice, channel)
+    job = await sim.running_job()
+    sim.engine.fail(job.id, "out_of_memory", "The photo is too big for the GPU today.")
+    await sim.settle()
+    [status] = bot_messages(channel)
+    embed = status_embed(status)
+    assert embed.title == "⚠️ This painting didn't work out"
+    assert "too big for the GPU" in (embed.description or "")
+    assert status.components == []
+
+
+async def test_a_painting_faster_than_the_status_message_is_still_delivered(
+    sim: DiscordSim, channel: simcord.ChannelHandle, alice: simcord.MemberActor
+) -> None:
+    sim.engine.auto = True
+    result = await paint(sim, alice, channel)
+    assert "in the queue" in ephemeral_text(result)
+    messages = bot_messages(channel)
+    assert sum(1 for m in messages if m.attachments and m.content.startswith(alice.mention)) == 1
+    assert all(m.components == [] for m in messages if not m.attachments)
+
+
 # -- DMs, help ------------------------------------------------------------------------------
 
 
@@ -548,4 +592,14 @@ def test_result_too_large_for_the_upload_limit_becomes_a_jpeg() -> None:
     data, name = encode_for_upload(png, len(png) // 3, "abc")
     assert name == "atelier-abc.jpg"
     assert len(data) <= len(png) // 3
+    assert Image.open(io.BytesIO(data)).format == "JPEG"
+
+
+def test_a_noisy_result_still_fits_the_upload_limit() -> None:
+    noise = Image.frombytes("RGB", (300, 300), os.urandom(300 * 300 * 3))
+    buffer = io.BytesIO()
+    noise.save(buffer, "PNG")
+    data, name = encode_for_upload(buffer.getvalue(), 120_000, "xyz")
+    assert name == "atelier-xyz.jpg"
+    assert len(data) <= 120_000
     assert Image.open(io.BytesIO(data)).format == "JPEG"
