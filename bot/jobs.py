@@ -72,6 +72,7 @@ class Job:
     parent_id: str | None = None  # the job this one was re-rolled from
     challenge_id: int | None = None
     seconds: float | None = None  # painting time on the engine
+    turn: int = 0  # round-robin round: jobs run by (turn, arrival)
 
 
 @dataclass(frozen=True)

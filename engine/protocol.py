@@ -1,11 +1,13 @@
 """The plain-data contract between the bot process and the engine process.
 
 Standard library only: the bot imports this module and must never pull in torch.
-Everything here is a frozen dataclass of plain values (str, int, float, bool, bytes, tuples,
-dicts of those), so it pickles across a ``spawn`` process boundary and could be sent as JSON.
+Everything here is a frozen dataclass of plain values (str, int, float, bool, bytes,
+tuples, dicts of those), so it pickles across a ``spawn`` process boundary and could be sent
+as JSON.
 
 Messages, bot -> engine:   PaintJob, CancelJob, Shutdown
-Messages, engine -> bot:   EngineReady, JobStarted, JobProgress, JobDone, JobFailed, JobCancelled
+Messages, engine -> bot:   EngineReady, EngineFailed, JobStarted, JobProgress, JobDone,
+                           JobFailed, JobCancelled
 
 The paint options a member can choose (:class:`PaintOptions`) and the quality presets that turn
 them into a multi-scale schedule (:data:`PRESETS`, :func:`schedule`) live here too, because both
@@ -46,7 +48,9 @@ class PaintOptions:
     def validate(self) -> PaintOptions:
         """Return self, or raise :class:`OptionError` naming the bad option and what is accepted."""
         if isinstance(self.strength, bool) or not isinstance(self.strength, int):
-            raise OptionError(f"strength must be a whole number from {STRENGTH_MIN} to {STRENGTH_MAX}")
+            raise OptionError(
+                f"strength must be a whole number from {STRENGTH_MIN} to {STRENGTH_MAX}"
+            )
         if not STRENGTH_MIN <= self.strength <= STRENGTH_MAX:
             raise OptionError(
                 f"strength {self.strength} is out of range: use {STRENGTH_MIN} to {STRENGTH_MAX}"
@@ -185,6 +189,17 @@ class PaintJob:
 
 
 @dataclass(frozen=True)
+class EngineConfig:
+    """How the engine process is set up; sent as its start argument."""
+
+    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
+    weights: str | None = None  # a local state-dict file; None = torchvision's download
+    max_input_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
 class CancelJob:
     job_id: str
 
@@ -208,6 +223,14 @@ class EngineReady:
     pid: int
     device: str
     kind: str
+
+
+@dataclass(frozen=True)
+class EngineFailed:
+    """The engine cannot work at all (e.g. no VGG-19 weights). Sent instead of EngineReady."""
+
+    code: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -262,4 +285,6 @@ class JobCancelled:
     job_id: str
 
 
-FromEngine = EngineReady | JobStarted | JobProgress | JobDone | JobFailed | JobCancelled
+FromEngine = (
+    EngineReady | EngineFailed | JobStarted | JobProgress | JobDone | JobFailed | JobCancelled
+)

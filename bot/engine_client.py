@@ -1,0 +1,208 @@
+"""Starts and watches the engine process; turns its messages into awaitable results.
+
+The engine runs in its own process (``spawn``, so no CUDA state is ever forked) and owns the
+device. Between the two processes travel only the plain dataclasses of :mod:`engine.protocol`,
+over a ``multiprocessing`` pipe. A reader thread blocks on the pipe and hands messages to the
+event loop, so the loop never blocks on the engine. When the pipe reaches end-of-file the
+process has died (killed, crashed, out of memory): the job in hand fails with
+:class:`EngineCrashed` within a second, and :meth:`EngineClient.restart` starts a fresh process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+
+from engine import protocol
+
+log = logging.getLogger(__name__)
+
+JobUpdate = protocol.JobStarted | protocol.JobProgress
+JobOutcome = protocol.JobDone | protocol.JobFailed | protocol.JobCancelled
+WorkerTarget = Callable[[protocol.EngineConfig, Connection], None]
+
+
+class EngineCrashed(Exception):
+    """The engine process died while a job was in hand."""
+
+
+class EngineUnavailable(Exception):
+    """The engine could not start (``code`` and ``message`` say why, e.g. no weights)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Engine(Protocol):
+    """What the service needs from an engine; :class:`EngineClient` and test fakes provide it."""
+
+    device: str | None
+    device_kind: str
+    up_since: float | None
+
+    async def start(self) -> None: ...
+
+    async def run(
+        self, job: protocol.PaintJob, on_update: Callable[[JobUpdate], None]
+    ) -> JobOutcome: ...
+
+    async def cancel(self, job_id: str) -> None: ...
+
+    async def restart(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class EngineClient:
+    """One engine process at a time, running ``target(config, connection)``.
+
+    ``target`` defaults to :func:`engine.worker.main`; tests pass a scripted fake worker, which
+    still runs in a real spawned process.
+    """
+
+    def __init__(
+        self,
+        config: protocol.EngineConfig,
+        *,
+        target: WorkerTarget | None = None,
+        start_timeout: float = 600.0,
+    ) -> None:
+        self._config = config
+        self._target = target
+        self._start_timeout = start_timeout
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._inbox: asyncio.Queue[protocol.FromEngine | None] = asyncio.Queue()
+        self._lock = asyncio.Lock()
+        self.device: str | None = None
+        self.device_kind = "cpu"
+        self.up_since: float | None = None
+        self.pid: int | None = None
+
+    async def start(self) -> None:
+        """Start the process and wait until its model is loaded."""
+        target = self._target
+        if target is None:
+            from engine.worker import main as worker_main  # torch-free import: worker is lazy
+
+            target = worker_main
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe(duplex=True)
+        process = context.Process(
+            target=target, args=(self._config, child), name="atelier-engine", daemon=True
+        )
+        process.start()
+        child.close()  # so that the child's death shows up as EOF on our end
+        self._process, self._conn = process, parent
+        self._inbox = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        threading.Thread(
+            target=_read_pipe, args=(parent, loop, self._inbox), daemon=True, name="engine-pipe"
+        ).start()
+        message = await asyncio.wait_for(self._next_message(), self._start_timeout)
+        if isinstance(message, protocol.EngineFailed):
+            await self._terminate()
+            raise EngineUnavailable(message.code, message.message)
+        if not isinstance(message, protocol.EngineReady):
+            await self._terminate()
+            raise EngineUnavailable("internal", f"engine sent {type(message).__name__} first")
+        self.device, self.device_kind, self.pid = message.device, message.kind, message.pid
+        self.up_since = time.time()
+        log.info("engine up: pid %s on %s", message.pid, message.device)
+
+    async def run(
+        self, job: protocol.PaintJob, on_update: Callable[[JobUpdate], None]
+    ) -> JobOutcome:
+        """Paint one job; raise :class:`EngineCrashed` if the process dies meanwhile."""
+        async with self._lock:
+            self._send(job)
+            while True:
+                message = await self._next_message()
+                if isinstance(message, protocol.JobStarted | protocol.JobProgress):
+                    if message.job_id == job.job_id:
+                        on_update(message)
+                elif isinstance(
+                    message, protocol.JobDone | protocol.JobFailed | protocol.JobCancelled
+                ):
+                    if message.job_id == job.job_id:
+                        return message
+                    log.warning("engine finished unknown job %s; ignored", message.job_id)
+                else:
+                    log.warning("unexpected engine message %r; ignored", type(message).__name__)
+
+    async def cancel(self, job_id: str) -> None:
+        with contextlib.suppress(OSError, EngineCrashed):
+            self._send(protocol.CancelJob(job_id))
+
+    async def restart(self) -> None:
+        await self._terminate()
+        await self.start()
+
+    async def close(self) -> None:
+        if self._conn is not None and self._process is not None and self._process.is_alive():
+            with contextlib.suppress(OSError, EngineCrashed):
+                self._send(protocol.Shutdown())
+            await asyncio.to_thread(self._process.join, 10)
+        await self._terminate()
+
+    def kill(self) -> None:
+        """Kill the process outright (tests and the time limit use this)."""
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
+
+    async def _next_message(self) -> protocol.FromEngine:
+        message = await self._inbox.get()
+        if message is None:
+            self.up_since = None
+            code = self._process.exitcode if self._process is not None else None
+            raise EngineCrashed(f"engine process exited (exit code {code})")
+        return message
+
+    def _send(self, message: protocol.ToEngine) -> None:
+        if self._conn is None:
+            raise EngineCrashed("engine is not running")
+        try:
+            self._conn.send(message)
+        except (BrokenPipeError, ConnectionResetError, EOFError) as error:
+            raise EngineCrashed(f"engine pipe closed: {error}") from error
+
+    async def _terminate(self) -> None:
+        process, conn = self._process, self._conn
+        self._process, self._conn, self.up_since = None, None, None
+        if process is not None and process.is_alive():
+            process.terminate()
+            await asyncio.to_thread(process.join, 5)
+            if process.is_alive():
+                process.kill()
+                await asyncio.to_thread(process.join, 5)
+        if conn is not None:
+            conn.close()
+
+
+def _read_pipe(
+    conn: Connection,
+    loop: asyncio.AbstractEventLoop,
+    inbox: asyncio.Queue[protocol.FromEngine | None],
+) -> None:
+    """Thread: forward every message to the loop; ``None`` marks the end of the process."""
+    while True:
+        try:
+            message: Any = conn.recv()
+        except (EOFError, OSError):
+            break
+        except Exception:  # an unpicklable message: skip it, keep the engine
+            log.exception("unreadable engine message skipped")
+            continue
+        with contextlib.suppress(RuntimeError):  # loop closed at shutdown
+            loop.call_soon_threadsafe(inbox.put_nowait, message)
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(inbox.put_nowait, None)

@@ -1,0 +1,206 @@
+"""Fakes at the seams: a clock, an in-process engine and a scripted engine process."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from PIL import Image
+
+from bot.engine_client import EngineCrashed, JobOutcome, JobUpdate
+from engine import protocol
+
+
+class FakeClock:
+    """Unix time that moves only when a test says so."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def png_bytes(
+    size: tuple[int, int] = (48, 40), color: tuple[int, int, int] = (200, 60, 30)
+) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def jpeg_bytes(
+    size: tuple[int, int] = (48, 40), color: tuple[int, int, int] = (30, 60, 200)
+) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+@dataclass
+class _Run:
+    job: protocol.PaintJob
+    on_update: Callable[[JobUpdate], None]
+    outcome: asyncio.Future[JobOutcome | Exception] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class FakeEngine:
+    """An in-process engine for service and adapter tests.
+
+    ``auto=True`` paints every job at once: ``steps`` progress updates (with a preview on each)
+    then a real PNG. ``auto=False`` leaves each job running until the test calls
+    :meth:`progress`, :meth:`finish`, :meth:`fail` or :meth:`crash`.
+    """
+
+    def __init__(self, *, auto: bool = True, steps: int = 3, device_kind: str = "cpu") -> None:
+        self.auto = auto
+        self.steps = steps
+        self.device: str | None = None
+        self.device_kind = device_kind
+        self.up_since: float | None = None
+        self.starts = 0
+        self.restarts = 0
+        self.cancels: list[str] = []
+        self.seen: list[protocol.PaintJob] = []
+        self._runs: dict[str, _Run] = {}
+        self._started = asyncio.Queue[str]()
+
+    async def start(self) -> None:
+        self.starts += 1
+        self.device = "fake:0"
+        self.up_since = time.time()
+
+    async def restart(self) -> None:
+        self.restarts += 1
+        await self.start()
+
+    async def close(self) -> None:
+        self.up_since = None
+
+    async def run(
+        self, job: protocol.PaintJob, on_update: Callable[[JobUpdate], None]
+    ) -> JobOutcome:
+        run = _Run(job, on_update)
+        self._runs[job.job_id] = run
+        self.seen.append(job)
+        on_update(protocol.JobStarted(job.job_id, 48, 40, total_steps=100, total_work=0))
+        self._started.put_nowait(job.job_id)
+        if self.auto:
+            for step in range(1, self.steps + 1):
+                await asyncio.sleep(0)
+                if run.outcome.done():
+                    break
+                await self.progress(job.job_id, 100 * step / self.steps, preview=True)
+            if not run.outcome.done():
+                self.finish(job.job_id)
+        result = await run.outcome
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def cancel(self, job_id: str) -> None:
+        self.cancels.append(job_id)
+        run = self._runs.get(job_id)
+        if run is not None and not run.outcome.done():
+            run.outcome.set_result(protocol.JobCancelled(job_id))
+
+    # -- test controls ---------------------------------------------------------------------
+
+    async def wait_started(self, job_id: str | None = None) -> str:
+        """Wait until a job (this one, if named) reaches the engine; returns its id."""
+        while True:
+            started = await asyncio.wait_for(self._started.get(), 10)
+            if job_id is None or started == job_id:
+                return started
+
+    async def progress(
+        self, job_id: str, percent: float, *, preview: bool = False, eta: float | None = None
+    ) -> None:
+        run = self._runs[job_id]
+        run.on_update(
+            protocol.JobProgress(
+                job_id=job_id,
+                step=round(percent),
+                total_steps=100,
+                scale=0 if percent < 50 else 1,
+                scales=2,
+                elapsed=1.0,
+                eta=eta,
+                losses={"style": 1.0, "content": 2.0},
+                preview_jpeg=jpeg_bytes() if preview else None,
+            )
+        )
+        await asyncio.sleep(0)
+
+    def finish(self, job_id: str, seconds: float = 2.0) -> None:
+        run = self._runs[job_id]
+        Path(run.job.result_path).write_bytes(png_bytes((64, 48), (90, 140, 60)))
+        run.outcome.set_result(
+            protocol.JobDone(
+                job_id, run.job.result_path, 64, 48, seconds, steps=100, work=64 * 48 * 100
+            )
+        )
+
+    def fail(
+        self, job_id: str, code: str = "bad_image", message: str = "The photo is broken."
+    ) -> None:
+        self._runs[job_id].outcome.set_result(protocol.JobFailed(job_id, code, message))
+
+    def crash(self, job_id: str) -> None:
+        self._runs[job_id].outcome.set_result(EngineCrashed("fake engine died"))
+
+
+# -- a scripted engine *process* for EngineClient tests ----------------------------------------
+
+SEED_CRASH_ALWAYS = 13
+SEED_CRASH_ONCE = 7
+SEED_HANG = 99
+
+
+def fake_worker(config: protocol.EngineConfig, conn: Connection) -> None:
+    """Speaks the engine protocol without torch. The seed option picks a behaviour."""
+    conn.send(protocol.EngineReady(pid=os.getpid(), device="fake", kind="cpu"))
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if isinstance(message, protocol.Shutdown):
+            return
+        if not isinstance(message, protocol.PaintJob):
+            continue
+        job = message
+        conn.send(protocol.JobStarted(job.job_id, 64, 48, total_steps=5, total_work=64 * 48 * 5))
+        seed = job.options.seed
+        marker = Path(job.result_path + ".crashed")
+        if seed == SEED_CRASH_ALWAYS or (seed == SEED_CRASH_ONCE and not marker.exists()):
+            marker.touch()
+            os._exit(3)
+        if seed == SEED_HANG:
+            time.sleep(3600)
+        cancelled = False
+        for step in range(1, 6):
+            time.sleep(0.02)
+            while conn.poll():
+                other = conn.recv()
+                if isinstance(other, protocol.CancelJob) and other.job_id == job.job_id:
+                    cancelled = True
+            if cancelled:
+                break
+            conn.send(protocol.JobProgress(job.job_id, step, 5, 0, 1, elapsed=0.02 * step, eta=0.1))
+        if cancelled:
+            conn.send(protocol.JobCancelled(job.job_id))
+            continue
+        Path(job.result_path).write_bytes(png_bytes((64, 48)))
+        conn.send(protocol.JobDone(job.job_id, job.result_path, 64, 48, 0.1, 5, 64 * 48 * 5))
