@@ -311,11 +311,7 @@ class PaintService:
         return job
 
     async def cancel_mine(self, platform: str, user_id: str) -> Job:
-        mine = [
-            j
-            for j in [*([self._running] if self._running else []), *self._waiting]
-            if j.platform == platform and j.user_id == user_id
-        ]
+        mine = [j for j in self._active() if j.platform == platform and j.user_id == user_id]
         if not mine:
             raise JobNotFound("You have no painting in progress. Start one with /paint.")
         # The newest one: a member with several jobs most likely regrets the last.
@@ -390,10 +386,16 @@ class PaintService:
             raise NotAvailable(f"The {which} of that painting has been deleted.")
         return path.read_bytes()
 
+    def _active(self) -> list[Job]:
+        """The running job (until it is finished) and the waiting ones."""
+        running = self._running
+        live = [running] if running is not None and not running.state.terminal else []
+        return [*live, *self._waiting]
+
     # -- admission -----------------------------------------------------------------------------
 
     def _check_limits(self, platform: str, chat_id: str, user_id: str) -> None:
-        active = [*([self._running] if self._running else []), *self._waiting]
+        active = self._active()
         mine = sum(1 for j in active if j.platform == platform and j.user_id == user_id)
         if mine >= self._limits.per_member:
             if self._limits.per_member == 1:
@@ -447,7 +449,7 @@ class PaintService:
         return protocol.total_work(scales)
 
     def _admit(self, job: Job) -> Job:
-        active = [*([self._running] if self._running else []), *self._waiting]
+        active = self._active()
         job = replace(job, turn=next_turn(active, (job.platform, job.user_id), self._current_turn))
         self._store.insert_job(job)
         self._waiting.append(job)
