@@ -1,0 +1,405 @@
+"""How a /paint request is gathered on Telegram, in the three ways a member can ask.
+
+1. An album of two images with the caption ``/paint`` (first the photo, then the painting).
+   Telegram delivers an album as one message per image sharing a ``media_group_id``; they are
+   collected for ``album_wait`` seconds after the last one arrives, so one album is one job.
+2. ``/paint`` as the caption of a photo sent in reply to a message holding the painting.
+3. ``/paint`` alone: the bot asks for the photo, then the painting (replies to the bot's prompts
+   reach it even in groups with privacy mode on), and gives up politely after ``flow_timeout``.
+
+Images may come as photos (the largest size is used) or as files. Files are checked before they
+are downloaded (declared size against the Bot API's download limit, image type); the service
+validates the bytes. Options travel in the caption: ``/paint strength=7 quality=high keep_colors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiogram import Bot, F, Router
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.filters import Command, CommandObject
+from aiogram.types import ForceReply, Message, ReplyParameters, User
+
+from bot.errors import InvalidImage, InvalidOptions, UserFacingError
+from bot.jobs import PaintRequest
+from bot.service import PaintService
+from bot.telegram_status import PLATFORM, Sleep, StatusBoard
+from engine.protocol import (
+    BRUSHES,
+    QUALITIES,
+    STRENGTH_MAX,
+    STRENGTH_MIN,
+    OptionError,
+    PaintOptions,
+)
+
+log = logging.getLogger(__name__)
+
+# The cloud Bot API serves files up to 20 MB to bots (getFile); a self-hosted server in
+# --local mode has no such limit, so TelegramApp takes it as a parameter.
+BOT_API_DOWNLOAD_LIMIT = 20 * 1024 * 1024
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic")
+OPTIONS_HELP = (
+    f"strength={STRENGTH_MIN}…{STRENGTH_MAX}, quality={'|'.join(QUALITIES)}, "
+    f"brush={'|'.join(BRUSHES)}, keep_colors"
+)
+
+Report = Callable[[BaseException, int, int | None], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image a member sent, not yet downloaded."""
+
+    file_id: str
+    size: int | None  # as declared by Telegram
+    name: str
+
+
+def image_in(message: Message | None, *, limit: int) -> ImageRef | None:
+    """The image ``message`` holds (None if it holds none), checked before any download.
+
+    Raises :class:`InvalidImage` for a file that is not an image or is too large to download.
+    """
+    if message is None:
+        return None
+    if message.photo:
+        largest = max(message.photo, key=lambda size: size.width * size.height)
+        ref = ImageRef(largest.file_id, largest.file_size, "photo.jpg")
+    elif message.document is not None:
+        document = message.document
+        name = document.file_name or "file"
+        mime = document.mime_type or ""
+        if not (mime.startswith("image/") or name.lower().endswith(IMAGE_SUFFIXES)):
+            raise InvalidImage(
+                f"“{name}” is not an image ({mime or 'unknown type'}). Send a JPEG, PNG or "
+                "WebP picture, as a photo or as a file."
+            )
+        ref = ImageRef(document.file_id, document.file_size, name)
+    else:
+        return None
+    if ref.size is not None and ref.size > limit:
+        raise InvalidImage(
+            f"“{ref.name}” is {ref.size / 2**20:.1f} MB, but bots can only fetch files up to "
+            f"{limit / 2**20:.0f} MB from Telegram. Send a smaller file, or send it as a photo "
+            "(Telegram shrinks photos)."
+        )
+    return ref
+
+
+def parse_options(args: str | None) -> PaintOptions:
+    """``strength=7 quality=high keep_colors`` -> :class:`PaintOptions`, or InvalidOptions."""
+    values: dict[str, object] = {}
+    for word in (args or "").split():
+        name, has_value, value = word.lower().replace("-", "_").partition("=")
+        if name in ("keep_colors", "keep_colours") and not has_value:
+            values["keep_colors"] = True
+        elif name == "strength" and has_value:
+            try:
+                values["strength"] = int(value)
+            except ValueError:
+                raise InvalidOptions(
+                    f"strength must be a whole number from {STRENGTH_MIN} to {STRENGTH_MAX}."
+                ) from None
+        elif name in ("quality", "brush") and has_value:
+            values[name] = value
+        else:
+            raise InvalidOptions(f"I don't know the option “{word}”. Options: {OPTIONS_HELP}.")
+    try:
+        return PaintOptions(**values).validate()  # type: ignore[arg-type]
+    except OptionError as error:
+        raise InvalidOptions(f"{error}.") from None
+
+
+def member_name(user: User | None) -> str:
+    if user is None:
+        return "Someone"
+    return user.full_name or (f"@{user.username}" if user.username else str(user.id))
+
+
+@dataclass
+class _Album:
+    messages: list[Message] = field(default_factory=list)
+    command: CommandObject | None = None
+    timer: asyncio.Task[None] | None = None
+
+
+@dataclass
+class _Flow:
+    """A guided /paint: the bot asked for the missing images and waits for them."""
+
+    chat_id: int
+    user: User
+    options: PaintOptions
+    reply_to: int
+    photo: ImageRef | None = None
+    painting: ImageRef | None = None
+    timer: asyncio.Task[None] | None = None
+
+    @property
+    def missing(self) -> str:
+        return "photo" if self.photo is None else "painting"
+
+
+class PaintRequests:
+    """The /paint router: turns messages into jobs, opening a status message for each."""
+
+    def __init__(
+        self,
+        bot: Bot,
+        service: PaintService,
+        board: StatusBoard,
+        *,
+        report: Report,
+        sleep: Sleep,
+        album_wait: float,
+        flow_timeout: float,
+        download_limit: int = BOT_API_DOWNLOAD_LIMIT,
+    ) -> None:
+        self._bot = bot
+        self._service = service
+        self._board = board
+        self._report = report
+        self._sleep = sleep
+        self._album_wait = album_wait
+        self._flow_timeout = flow_timeout
+        self._limit = download_limit
+        self._albums: dict[str, _Album] = {}
+        self._flows: dict[tuple[int, int], _Flow] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+        self.router = Router(name="paint")
+        images = F.photo | F.document
+        self.router.message.register(
+            self._on_album_item, F.media_group_id, images, Command("paint")
+        )
+        self.router.message.register(self._on_album_item, F.media_group_id, images)
+        self.router.message.register(self._on_paint, Command("paint"))
+        self.router.message.register(self._on_flow_image, images, self._in_flow)
+
+    async def close(self) -> None:
+        tasks = [*self._tasks]
+        tasks += [a.timer for a in self._albums.values() if a.timer]
+        tasks += [f.timer for f in self._flows.values() if f.timer]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def cancel_flow(self, chat_id: int, user_id: int) -> bool:
+        """Stop the member's guided /paint in this chat; False when there was none."""
+        flow = self._flows.pop((chat_id, user_id), None)
+        if flow is None:
+            return False
+        if flow.timer is not None:
+            flow.timer.cancel()
+        return True
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    async def _on_paint(self, message: Message, command: CommandObject) -> None:
+        """``/paint`` as a text, as a photo's caption, and/or in reply to the painting."""
+        options = parse_options(command.args)
+        here = image_in(message, limit=self._limit)
+        replied = image_in(message.reply_to_message, limit=self._limit)
+        assert message.from_user is not None
+        if here is not None and replied is not None:
+            await self._paint(
+                message.chat.id, message.from_user, here, replied, options, message.message_id
+            )
+            return
+        await self._start_flow(message, options, photo=here, painting=replied)
+
+    async def _on_album_item(self, message: Message, command: CommandObject | None = None) -> None:
+        group = message.media_group_id
+        assert group is not None
+        album = self._albums.setdefault(group, _Album())
+        album.messages.append(message)
+        if command is not None:
+            album.command = command
+        if album.timer is not None:
+            album.timer.cancel()
+        album.timer = asyncio.create_task(self._album_complete(group), name=f"tg-album-{group}")
+
+    def _in_flow(self, message: Message) -> bool:
+        user = message.from_user
+        return user is not None and (message.chat.id, user.id) in self._flows
+
+    async def _on_flow_image(self, message: Message) -> None:
+        assert message.from_user is not None
+        flow = self._flows.get((message.chat.id, message.from_user.id))
+        if flow is not None:
+            await self._feed(flow, [message])
+
+    # -- albums --------------------------------------------------------------------------------
+
+    async def _album_complete(self, group: str) -> None:
+        await self._sleep(self._album_wait)
+        album = self._albums.pop(group, None)
+        if album is None:
+            return
+        # From here the album is complete; an item arriving now starts a new one.
+        album.timer = None
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        items = sorted(album.messages, key=lambda m: m.message_id)
+        anchor = next((m for m in items if m.caption), items[0])
+        try:
+            await self._on_album(items, anchor, album.command)
+        except Exception as error:
+            await self._report(error, anchor.chat.id, anchor.message_id)
+
+    async def _on_album(
+        self, items: list[Message], anchor: Message, command: CommandObject | None
+    ) -> None:
+        user = anchor.from_user
+        assert user is not None
+        if command is None:
+            flow = self._flows.get((anchor.chat.id, user.id))
+            if flow is not None:
+                await self._feed(flow, items)
+            return  # an album that is not for us
+        options = parse_options(command.args)
+        refs = [ref for m in items if (ref := image_in(m, limit=self._limit)) is not None]
+        if len(refs) == 2:
+            await self._paint(anchor.chat.id, user, refs[0], refs[1], options, anchor.message_id)
+        elif len(refs) == 1:  # e.g. a group with privacy mode delivers only the captioned item
+            await self._start_flow(anchor, options, photo=refs[0], painting=None)
+        else:
+            raise InvalidImage(
+                f"An album for /paint needs exactly two images, your photo first and then the "
+                f"painting; this one has {len(refs)}."
+            )
+
+    # -- the guided flow -----------------------------------------------------------------------
+
+    async def _start_flow(
+        self,
+        message: Message,
+        options: PaintOptions,
+        *,
+        photo: ImageRef | None,
+        painting: ImageRef | None,
+    ) -> None:
+        assert message.from_user is not None
+        self.cancel_flow(message.chat.id, message.from_user.id)
+        flow = _Flow(
+            chat_id=message.chat.id,
+            user=message.from_user,
+            options=options,
+            reply_to=message.message_id,
+            photo=photo,
+            painting=painting,
+        )
+        self._flows[(flow.chat_id, flow.user.id)] = flow
+        await self._prompt(flow)
+
+    async def _prompt(self, flow: _Flow) -> None:
+        if flow.missing == "photo":
+            text = (
+                "Send me the photo to paint, as a photo or as a file (reply to this message "
+                "in a group). /cancel stops."
+            )
+        else:
+            text = "Now send the painting whose style I should use, as a photo or as a file."
+        if flow.timer is not None:
+            flow.timer.cancel()
+        flow.timer = asyncio.create_task(self._flow_timeout_later(flow))
+        await self._bot.send_message(
+            flow.chat_id,
+            text,
+            reply_markup=ForceReply(selective=True, input_field_placeholder=f"your {flow.missing}"),
+            reply_parameters=ReplyParameters(
+                message_id=flow.reply_to, allow_sending_without_reply=True
+            ),
+        )
+
+    async def _feed(self, flow: _Flow, messages: list[Message]) -> None:
+        for message in messages:
+            ref = image_in(message, limit=self._limit)
+            if ref is None:
+                continue
+            flow.reply_to = message.message_id
+            if flow.photo is None:
+                flow.photo = ref
+            elif flow.painting is None:
+                flow.painting = ref
+        if flow.photo is None or flow.painting is None:
+            await self._prompt(flow)
+            return
+        self.cancel_flow(flow.chat_id, flow.user.id)
+        await self._paint(
+            flow.chat_id, flow.user, flow.photo, flow.painting, flow.options, flow.reply_to
+        )
+
+    async def _flow_timeout_later(self, flow: _Flow) -> None:
+        await self._sleep(self._flow_timeout)
+        key = (flow.chat_id, flow.user.id)
+        if self._flows.get(key) is not flow:
+            return
+        del self._flows[key]
+        minutes = max(1, round(self._flow_timeout / 60))
+        try:
+            await self._bot.send_message(
+                flow.chat_id,
+                f"I didn't get your {flow.missing} within {minutes} min, so I stopped waiting. "
+                "Send /paint whenever you want to try again.",
+                reply_parameters=ReplyParameters(
+                    message_id=flow.reply_to, allow_sending_without_reply=True
+                ),
+            )
+        except Exception as error:
+            await self._report(error, flow.chat_id, None)
+
+    # -- submitting ----------------------------------------------------------------------------
+
+    async def _paint(
+        self,
+        chat_id: int,
+        user: User,
+        photo: ImageRef,
+        painting: ImageRef,
+        options: PaintOptions,
+        reply_to: int,
+    ) -> None:
+        """Download both images, queue the job and open its status message."""
+        photo_bytes, painting_bytes = await asyncio.gather(
+            self._download(photo), self._download(painting)
+        )
+        job = await self._service.submit(
+            PaintRequest(
+                platform=PLATFORM,
+                chat_id=str(chat_id),
+                user_id=str(user.id),
+                user_name=member_name(user),
+                photo=photo_bytes,
+                painting=painting_bytes,
+                options=options,
+                photo_name=photo.name,
+                painting_name=painting.name,
+            )
+        )
+        self._board.expect(job)
+        await self._board.open(job, picture_of=photo_bytes, reply_to=reply_to)
+
+    async def _download(self, ref: ImageRef) -> bytes:
+        try:
+            data = await self._bot.download(ref.file_id)
+        except TelegramBadRequest as error:
+            if "too big" in error.message:
+                raise InvalidImage(
+                    f"“{ref.name}” is too large for bots to fetch from Telegram (over "
+                    f"{self._limit / 2**20:.0f} MB). Send a smaller file."
+                ) from None
+            raise
+        if data is None:  # only when a destination is given
+            raise UserFacingError(f"I couldn't fetch “{ref.name}” from Telegram; please resend it.")
+        return data.read()
