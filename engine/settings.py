@@ -27,8 +27,8 @@ STYLE_LAYERS: Final = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 STYLE_WEIGHT_AT_5: Final = 3e5
 STRENGTH_FACTOR: Final = 2.0  # style weight multiplier per strength step
 
-# Brush size = how large the painting is analysed relative to the canvas (ratio of long sides
-# after matching areas): a larger painting image gives larger strokes and motifs on the canvas.
+# Brush size = how large the painting is analysed relative to the canvas (ratio of long sides):
+# a larger painting image gives larger strokes and motifs on the canvas.
 BRUSH_SCALES: Final[dict[str, float]] = {"small": 0.6, "medium": 1.0, "large": 1.5}
 
 OPTIMIZERS: Final = ("lbfgs", "adam")

@@ -586,9 +586,13 @@ class Stylist:
         return grams
 
     def _painting_size(self, scene: _Scene, scale: protocol.Scale) -> tuple[int, int]:
-        """The painting's size for this canvas: same area times brush scale², own aspect ratio."""
+        """The painting's size for this canvas: its long side is the canvas's times the brush scale.
+
+        Only the canvas's long side counts (not its area or aspect ratio), so photos of any
+        shape painted at one size share the painting's cached style targets.
+        """
         pw, ph = scene.painting.size
-        factor = scene.settings.brush_scale * math.sqrt(scale.width * scale.height / (pw * ph))
+        factor = scene.settings.brush_scale * max(scale.width, scale.height) / max(pw, ph)
         smallest = min_input_side(scene.settings.style_layers)
         factor = max(factor, smallest / min(pw, ph))
         return max(smallest, round(pw * factor)), max(smallest, round(ph * factor))

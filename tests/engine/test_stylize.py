@@ -1,0 +1,299 @@
+"""The optimisation: schedule, progress, cancel, determinism, colour, caching, retries."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from collections.abc import Callable
+
+import pytest
+import torch
+from PIL import Image
+from torch import Tensor
+
+from engine import protocol, stylize
+from engine.settings import PaintSettings, style_weight_for
+from engine.stylize import Cancelled, OutOfMemory, PaintError, Progress, Stylist
+
+from ..conftest import make_painting, make_photo
+
+# Tiny and quick: one 64 px scale (the 32 px one is dropped, its steps carried).
+FAST = PaintSettings(long_side=64, steps=(3, 3), tv_weight=0.0, preview_every=0.0)
+
+
+@pytest.fixture(scope="module")
+def stylist(vgg_state: dict[str, Tensor]) -> Stylist:
+    return Stylist(weights=vgg_state, device="cpu")
+
+
+def chroma_distance(a: Image.Image, b: Image.Image) -> float:
+    """Mean absolute difference of the Cb and Cr channels (0-255)."""
+    ca, cb = a.convert("YCbCr").tobytes(), b.convert("YCbCr").tobytes()
+    diffs = [abs(x - y) for i, (x, y) in enumerate(zip(ca, cb, strict=True)) if i % 3]
+    return sum(diffs) / len(diffs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Settings and schedule
+
+
+def test_settings_from_options_follow_the_presets() -> None:
+    for quality, kind in itertools.product(protocol.QUALITIES, protocol.DEVICE_KINDS):
+        s = PaintSettings.from_options(protocol.PaintOptions(quality=quality), kind)
+        preset = protocol.PRESETS[(quality, kind)]
+        assert (s.long_side, s.steps, s.device_kind) == (preset.long_side, preset.steps, kind)
+    s = PaintSettings.from_options(
+        protocol.PaintOptions(strength=7, brush="large", keep_colors=True, seed=3),
+        "cpu",
+        long_side=128,
+    )
+    assert (s.long_side, s.brush_scale, s.keep_colors, s.seed) == (128, 1.5, True, 3)
+    assert s.style_weight == style_weight_for(7)
+
+
+def test_strength_is_a_log_scale() -> None:
+    weights = [style_weight_for(s) for s in range(1, 11)]
+    ratios = {round(b / a, 6) for a, b in itertools.pairwise(weights)}
+    assert ratios == {2.0}
+    with pytest.raises(protocol.OptionError, match="out of range"):
+        style_weight_for(11)
+
+
+def test_settings_reject_what_the_engine_will_not_run() -> None:
+    with pytest.raises(protocol.OptionError, match="size"):
+        PaintSettings(long_side=10_000)
+    with pytest.raises(protocol.OptionError, match="steps"):
+        PaintSettings(steps=(5000,))
+    with pytest.raises(protocol.OptionError, match="optimizer"):
+        FAST.replace(optimizer="sgd")
+    with pytest.raises(protocol.OptionError, match="brush"):
+        FAST.replace(brush="huge")
+
+
+def test_multi_scale_schedule_doubles_up_to_the_requested_size(stylist: Stylist) -> None:
+    s = PaintSettings.from_options(protocol.PaintOptions(), "cpu")
+    plan = stylist.plan((1024, 768), s)
+    assert [(x.width, x.height) for x in plan] == [(128, 96), (256, 192), (512, 384)]
+    assert [x.steps for x in plan] == list(s.steps)
+    # A small photo is painted at its own size; scales under 64 px give their steps onward.
+    small = stylist.plan((100, 80), s)
+    assert [(x.width, x.height, x.steps) for x in small] == [(100, 80, sum(s.steps))]
+
+
+def test_plan_drops_or_enlarges_scales_too_narrow_for_vgg(stylist: Stylist) -> None:
+    s = PaintSettings(long_side=128, steps=(4, 5))
+    plan = stylist.plan((600, 100), s)  # 6:1, the widest images.py accepts
+    assert [(x.width, x.height, x.steps) for x in plan] == [(128, 21, 9)]
+    tiny = stylist.plan((600, 100), s.replace(long_side=64, steps=(4,)))
+    assert min(tiny[-1].width, tiny[-1].height) >= 16
+
+
+# ----------------------------------------------------------------------------------------------
+# Painting
+
+
+def test_paint_returns_a_fresh_image_of_the_planned_size(stylist: Stylist) -> None:
+    photo = make_photo(64, 48).convert("RGBA")
+    photo.info["comment"] = b"secret"
+    out = stylist.paint(photo, make_painting(), FAST)
+    assert out.mode == "RGB"
+    assert out.size == (64, 48)
+    assert out.info == {}
+    assert out.getexif() == {}
+
+
+def test_progress_is_monotonic_and_ends_at_100_percent(stylist: Stylist) -> None:
+    seen: list[Progress] = []
+    settings = FAST.replace(long_side=128, steps=(4, 3))
+    stylist.paint(make_photo(128, 96), make_painting(), settings, on_progress=seen.append)
+    assert [p.step for p in seen] == list(range(1, 8))
+    assert {p.total_steps for p in seen} == {7}
+    assert {p.scales for p in seen} == {2}
+    assert [p.scale for p in seen] == [0] * 4 + [1] * 3
+    assert [(p.width, p.height) for p in seen] == [(64, 48)] * 4 + [(128, 96)] * 3
+    percents = [p.percent for p in seen]
+    assert percents == sorted(percents)
+    assert percents[-1] == 100.0
+    assert seen[0].eta is None
+    assert all(p.eta is not None and p.eta >= 0 for p in seen[1:])
+    assert seen[-1].eta == 0.0
+    elapsed = [p.elapsed for p in seen]
+    assert elapsed == sorted(elapsed)
+    assert set(seen[-1].losses) == {"content", "style", "total"}
+    assert all(v >= 0 for v in seen[-1].losses.values())
+
+
+def test_lbfgs_lowers_the_objective(stylist: Stylist) -> None:
+    seen: list[Progress] = []
+    stylist.paint(make_photo(), make_painting(), FAST.replace(steps=(12,)), on_progress=seen.append)
+    assert seen[-1].losses["total"] < 0.8 * seen[0].losses["total"]
+
+
+def test_previews_come_at_the_interval_as_small_jpegs(vgg_state: dict[str, Tensor]) -> None:
+    ticks = itertools.count()
+    stylist = Stylist(weights=vgg_state, device="cpu", clock=lambda: float(next(ticks)))
+    seen: list[Progress] = []
+    stylist.paint(
+        make_photo(),
+        make_painting(),
+        FAST.replace(steps=(8,), preview_every=3.0),
+        on_progress=seen.append,
+    )
+    previews = [p.preview_jpeg for p in seen if p.preview_jpeg is not None]
+    # One clock tick per evaluation: a preview every third step, not every step.
+    assert 2 <= len(previews) <= 3
+    img = Image.open(io.BytesIO(previews[0]))
+    assert img.format == "JPEG"
+    assert img.size == (64, 48)
+
+
+def stop_after(n: int) -> tuple[Callable[[], bool], list[int]]:
+    calls = [0]
+
+    def should_stop() -> bool:
+        calls[0] += 1
+        return calls[0] > n
+
+    return should_stop, calls
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_cancel_stops_within_one_iteration(stylist: Stylist, optimizer: str) -> None:
+    seen: list[Progress] = []
+    should_stop, _ = stop_after(2)
+    with pytest.raises(Cancelled) as info:
+        stylist.paint(
+            make_photo(),
+            make_painting(),
+            FAST.replace(steps=(20,), optimizer=optimizer),
+            on_progress=seen.append,
+            should_stop=should_stop,
+        )
+    assert info.value.code == "cancelled"
+    assert [p.step for p in seen] == [1, 2]
+
+
+def test_seed_makes_noise_runs_byte_identical(stylist: Stylist) -> None:
+    settings = FAST.replace(init="noise", seed=11)
+    first = stylist.paint(make_photo(), make_painting(), settings)
+    second = stylist.paint(make_photo(), make_painting(), settings)
+    other = stylist.paint(make_photo(), make_painting(), settings.replace(seed=12))
+    assert first.tobytes() == second.tobytes()
+    assert first.tobytes() != other.tobytes()
+    assert stylist.last_seed == 12
+
+
+def test_keep_colors_keeps_the_photos_chroma(stylist: Stylist) -> None:
+    photo, painting = make_photo(), make_painting()
+    settings = FAST.replace(init="noise", seed=1, steps=(8,))
+    free = stylist.paint(photo, painting, settings)
+    kept = stylist.paint(photo, painting, settings.replace(keep_colors=True))
+    assert kept.size == free.size == photo.size
+    free_d, kept_d = chroma_distance(free, photo), chroma_distance(kept, photo)
+    assert kept_d < free_d / 4  # measured: about 6 against 58 (the rest is gamut clipping)
+    assert kept_d < free_d / 4
+
+
+def test_luminance_matching_and_colour_round_trip() -> None:
+    x = torch.rand(1, 3, 5, 7, generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(stylize.ycbcr_to_rgb(stylize.rgb_to_ycbcr(x)), x, atol=1e-5)
+    y = stylize.match_luminance(x[:, :1], 0.4, 0.1)
+    assert y.mean().item() == pytest.approx(0.4, abs=1e-5)
+    assert y.std().item() == pytest.approx(0.1, abs=1e-4)
+
+
+def test_adam_keeps_the_canvas_in_range(stylist: Stylist) -> None:
+    out = stylist.paint(make_photo(), make_painting(), FAST.replace(optimizer="adam", adam_lr=0.5))
+    assert out.size == (64, 48)
+    assert out.getextrema() != ((0, 0), (0, 0), (0, 0))
+
+
+# ----------------------------------------------------------------------------------------------
+# Style-target cache
+
+
+def test_style_targets_are_cached_per_painting_and_size(vgg_state: dict[str, Tensor]) -> None:
+    stylist = Stylist(weights=vgg_state, device="cpu", cache_size=2)
+    painting = make_painting()
+    stylist.paint(make_photo(), painting, FAST)
+    assert (stylist.cache.hits, stylist.cache.misses) == (0, 1)
+    stylist.paint(make_photo(64, 40), painting.copy(), FAST.replace(strength=9, style_weight=1.0))
+    assert (stylist.cache.hits, stylist.cache.misses) == (1, 1)  # another photo, same painting
+    stylist.paint(make_photo(), painting, FAST.replace(brush="large"))
+    stylist.paint(make_photo(), make_painting(seed=8), FAST)
+    assert stylist.cache.misses == 3
+    assert len(stylist.cache) == 2  # bounded: the oldest entry went
+
+
+def test_cached_targets_give_the_same_painting(stylist: Stylist) -> None:
+    stylist.cache.clear()
+    first = stylist.paint(make_photo(), make_painting(), FAST)
+    again = stylist.paint(make_photo(), make_painting(), FAST)
+    assert first.tobytes() == again.tobytes()
+
+
+# ----------------------------------------------------------------------------------------------
+# Devices and out-of-memory
+
+
+def test_explicit_device_wins_and_missing_cuda_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert stylize.pick_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert stylize.pick_device(None) == torch.device("cpu")
+    assert stylize.pick_device("auto") == torch.device("cpu")
+    with pytest.raises(PaintError, match="CUDA is not available"):
+        stylize.pick_device("cuda")
+
+
+def test_autocast_only_on_cuda() -> None:
+    assert stylize.autocast_dtype(torch.device("cpu"), "auto") is None
+    assert stylize.autocast_dtype(torch.device("cuda"), "fp32") is None
+    assert stylize.autocast_dtype(torch.device("cuda"), "fp16") is torch.float16
+
+
+def paint_running_out_of_memory(
+    vgg_state: dict[str, Tensor],
+    monkeypatch: pytest.MonkeyPatch,
+    failures: int,
+    seen: list[Progress],
+) -> list[int]:
+    """Paint with a 'CUDA' Stylist whose first ``failures`` attempts run out of memory.
+
+    Returns the long sides attempted; progress reports go to ``seen``.
+    """
+    stylist = Stylist(weights=vgg_state, device="cpu")
+    stylist.device = torch.device("cuda")  # only the retry logic looks at it
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    tried: list[int] = []
+
+    def paint_plan(photo, painting, settings, plan, tracker, should_stop):  # type: ignore[no-untyped-def]
+        tried.append(max(plan[-1].width, plan[-1].height))
+        tracker.step(0, {"total": torch.tensor(1.0)}, lambda: photo)
+        if len(tried) <= failures:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return photo
+
+    monkeypatch.setattr(stylist, "_paint_plan", paint_plan)
+    photo = make_photo(512, 384)
+    stylist.paint(photo, make_painting(), FAST.replace(long_side=512), on_progress=seen.append)
+    return tried
+
+
+def test_cuda_out_of_memory_retries_once_smaller_and_says_so(
+    vgg_state: dict[str, Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Progress] = []
+    assert paint_running_out_of_memory(vgg_state, monkeypatch, 1, seen) == [512, 384]
+    assert [p.note for p in seen] == [None, "out of GPU memory, retrying at 384 px"]
+    assert seen[1].step == 2
+    assert seen[1].total_steps == 1 + seen[0].total_steps  # totals keep counting: never backwards
+    assert seen[1].percent >= seen[0].percent
+
+
+def test_cuda_out_of_memory_twice_is_an_error(
+    vgg_state: dict[str, Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(OutOfMemory, match="384 px") as info:
+        paint_running_out_of_memory(vgg_state, monkeypatch, 2, [])
+    assert info.value.code == "out_of_memory"
