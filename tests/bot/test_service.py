@@ -44,9 +44,19 @@ def request(user: str = "u1", chat: str = "c1", **options: object) -> PaintReque
 class Recorder:
     def __init__(self) -> None:
         self.events: list[JobEvent] = []
+        self._changed = asyncio.Event()
 
     async def __call__(self, event: JobEvent) -> None:
         self.events.append(event)
+        self._changed.set()
+
+    async def wait_for(self, job_id: str, kind: type[JobEvent]) -> JobEvent:
+        """The first event of this kind for this job, waiting (at most 5 s) until it comes."""
+        async with asyncio.timeout(5):
+            while not self.of(job_id, kind):
+                self._changed.clear()
+                await self._changed.wait()
+        return self.of(job_id, kind)[0]
 
     def of(self, job_id: str, kind: type[JobEvent] = JobEvent) -> list[JobEvent]:
         return [e for e in self.events if e.job.id == job_id and isinstance(e, kind)]
@@ -129,7 +139,7 @@ async def test_jobs_run_in_fair_order_and_positions_update(
         engine.finish(a2.id)
         assert await engine.wait_started() == a3.id
         engine.finish(a3.id)
-        await settle(service)
+        await recorder.wait_for(a3.id, Finished)
     done = [e.job.id for e in recorder.events if isinstance(e, Finished)]
     assert done == [a1.id, b1.id, a2.id, a3.id]
 
@@ -138,10 +148,7 @@ async def test_events_of_a_job_from_queued_to_finished(service: PaintService) ->
     recorder = Recorder()
     service.add_listener(recorder)
     job = await service.submit(request())
-    for _ in range(50):
-        await settle(service)
-        if recorder.of(job.id, Finished):
-            break
+    await recorder.wait_for(job.id, Finished)
     kinds = [type(e) for e in recorder.of(job.id)]
     assert kinds[0] is Queued
     assert Started in kinds
@@ -372,17 +379,11 @@ async def test_reroll_uses_stored_inputs_with_changed_options(
     recorder = Recorder()
     service.add_listener(recorder)
     job = await service.submit(request(strength=5))
-    for _ in range(20):
-        await settle(service)
-        if service.get(job.id).state is JobState.DONE:
-            break
+    await recorder.wait_for(job.id, Finished)
     stronger = await service.reroll(job.id, user_id="u1", user_name="x", change="stronger")
     assert stronger.options.strength == 7 and stronger.parent_id == job.id
     assert stronger.photo_path == job.photo_path
-    for _ in range(20):
-        await settle(service)
-        if service.get(stronger.id).state is JobState.DONE:
-            break
+    await recorder.wait_for(stronger.id, Finished)
     colours = await service.reroll(stronger.id, user_id="u1", user_name="x", change="keep_colors")
     assert colours.options.keep_colors is True and colours.options.strength == 7
 
@@ -391,12 +392,11 @@ async def test_expired_files_are_deleted_and_rerolls_explain(
     store: Store, data_dir: Path, clock: FakeClock
 ) -> None:
     service = make_service(store, FakeEngine(), data_dir, clock, Limits(retention_hours=1))
+    recorder = Recorder()
+    service.add_listener(recorder)
     async with service:
         job = await service.submit(request())
-        for _ in range(20):
-            await settle(service)
-            if service.get(job.id).state is JobState.DONE:
-                break
+        await recorder.wait_for(job.id, Finished)
         done = service.get(job.id)
         assert done.result_path and Path(done.result_path).is_file()
         assert service.purge_expired() == 0
@@ -416,8 +416,5 @@ async def test_a_failing_listener_does_not_stop_the_queue(service: PaintService)
     service.add_listener(broken)
     service.add_listener(recorder)
     job = await service.submit(request())
-    for _ in range(20):
-        await settle(service)
-        if recorder.of(job.id, Finished):
-            break
-    assert recorder.of(job.id, Finished)
+    finished = await recorder.wait_for(job.id, Finished)
+    assert isinstance(finished, Finished)
