@@ -218,7 +218,9 @@ class TelegramApp:
         await message.reply(f"Cancelling your painting ({job.id}).")
 
     async def _on_queue(self, message: Message) -> None:
-        await message.reply(queue_text(self._service.overview(), str(message.chat.id)))
+        assert message.from_user is not None
+        overview = self._service.overview()
+        await message.reply(queue_text(overview, str(message.from_user.id), str(message.chat.id)))
 
     # -- buttons -------------------------------------------------------------------------------
 
@@ -259,21 +261,38 @@ class TelegramApp:
         )
 
 
-def queue_text(overview: QueueOverview, chat_id: str) -> str:
-    """The /queue answer: names only for this chat's paintings, "someone" for others."""
+def queue_text(overview: QueueOverview, user_id: str, chat_id: str) -> str:
+    """The queue as one member sees it (as on Discord): names only of members in this chat."""
+
+    def mine(job: Job) -> bool:
+        return job.platform == PLATFORM and job.user_id == user_id
 
     def who(job: Job) -> str:
-        here = job.platform == PLATFORM and job.chat_id == chat_id
-        return job.user_name if here else "someone elsewhere"
+        if mine(job):
+            return "you"
+        if job.platform == PLATFORM and job.chat_id == chat_id:
+            return job.user_name
+        return "a member elsewhere"
 
-    if overview.running is None and not overview.waiting:
-        return "The queue is empty: send /paint and yours starts at once."
-    lines = []
-    if overview.running is not None:
-        percent = overview.running_percent or 0.0
-        lines.append(f"🖌 Painting now: {who(overview.running)}'s ({percent:.0f}%)")
-    for position, job in enumerate(overview.waiting, start=1):
-        eta = overview.etas.get(job.id)
-        when = f", ready in {duration(eta)}" if eta is not None else ""
-        lines.append(f"{position}. {who(job)}{when}")
+    lines = ["🎨 The queue"]
+    running = overview.running
+    if running is not None:
+        lines.append(f"Painting now: {who(running)} · {overview.running_percent or 0:.0f}%")
+    else:
+        lines.append("Painting now: nothing; the easel is free.")
+    if overview.waiting:
+        lines.append(f"Waiting ({len(overview.waiting)}):")
+        for position, job in enumerate(overview.waiting[:10], start=1):
+            eta = overview.etas.get(job.id)
+            when = f" · ready in {duration(eta)}" if eta is not None else ""
+            lines.append(f"{position}. {who(job)}{when}")
+        if len(overview.waiting) > 10:
+            lines.append(f"…and {len(overview.waiting) - 10} more")
+    else:
+        lines.append("Nobody is waiting.")
+    positions = [i for i, job in enumerate(overview.waiting, start=1) if mine(job)]
+    if positions:
+        lines.append(f"Your position: #{positions[0]}.")
+    elif running is None or not mine(running):
+        lines.append("You have nothing in the queue. Start with /paint.")
     return "\n".join(lines)

@@ -235,8 +235,10 @@ class StatusBoard:
         self._statuses: dict[str, _Status] = {}
         self._gates: dict[int, _Gate] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     async def close(self) -> None:
+        self._closed = True
         tasks = [*self._tasks, *(g.timer for g in self._gates.values() if g.timer)]
         for task in tasks:
             task.cancel()
@@ -305,7 +307,7 @@ class StatusBoard:
     async def on_event(self, event: JobEvent) -> None:
         """The service listener: update the wanted state, then edit (paced) and deliver."""
         job = event.job
-        if job.platform != PLATFORM:
+        if job.platform != PLATFORM or self._closed:
             return
         status = self._status(job)
         self._want(status, event)

@@ -373,7 +373,8 @@ async def test_cancel_queue_and_help_commands(
         await engine.wait_started(job_id)
         api.push_message(api.text_message(ivy, chat, "/queue"))
         queue = await api.wait_call("sendMessage", where=lambda c: "Painting now" in c.text)
-        assert "Ivy" in queue.text
+        assert "Painting now: you · 0%" in queue.text
+        assert "Nobody is waiting." in queue.text
         api.push_message(api.text_message(ivy, chat, "/cancel"))
         await api.wait_call("sendMessage", where=lambda c: "Cancelling your painting" in c.text)
         await api.wait_call("editMessageCaption", where=lambda c: "Cancelled" in c.text)
