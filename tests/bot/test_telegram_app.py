@@ -516,3 +516,47 @@ async def test_restart_with_pending_jobs_keeps_editing_and_buttons_work(
     assert service.get(ned_job).state is JobState.CANCELLED
     new_statuses = [c for c in api.calls[mark:] if is_status(c)]
     assert new_statuses == []  # the old messages were edited, no new ones sent
+
+
+async def test_album_needs_two_images_and_one_captioned_photo_asks_for_the_painting(
+    api: FakeBotAPI, service: PaintService
+) -> None:
+    olga = api.user(1616, "Olga")
+    chat = api.private_chat(olga)
+    album = [
+        api.photo_message(
+            olga, chat, PHOTO, caption="/paint" if i == 0 else None, media_group_id="g3"
+        )
+        for i in range(3)
+    ]
+    async with running(api, service):
+        api.push_message(*album)
+        refused = await api.wait_call("sendMessage")
+        assert "exactly two images" in refused.text
+        assert "has 3" in refused.text
+
+        api.push_message(api.photo_message(olga, chat, PHOTO, caption="/paint softer"))
+        options = await api.wait_call("sendMessage", where=lambda c: "softer" in c.text)
+        assert "strength=" in options.text  # says which options exist
+        api.push_message(api.photo_message(olga, chat, PHOTO, caption="/paint strength=3"))
+        ask = await api.wait_call("sendMessage", where=lambda c: "Now send the painting" in c.text)
+        api.push_message(api.document_message(olga, chat, PAINTING, reply_to=ask.result))
+        _, job_id = await result_of(api)
+    assert service.get(job_id).options.strength == 3
+    assert service.input_bytes(service.get(job_id), "painting") == PAINTING
+
+
+async def test_unexpected_errors_get_a_reference_and_the_bot_keeps_going(
+    api: FakeBotAPI, service: PaintService, caplog: pytest.LogCaptureFixture
+) -> None:
+    pat = api.user(1717, "Pat")
+    chat = api.private_chat(pat)
+    api.fail_next("getFile", status=500, description="Internal Server Error")
+    async with running(api, service):
+        ask_with_reply(api, pat, chat)
+        sorry = await api.wait_call("sendMessage")
+        assert "something went wrong on my side" in sorry.text
+        reference = sorry.text.rsplit(" ", 1)[1].rstrip(".")
+        assert any(reference in r.getMessage() for r in caplog.records)
+        ask_with_reply(api, pat, chat)  # the same request again works
+        await result_of(api)
