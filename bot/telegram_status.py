@@ -27,7 +27,12 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramBadRequest, TelegramRetryAfter
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
 from aiogram.types import (
     BufferedInputFile,
     InlineKeyboardButton,
@@ -60,6 +65,8 @@ T = TypeVar("T")
 PLATFORM = "telegram"
 SEND_ATTEMPTS = 5  # tries of one result upload through flood control
 STATUS_PICTURE_SIDE = 640
+OUTAGE_PAUSE = 5.0  # seconds before an edit that failed on a network or server error is retried
+CAPTION_LIMIT = 1024  # Telegram's limit for media captions
 
 
 # ----------------------------------------------------------------------------------------------
@@ -116,7 +123,7 @@ def caption_for(event: JobEvent) -> str:
             line = "Cancelled."
         case _:
             line = ""
-    return f"{head}\n{line}"
+    return f"{head}\n{line}"[:CAPTION_LIMIT]
 
 
 def cancel_markup(job: Job) -> InlineKeyboardMarkup:
@@ -259,11 +266,17 @@ class StatusBoard:
         self._status(job).opening = True
 
     async def open(self, job: Job, *, picture_of: bytes, reply_to: int | None) -> None:
-        """Send the status message of a newly queued ``job`` and remember it on the job."""
+        """Send the status message of a newly queued ``job`` and remember it on the job.
+
+        Never raises: the job is queued and its result will be sent either way, and telling the
+        member that something failed would only make them ask again.
+        """
         self.expect(job)
         status = self._status(job)
         try:
             await self._open(status, job, picture_of=picture_of, reply_to=reply_to)
+        except Exception:
+            log.exception("job %s: could not post its status message", job.id)
         finally:
             status.opened.set()
 
@@ -365,6 +378,8 @@ class StatusBoard:
             gate.urgent = False
             async with gate.lock:
                 for status in self._in_chat(chat_id):
+                    if gate.blocked_until > self._clock():
+                        break  # flood control: the rest wait with the loop above
                     if status.dirty:
                         await self._edit(gate, status)
         for status in self._in_chat(chat_id):
@@ -418,6 +433,11 @@ class StatusBoard:
                 )
                 status.dead = True
                 return
+        except (TelegramNetworkError, TelegramServerError) as error:
+            # An outage: try again later rather than give up on the message.
+            gate.blocked_until = self._clock() + max(self._interval, OUTAGE_PAUSE)
+            log.warning("status of job %s not edited (%s); retrying later", status.job_id, error)
+            return
         gate.last_edit = self._clock()
         status.shown_caption, status.shown_markup, status.shown_version = caption, markup, version
 
