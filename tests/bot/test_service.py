@@ -41,6 +41,9 @@ def request(user: str = "u1", chat: str = "c1", **options: object) -> PaintReque
     )
 
 
+EventKind = type[JobEvent] | tuple[type[JobEvent], ...]
+
+
 class Recorder:
     def __init__(self) -> None:
         self.events: list[JobEvent] = []
@@ -50,15 +53,15 @@ class Recorder:
         self.events.append(event)
         self._changed.set()
 
-    async def wait_for(self, job_id: str, kind: type[JobEvent]) -> JobEvent:
-        """The first event of this kind for this job, waiting (at most 5 s) until it comes."""
-        async with asyncio.timeout(5):
+    async def wait_for(self, job_id: str, kind: EventKind, within: float = 10.0) -> JobEvent:
+        """The first event of this kind for this job, waiting until it comes."""
+        async with asyncio.timeout(within):
             while not self.of(job_id, kind):
                 self._changed.clear()
                 await self._changed.wait()
         return self.of(job_id, kind)[0]
 
-    def of(self, job_id: str, kind: type[JobEvent] = JobEvent) -> list[JobEvent]:
+    def of(self, job_id: str, kind: EventKind = JobEvent) -> list[JobEvent]:
         return [e for e in self.events if e.job.id == job_id and isinstance(e, kind)]
 
     def last_position(self, job_id: str) -> int | None:

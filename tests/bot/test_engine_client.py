@@ -1,0 +1,208 @@
+"""The engine client and the service around real spawned processes.
+
+Most tests run ``tests.fakes.fake_worker``, a scripted engine process without torch (the seed
+option picks crash, crash-once or hang). One runs the real engine worker with random VGG-19
+weights on 64 px images, end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bot.engine_client import EngineClient, EngineCrashed, EngineUnavailable, JobUpdate
+from bot.jobs import Failed, Finished, JobState, PaintRequest, Progress, Started
+from bot.service import PaintService
+from bot.settings import Limits
+from bot.store import Store
+from engine import protocol
+from engine.protocol import PaintOptions
+from tests.bot.test_service import Recorder
+from tests.fakes import (
+    SEED_CRASH_ALWAYS,
+    SEED_CRASH_ONCE,
+    SEED_HANG,
+    FakeClock,
+    fake_worker,
+    jpeg_bytes,
+    png_bytes,
+)
+
+
+def paint_job(tmp_path: Path, job_id: str = "j1", seed: int | None = None) -> protocol.PaintJob:
+    photo, painting = tmp_path / "photo.png", tmp_path / "painting.jpg"
+    photo.write_bytes(png_bytes((64, 48)))
+    painting.write_bytes(jpeg_bytes((50, 50)))
+    return protocol.PaintJob(
+        job_id=job_id,
+        photo_path=str(photo),
+        painting_path=str(painting),
+        result_path=str(tmp_path / f"{job_id}.png"),
+        options=PaintOptions(seed=seed),
+    )
+
+
+async def test_runs_a_job_in_a_spawned_process(tmp_path: Path) -> None:
+    client = EngineClient(protocol.EngineConfig(), target=fake_worker)
+    await client.start()
+    try:
+        assert client.pid is not None and client.device == "fake"
+        updates: list[JobUpdate] = []
+        outcome = await client.run(paint_job(tmp_path), updates.append)
+        assert isinstance(outcome, protocol.JobDone)
+        assert Path(outcome.result_path).read_bytes().startswith(b"\x89PNG")
+        assert isinstance(updates[0], protocol.JobStarted)
+        steps = [u.step for u in updates if isinstance(u, protocol.JobProgress)]
+        assert steps == [1, 2, 3, 4, 5]
+    finally:
+        await client.close()
+    assert client.up_since is None
+
+
+async def test_a_dead_engine_is_noticed_and_restarted(tmp_path: Path) -> None:
+    client = EngineClient(protocol.EngineConfig(), target=fake_worker)
+    await client.start()
+    first_pid = client.pid
+    try:
+        with pytest.raises(EngineCrashed, match="exit code 3"):
+            await asyncio.wait_for(
+                client.run(paint_job(tmp_path, seed=SEED_CRASH_ALWAYS), lambda u: None), 10
+            )
+        await client.restart()
+        assert client.pid != first_pid
+        outcome = await client.run(paint_job(tmp_path, "j2"), lambda u: None)
+        assert isinstance(outcome, protocol.JobDone)
+    finally:
+        await client.close()
+
+
+async def test_killed_from_outside_mid_job(tmp_path: Path) -> None:
+    client = EngineClient(protocol.EngineConfig(), target=fake_worker)
+    await client.start()
+    try:
+        run = asyncio.create_task(client.run(paint_job(tmp_path, seed=SEED_HANG), lambda u: None))
+        await asyncio.sleep(0.2)  # let the job reach the process
+        client.kill()  # as the OOM killer would
+        with pytest.raises(EngineCrashed):
+            await asyncio.wait_for(run, 10)
+    finally:
+        await client.close()
+
+
+async def test_engine_that_cannot_start_says_why() -> None:
+    client = EngineClient(protocol.EngineConfig(weights="/nonexistent/vgg19.pth"))
+    with pytest.raises(EngineUnavailable) as caught:
+        await client.start()
+    assert caught.value.code == "weights_missing"
+    assert "/nonexistent/vgg19.pth" in caught.value.message
+
+
+def service_with_process(tmp_path: Path, limits: Limits) -> tuple[PaintService, Store]:
+    store = Store.open(tmp_path / "data" / "atelier.sqlite3")
+    client = EngineClient(protocol.EngineConfig(), target=fake_worker)
+    service = PaintService(
+        store=store, engine=client, limits=limits, data_dir=tmp_path / "data", clock=FakeClock()
+    )
+    return service, store
+
+
+def request(user: str, seed: int | None = None) -> PaintRequest:
+    return PaintRequest(
+        platform="telegram",
+        chat_id="chat",
+        user_id=user,
+        user_name=user,
+        photo=png_bytes((64, 48)),
+        painting=jpeg_bytes((50, 50)),
+        options=PaintOptions(seed=seed),
+    )
+
+
+async def test_service_survives_crashes_and_poison_jobs_with_a_real_process(
+    tmp_path: Path,
+) -> None:
+    service, store = service_with_process(tmp_path, Limits())
+    recorder = Recorder()
+    service.add_listener(recorder)
+    async with service:
+        once = await service.submit(request("a", seed=SEED_CRASH_ONCE))
+        poison = await service.submit(request("b", seed=SEED_CRASH_ALWAYS))
+        fine = await service.submit(request("c"))
+        await recorder.wait_for(once.id, Finished)
+        failed = await recorder.wait_for(poison.id, Failed)
+        await recorder.wait_for(fine.id, Finished)
+    assert isinstance(failed, Failed) and failed.code == "engine_crashed"
+    reruns = [e for e in recorder.of(once.id, Started) if isinstance(e, Started) and e.rerun]
+    assert len(reruns) == 1  # the member is told it runs again
+    assert store.get_job(once.id).attempts == 2  # type: ignore[union-attr]
+    assert store.get_job(poison.id).crashes == 2  # type: ignore[union-attr]
+    assert store.get_job(fine.id).state is JobState.DONE  # type: ignore[union-attr]
+    store.close()
+
+
+async def test_a_hanging_job_is_failed_at_the_time_limit(tmp_path: Path) -> None:
+    service, store = service_with_process(tmp_path, Limits(job_timeout=1.0))
+    recorder = Recorder()
+    service.add_listener(recorder)
+    async with service:
+        hang = await service.submit(request("a", seed=SEED_HANG))
+        after = await service.submit(request("b"))
+        failed = await recorder.wait_for(hang.id, Failed)
+        await recorder.wait_for(after.id, Finished)
+    assert isinstance(failed, Failed) and failed.code == "timeout"
+    assert store.jobs_in([JobState.RUNNING]) == []
+    store.close()
+
+
+@pytest.mark.slow
+async def test_real_engine_paints_end_to_end(tmp_path: Path, vgg_weights_path: Path) -> None:
+    store = Store.open(tmp_path / "data" / "atelier.sqlite3")
+    client = EngineClient(protocol.EngineConfig(device="cpu", weights=str(vgg_weights_path)))
+    service = PaintService(
+        store=store,
+        engine=client,
+        limits=Limits(),
+        data_dir=tmp_path / "data",
+        preview_seconds=0.001,
+    )
+    recorder = Recorder()
+    service.add_listener(recorder)
+    photo = Image.linear_gradient("L").resize((64, 48)).convert("RGB")
+    buffer = io.BytesIO()
+    photo.save(buffer, "PNG")
+    async with service:
+        job = await service.submit(
+            PaintRequest(
+                platform="discord",
+                chat_id="c",
+                user_id="u",
+                user_name="u",
+                photo=buffer.getvalue(),
+                painting=jpeg_bytes((64, 64), (200, 30, 30)),
+                options=PaintOptions(quality="draft", seed=1),
+            )
+        )
+        done = await recorder.wait_for(job.id, (Finished, Failed), within=240)
+    assert client.device == "cpu"
+    assert isinstance(done, Finished)
+    result = Image.open(io.BytesIO(done.result_png))
+    assert result.size == (64, 48)
+    progress = [e for e in recorder.of(job.id, Progress) if isinstance(e, Progress)]
+    percents = [e.percent for e in progress]
+    assert percents == sorted(percents) and percents[-1] == pytest.approx(100)
+    assert any(e.preview_jpeg for e in progress)
+    store.close()
+
+
+def test_the_bot_side_never_imports_torch() -> None:
+    code = (
+        "import sys; import bot.service, bot.engine_client, bot.store, engine.worker, "
+        "engine.images; assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
