@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -37,8 +36,6 @@ from engine.protocol import (
     OptionError,
     PaintOptions,
 )
-
-log = logging.getLogger(__name__)
 
 # The cloud Bot API serves files up to 20 MB to bots (getFile); a self-hosted server in
 # --local mode has no such limit, so TelegramApp takes it as a parameter.
