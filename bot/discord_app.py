@@ -90,8 +90,10 @@ CHANNEL_PERMISSIONS: Final = (
     ("attach_files", "Attach Files"),
     ("read_message_history", "Read Message History"),
 )
-# For the README's invite link: the same permissions as one integer.
-INVITE_PERMISSIONS: Final = discord.Permissions(**{name: True for name, _ in CHANNEL_PERMISSIONS})
+# For the README's invite link: the same permissions (and threads) as one integer.
+INVITE_PERMISSIONS: Final = discord.Permissions(
+    send_messages_in_threads=True, **{name: True for name, _ in CHANNEL_PERMISSIONS}
+)
 
 
 class MissingPermissions(NotAllowed):
@@ -261,8 +263,9 @@ class AtelierDiscord(discord.Client):
         if interaction.channel_id is not None:
             self._upload_limits[interaction.channel_id] = interaction.filesize_limit
         await interaction.response.defer(ephemeral=True, thinking=True)
-        photo_bytes = await download(photo, "photo")
-        painting_bytes = await download(painting, "painting")
+        photo_bytes, painting_bytes = await asyncio.gather(
+            download(photo, "photo"), download(painting, "painting")
+        )
         job = await self.service.submit(
             PaintRequest(
                 platform=PLATFORM,

@@ -21,7 +21,7 @@ import discord
 import simcord
 
 from bot.discord_app import AtelierDiscord
-from bot.jobs import Job
+from bot.jobs import Failed, Finished, Job, JobEvent
 from bot.service import PaintService
 from bot.settings import DiscordSettings, Limits, Secret
 from bot.store import Store
@@ -57,6 +57,29 @@ class ClockSleeper:
         return len(self._waiters)
 
 
+class EventLog:
+    """A second listener on the service: lets a test wait for an event itself, not for time."""
+
+    def __init__(self) -> None:
+        self.events: list[JobEvent] = []
+        self._changed = asyncio.Event()
+
+    async def __call__(self, event: JobEvent) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    async def wait_for(self, kind: type[JobEvent], job_id: str | None = None) -> JobEvent:
+        async def seen() -> JobEvent:
+            while True:
+                for event in self.events:
+                    if isinstance(event, kind) and job_id in (None, event.job.id):
+                        return event
+                self._changed.clear()
+                await self._changed.wait()
+
+        return await asyncio.wait_for(seen(), 10)
+
+
 def start_listener_feeds(service: PaintService) -> None:
     """Start the service's listener feed tasks from the test's own context.
 
@@ -81,18 +104,27 @@ class DiscordSim:
     data_dir: Path
     limits: Limits
     settings: DiscordSettings
+    events: EventLog
     services: list[PaintService] = field(default_factory=list)
 
     async def settle(self) -> None:
-        """Let the bot, the service's event feed and the status boards all come to rest."""
-        for _ in range(4):
+        """Let the bot, the service's event feeds and the status boards all come to rest."""
+        for _ in range(3):
             await self.env.settle()
-            for feed in getattr(self.service, "_listeners", ()):
-                await feed.join()
-            for _ in range(20):
-                await asyncio.sleep(0)
+            await self.service.drained()
             await self.bot.wait_idle()
         await self.env.settle()
+
+    async def finish(self, job_id: str, seconds: float = 2.0) -> None:
+        """The engine finishes; returns once the adapter has dealt with it."""
+        self.engine.finish(job_id, seconds=seconds)
+        await self.events.wait_for(Finished, job_id)
+        await self.settle()
+
+    async def fail(self, job_id: str, code: str, message: str) -> None:
+        self.engine.fail(job_id, code, message)
+        await self.events.wait_for(Failed, job_id)
+        await self.settle()
 
     async def advance(self, seconds: float) -> None:
         """Move both clocks; sleeps that fall due end; then settle."""
@@ -119,6 +151,7 @@ class DiscordSim:
         )
         self.services.append(self.service)
         self.bot = make_bot(self.settings, self.service, self.clock, self.sleeper)
+        self.service.add_listener(self.events)
         start_listener_feeds(self.service)
         await self.service.start()
         start_listener_feeds(self.service)

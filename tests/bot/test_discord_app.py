@@ -21,13 +21,14 @@ from PIL import Image
 from bot import errors
 from bot.discord_app import AtelierDiscord, MissingPermissions
 from bot.discord_views import encode_for_upload
-from bot.jobs import JobState
+from bot.jobs import Cancelled, Finished, JobState
 from bot.service import PaintService
 from bot.settings import Limits
 from bot.store import Store
 from tests.bot.discord_sim import (
     ClockSleeper,
     DiscordSim,
+    EventLog,
     discord_settings,
     make_bot,
     start_listener_feeds,
@@ -54,10 +55,16 @@ def sleeper(clock: FakeClock) -> ClockSleeper:
 
 
 @pytest.fixture
+def event_log() -> EventLog:
+    return EventLog()
+
+
+@pytest.fixture
 async def simcord_bot(
-    service: PaintService, clock: FakeClock, sleeper: ClockSleeper
+    service: PaintService, clock: FakeClock, sleeper: ClockSleeper, event_log: EventLog
 ) -> AtelierDiscord:
     bot = make_bot(discord_settings(), service, clock, sleeper)
+    service.add_listener(event_log)
     start_listener_feeds(service)
     return bot
 
@@ -73,6 +80,7 @@ async def sim(
     store: Store,
     data_dir: Path,
     limits: Limits,
+    event_log: EventLog,
 ) -> AsyncIterator[DiscordSim]:
     world = DiscordSim(
         env=simcord_env,
@@ -85,6 +93,7 @@ async def sim(
         data_dir=data_dir,
         limits=limits,
         settings=simcord_bot.settings,
+        events=event_log,
     )
     yield world
     for other in world.services:
@@ -192,8 +201,7 @@ async def test_paint_goes_from_acknowledgement_to_result(
     await sim.advance(30)
     assert len(edits_of(sim, status)) == 2
 
-    sim.engine.finish(job.id, seconds=42)
-    await sim.settle()
+    await sim.finish(job.id, seconds=42)
     messages = bot_messages(channel)
     assert len(messages) == 2
     final = messages[-1]
@@ -263,6 +271,7 @@ async def test_cancel_button_is_for_the_owner_or_a_moderator(
     curators = guild.create_role("Curators")
     carol = guild.add_member(sim.env.create_user("carol"), roles=[curators])
     done = await carol.click(status, label="Cancel")
+    await sim.events.wait_for(Cancelled, job.id)
     await sim.settle()
     assert "cancel" in ephemeral_text(done).lower()
     assert sim.service.get(job.id).state is JobState.CANCELLED
@@ -280,6 +289,7 @@ async def test_cancel_command_cancels_your_job(
     await paint(sim, alice, channel)
     job = await sim.running_job()
     result = await alice.slash(channel, "cancel")
+    await sim.events.wait_for(Cancelled, job.id)
     await sim.settle()
     assert "Stopping" in ephemeral_text(result)
     assert sim.service.get(job.id).state is JobState.CANCELLED
@@ -293,8 +303,7 @@ async def test_reroll_buttons_work_after_a_restart(
 ) -> None:
     await paint(sim, alice, channel, strength=5)
     job = await sim.running_job()
-    sim.engine.finish(job.id)
-    await sim.settle()
+    await sim.finish(job.id)
     result_message = bot_messages(channel)[-1]
 
     await sim.restart()
@@ -313,8 +322,7 @@ async def test_reroll_buttons_work_after_a_restart(
     await sim.engine.progress(rerun.id, 50)
     await sim.advance(5)
     assert status_embed(await channel_message(channel, status.id)).title == "🖌️ Painting… 50%"
-    sim.engine.finish(rerun.id)
-    await sim.settle()
+    await sim.finish(rerun.id)
     assert bot_messages(channel)[-1].content.startswith(alice.mention)
 
     # Delete: not for others, yes for the owner.
@@ -445,8 +453,7 @@ async def test_deleted_status_message_still_gets_the_result(
 
     await sim.engine.progress(job.id, 50)
     await sim.advance(5)  # the edit meets 404 Unknown Message
-    sim.engine.finish(job.id)
-    await sim.settle()
+    await sim.finish(job.id)
 
     [result] = bot_messages(channel)
     assert result.content.startswith(alice.mention)
@@ -469,8 +476,7 @@ async def test_discord_errors_do_not_lose_the_result(
     assert status_embed(await channel_message(channel, status.id)).title == "🖌️ Painting… 20%"
 
     sim.env.inject_error("POST", f"/channels/{channel.id}/messages", status=503)
-    sim.engine.finish(job.id)
-    await sim.settle()
+    await sim.finish(job.id)
     assert len(bot_messages(channel)) == 1  # the first post failed; a retry is waiting
     await sim.advance(2)
     assert len(bot_messages(channel)) == 2
@@ -500,8 +506,7 @@ async def test_a_job_that_outlives_the_interaction_token_still_delivers(
             json={"content": "late"},
         )
 
-    sim.engine.finish(job.id)
-    await sim.settle()
+    await sim.finish(job.id)
     assert bot_messages(channel)[-1].content.startswith(alice.mention)
     assert status_embed(await channel_message(channel, status.id)).title == "✅ Done"
 
@@ -519,8 +524,7 @@ async def test_result_goes_by_direct_message_when_the_channel_refuses(
         message="Missing Permissions",
         times=None,
     )
-    sim.engine.finish(job.id)
-    await sim.settle()
+    await sim.finish(job.id)
     [result] = [m for m in alice.user.dm_channel.history() if m.author.bot]
     assert result.attachments[0].filename == f"atelier-{job.id}.png"
 
@@ -530,8 +534,7 @@ async def test_failed_painting_says_why_on_the_status_message(
 ) -> None:
     await paint(sim, alice, channel)
     job = await sim.running_job()
-    sim.engine.fail(job.id, "out_of_memory", "The photo is too big for the GPU today.")
-    await sim.settle()
+    await sim.fail(job.id, "out_of_memory", "The photo is too big for the GPU today.")
     [status] = bot_messages(channel)
     embed = status_embed(status)
     assert embed.title == "⚠️ This painting didn't work out"
@@ -544,6 +547,8 @@ async def test_a_painting_faster_than_the_status_message_is_still_delivered(
 ) -> None:
     sim.engine.auto = True
     result = await paint(sim, alice, channel)
+    await sim.events.wait_for(Finished)
+    await sim.settle()
     assert "in the queue" in ephemeral_text(result)
     messages = bot_messages(channel)
     assert sum(1 for m in messages if m.attachments and m.content.startswith(alice.mention)) == 1
@@ -559,8 +564,7 @@ async def test_paint_in_a_direct_message(sim: DiscordSim) -> None:
     await sim.settle()
     assert "in the queue" in ephemeral_text(result)
     job = await sim.running_job()
-    sim.engine.finish(job.id)
-    await sim.settle()
+    await sim.finish(job.id)
     messages = [m for m in dora.dm_channel.history() if m.author.bot and not m.flags.ephemeral]
     assert messages[-1].attachments
     assert messages[-1].content.startswith(dora.mention)
