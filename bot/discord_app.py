@@ -52,7 +52,7 @@ from bot.jobs import (
     Started,
 )
 from bot.service import PaintService
-from bot.settings import DiscordSettings, Limits
+from bot.settings import DiscordSettings
 from engine.protocol import PaintOptions
 
 log = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ class AtelierDiscord(discord.Client):
             default = PaintOptions()
             options = PaintOptions(
                 strength=default.strength if strength is None else strength,
-                quality=quality or default.quality,
+                quality=quality or "",  # "": the host's default quality
                 keep_colors=default.keep_colors if keep_colors is None else keep_colors,
                 brush=brush or default.brush,
             )
@@ -381,9 +381,7 @@ class AtelierDiscord(discord.Client):
             )
 
     def _input_limit(self, interaction: discord.Interaction) -> int:
-        limits = getattr(self.service, "limits", None) or getattr(self.service, "_limits", None)
-        ours = limits.max_input_bytes if isinstance(limits, Limits) else Limits().max_input_bytes
-        return min(ours, interaction.filesize_limit)
+        return min(self.service.limits.max_input_bytes, interaction.filesize_limit)
 
     # -- replies and errors --------------------------------------------------------------------
 

@@ -209,8 +209,12 @@ class PaintService:
 
     # -- member actions ------------------------------------------------------------------------
 
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
     async def submit(self, request: PaintRequest) -> Job:
-        options = request.options
+        options = request.options.resolved(self._default_quality)
         try:
             options.validate()
         except protocol.OptionError as error:
@@ -444,8 +448,9 @@ class PaintService:
         return paths[0], paths[1]
 
     def _estimate_work(self, width: int, height: int, options: protocol.PaintOptions) -> int:
-        quality = options.quality or self._default_quality
-        scales = protocol.schedule(width, height, quality=quality, device=self._engine.device_kind)
+        scales = protocol.schedule(
+            width, height, quality=options.quality, device=self._engine.device_kind
+        )
         return protocol.total_work(scales)
 
     def _admit(self, job: Job) -> Job:
@@ -510,7 +515,7 @@ class PaintService:
             photo_path=job.photo_path,
             painting_path=job.painting_path,
             result_path=str(self._results_dir / f"{job.id}.png"),
-            options=replace(job.options, quality=job.options.quality or self._default_quality),
+            options=job.options.resolved(self._default_quality),
             preview_every=self._preview_seconds,
         )
         try:
@@ -729,10 +734,15 @@ class _ListenerFeed:
         self._listener = listener
         self._queue: asyncio.Queue[JobEvent | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        with contextlib.suppress(RuntimeError):  # no running loop yet: started on first event
+            self._start()
+
+    def _start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._drain(), name="paint-listener")
 
     def put(self, event: JobEvent) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._drain(), name="paint-listener")
+            self._start()
         self._queue.put_nowait(event)
 
     async def _drain(self) -> None:

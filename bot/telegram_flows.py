@@ -82,8 +82,8 @@ def image_in(message: Message | None, *, limit: int) -> ImageRef | None:
         return None
     if ref.size is not None and ref.size > limit:
         raise InvalidImage(
-            f"“{ref.name}” is {ref.size / 2**20:.1f} MB, but bots can only fetch files up to "
-            f"{limit / 2**20:.0f} MB from Telegram. Send a smaller file, or send it as a photo "
+            f"“{ref.name}” is {ref.size / 2**20:.1f} MB, but the largest file I can take is "
+            f"{limit / 2**20:.0f} MB. Send a smaller file, or send it as a photo "
             "(Telegram shrinks photos)."
         )
     return ref
@@ -91,7 +91,7 @@ def image_in(message: Message | None, *, limit: int) -> ImageRef | None:
 
 def parse_options(args: str | None) -> PaintOptions:
     """``strength=7 quality=high keep_colors`` -> :class:`PaintOptions`, or InvalidOptions."""
-    values: dict[str, object] = {}
+    values: dict[str, object] = {"quality": ""}  # "": the host's default quality
     for word in (args or "").split():
         name, has_value, value = word.lower().replace("-", "_").partition("=")
         if name in ("keep_colors", "keep_colours") and not has_value:
@@ -165,7 +165,8 @@ class PaintRequests:
         self._sleep = sleep
         self._album_wait = album_wait
         self._flow_timeout = flow_timeout
-        self._limit = download_limit
+        # Refuse before downloading: Telegram's bot download cap or the host's own limit.
+        self._limit = min(download_limit, service.limits.max_input_bytes)
         self._albums: dict[str, _Album] = {}
         self._flows: dict[tuple[int, int], _Flow] = {}
         self._tasks: set[asyncio.Task[None]] = set()

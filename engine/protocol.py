@@ -40,7 +40,7 @@ class PaintOptions:
     """What a member may choose for one painting. Defaults are the product's defaults."""
 
     strength: int = 5
-    quality: str = "standard"
+    quality: str = "standard"  # "" means the host's default (ATELIER_DEFAULT_QUALITY)
     keep_colors: bool = False
     brush: str = "medium"
     seed: int | None = None
@@ -55,13 +55,17 @@ class PaintOptions:
             raise OptionError(
                 f"strength {self.strength} is out of range: use {STRENGTH_MIN} to {STRENGTH_MAX}"
             )
-        if self.quality not in QUALITIES:
+        if self.quality and self.quality not in QUALITIES:
             raise OptionError(f"quality {self.quality!r} is unknown: use {', '.join(QUALITIES)}")
         if self.brush not in BRUSHES:
             raise OptionError(f"brush {self.brush!r} is unknown: use {', '.join(BRUSHES)}")
         if self.seed is not None and not (0 <= self.seed < 2**63):
             raise OptionError("seed must be a non-negative whole number")
         return self
+
+    def resolved(self, default_quality: str) -> PaintOptions:
+        """These options with an unset quality ("") replaced by ``default_quality``."""
+        return self if self.quality else replace(self, quality=default_quality)
 
     def with_changes(self, **changes: object) -> PaintOptions:
         return replace(self, **changes).validate()  # type: ignore[arg-type]

@@ -98,7 +98,7 @@ def _paint(
     started = time.perf_counter()
     try:
         # The engine re-checks every limit itself; it never trusts the bot.
-        options = job.options.validate()
+        options = job.options.resolved("standard").validate()
         photo = images.load_path(
             job.photo_path,
             role="photo",

@@ -80,18 +80,6 @@ class EventLog:
         return await asyncio.wait_for(seen(), 10)
 
 
-def start_listener_feeds(service: PaintService) -> None:
-    """Start the service's listener feed tasks from the test's own context.
-
-    The service starts a feed's task on its first event. If that happens inside a bot
-    interaction, simcord counts the forever-waiting feed task as bot work that never settles;
-    starting it here keeps it outside the bot, where the service's own tasks belong.
-    """
-    for feed in getattr(service, "_listeners", ()):
-        if getattr(feed, "_task", None) is None:
-            feed._task = asyncio.create_task(feed._drain(), name="paint-listener")
-
-
 @dataclass
 class DiscordSim:
     env: simcord.Env
@@ -152,9 +140,7 @@ class DiscordSim:
         self.services.append(self.service)
         self.bot = make_bot(self.settings, self.service, self.clock, self.sleeper)
         self.service.add_listener(self.events)
-        start_listener_feeds(self.service)
         await self.service.start()
-        start_listener_feeds(self.service)
         await self.env.restart_bot(self.bot)
         await self.settle()
         return self.bot

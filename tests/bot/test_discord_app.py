@@ -31,7 +31,6 @@ from tests.bot.discord_sim import (
     EventLog,
     discord_settings,
     make_bot,
-    start_listener_feeds,
     status_embed,
 )
 from tests.fakes import FakeClock, FakeEngine, jpeg_bytes, png_bytes
@@ -65,7 +64,6 @@ async def simcord_bot(
 ) -> AtelierDiscord:
     bot = make_bot(discord_settings(), service, clock, sleeper)
     service.add_listener(event_log)
-    start_listener_feeds(service)
     return bot
 
 

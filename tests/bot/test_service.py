@@ -421,3 +421,25 @@ async def test_a_failing_listener_does_not_stop_the_queue(service: PaintService)
     job = await service.submit(request())
     finished = await recorder.wait_for(job.id, Finished)
     assert isinstance(finished, Finished)
+
+
+async def test_unset_quality_takes_the_hosts_default(
+    store: Store, data_dir: Path, clock: FakeClock
+) -> None:
+    engine = FakeEngine(auto=False)
+    service = PaintService(
+        store=store,
+        engine=engine,
+        limits=Limits(),
+        data_dir=data_dir,
+        clock=clock,
+        default_quality="draft",
+    )
+    async with service:
+        unset = await service.submit(request("a", quality=""))
+        chosen = await service.submit(request("b", quality="high"))
+        assert unset.options.quality == "draft"
+        assert chosen.options.quality == "high"
+        assert unset.work < chosen.work
+        await engine.wait_started(unset.id)
+        assert engine.seen[0].options.quality == "draft"

@@ -65,7 +65,7 @@ def test_tokens_never_show_in_repr() -> None:
 
 
 def test_no_platform_is_a_clear_error() -> None:
-    with pytest.raises(ConfigError, match="DISCORD_TOKEN.*TELEGRAM_TOKEN"):
+    with pytest.raises(ConfigError, match=r"DISCORD_TOKEN.*TELEGRAM_TOKEN"):
         Settings.from_env({}).require_platform()
 
 
