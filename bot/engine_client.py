@@ -163,7 +163,11 @@ class EngineClient:
         message = await self._inbox.get()
         if message is None:
             self.up_since = None
-            code = self._process.exitcode if self._process is not None else None
+            code = None
+            if self._process is not None:
+                # The pipe closes a moment before the process is reaped; wait for its status.
+                await asyncio.to_thread(self._process.join, 5)
+                code = self._process.exitcode
             raise EngineCrashed(f"engine process exited (exit code {code})")
         return message
 
