@@ -414,18 +414,18 @@ class PaintService:
         if len(self._waiting) >= self._limits.queue:
             raise QueueFull(
                 f"The queue is full ({len(self._waiting)} paintings waiting). "
-                f"Try again in about {self._minutes_until_a_slot()} minutes."
+                f"Try again in {self._time_until_a_slot()}."
             )
         in_chat = sum(1 for j in self._waiting if j.platform == platform and j.chat_id == chat_id)
         if in_chat >= self._limits.queue_per_chat:
             raise QueueFull(
                 f"This chat already has {in_chat} paintings waiting, the most allowed. "
-                f"Try again in about {self._minutes_until_a_slot()} minutes."
+                f"Try again in {self._time_until_a_slot()}."
             )
 
-    def _minutes_until_a_slot(self) -> int:
-        running = self._remaining_running()
-        return max(1, round(running / 60)) if running else 1
+    def _time_until_a_slot(self) -> str:
+        minutes = max(1, round(self._remaining_running() / 60))
+        return "about a minute" if minutes == 1 else f"about {minutes} minutes"
 
     async def _validate(self, data: bytes, role: str) -> images.ImageInfo:
         try:
@@ -441,7 +441,8 @@ class PaintService:
         for data in (photo, painting):
             path = self._inputs_dir / f"{hashlib.sha256(data).hexdigest()}.img"
             if not path.exists():
-                partial = path.with_suffix(".part")
+                # A private partial name: the same painting may arrive in many requests at once.
+                partial = path.with_name(f"{path.stem}.{secrets.token_hex(4)}.part")
                 partial.write_bytes(data)
                 partial.replace(path)
             paths.append(str(path))
