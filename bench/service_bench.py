@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import os
 import tempfile
@@ -120,10 +121,8 @@ async def load_run(label: str, limits: Limits, submissions: int, members: int) -
             monitor = asyncio.create_task(lag_monitor(stop, worst))
             await asyncio.gather(*(submit(i) for i in range(submissions)))
             if accepted and not accepted <= finished:
-                try:
+                with contextlib.suppress(TimeoutError):  # then reported as lost
                     await asyncio.wait_for(all_done.wait(), timeout=300)
-                except TimeoutError:
-                    pass
             await service.drained()
             stop.set()
             await monitor
