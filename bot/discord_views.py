@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import discord
-from PIL import Image
 
 from bot.jobs import Job, JobState, QueueOverview
 from engine import images
@@ -366,29 +365,9 @@ def encode_for_upload(png: bytes, limit: int, job_id: str) -> tuple[bytes, str]:
     """
     if len(png) <= limit:
         return png, f"atelier-{job_id}.png"
-    budget = max(limit, images.MIN_BUDGET_BYTES)
-    try:
-        img = images.load_image(png, role="painting", max_bytes=len(png) + 1)
-        data, kind = images.encode_for_budget(img, budget)
-    except (OSError, ValueError) as error:
-        # The result must reach the member even if the careful encoder trips on a picture.
-        log.warning("job %s: falling back to a plain JPEG encoder: %s", job_id, error)
-        data, kind = _plain_jpeg(png, budget), "jpeg"
+    img = images.load_image(png, role="painting", max_bytes=len(png) + 1)
+    data, kind = images.encode_for_budget(img, max(limit, images.MIN_BUDGET_BYTES))
     return data, f"atelier-{job_id}.{'png' if kind == 'png' else 'jpg'}"
-
-
-def _plain_jpeg(png: bytes, budget: int) -> bytes:
-    with Image.open(io.BytesIO(png)) as opened:
-        img = opened.convert("RGB")
-    while True:
-        for quality in (92, 85, 78, 70):
-            buffer = io.BytesIO()
-            img.save(buffer, "JPEG", quality=quality)
-            if buffer.tell() <= budget:
-                return buffer.getvalue()
-        if max(img.size) <= 16:
-            return buffer.getvalue()
-        img = img.resize((max(1, img.width * 3 // 4), max(1, img.height * 3 // 4)))
 
 
 def preview_file(preview: bytes) -> discord.File:

@@ -515,7 +515,13 @@ def _jpeg(bare: Image.Image, quality: int) -> bytes:
     buf = io.BytesIO()
     # Full-resolution chroma at high quality: 4:2:0 smears painted colour edges visibly.
     subsampling = 0 if quality >= 90 else 2
-    bare.save(buf, "JPEG", quality=quality, subsampling=subsampling, optimize=True)
+    try:
+        bare.save(buf, "JPEG", quality=quality, subsampling=subsampling, optimize=True)
+    except OSError:
+        # Pillow's optimising encoder can overrun its output buffer on high-entropy pictures
+        # ("Suspension not allowed here"): exactly the ones too big for PNG. Encode plainly.
+        buf = io.BytesIO()
+        bare.save(buf, "JPEG", quality=quality, subsampling=subsampling)
     return buf.getvalue()
 
 

@@ -540,3 +540,13 @@ def test_module_does_not_import_torch() -> None:
         [sys.executable, "-c", code], check=False, cwd=Path(__file__).parents[2]
     )
     assert result.returncode == 0
+
+
+def test_high_entropy_pictures_still_encode_as_jpeg_within_budget() -> None:
+    # Pillow's optimising JPEG encoder fails on noise at quality 95 with 4:4:4 chroma.
+    rng = random.Random(5)
+    noise = Image.frombytes("RGB", (300, 300), bytes(rng.randrange(256) for _ in range(270_000)))
+    data = images.encode_jpeg(noise, quality=95)
+    assert Image.open(io.BytesIO(data)).format == "JPEG"
+    budgeted, kind = images.encode_for_budget(noise, 120_000)
+    assert kind == "jpeg" and len(budgeted) <= 120_000
