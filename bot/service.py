@@ -508,7 +508,14 @@ class PaintService:
         self._store.save_job(job)
         self._running, self._running_percent, self._running_eta = job, 0.0, None
         self._current_turn = max(self._current_turn, job.turn)
-        log.info("job %s started (attempt %d)", job.id, job.attempts)
+        log.info(
+            "job %s started: member %s/%s, %.1fs after it was queued, attempt %d",
+            job.id,
+            job.platform,
+            job.user_id,
+            (job.started_at or 0) - job.created_at,
+            job.attempts,
+        )
         self._emit(Started(job=job, rerun=rerun))
         self._announce_positions()
         paint = protocol.PaintJob(
@@ -537,11 +544,14 @@ class PaintService:
                 job, JobState.DONE, result_path=outcome.result_path, seconds=outcome.seconds
             )
             log.info(
-                "job %s done in %.1fs (%dx%d)",
+                "job %s done: member %s/%s, painted in %.1fs at %dx%d, %.1fs since queued",
                 job.id,
+                job.platform,
+                job.user_id,
                 outcome.seconds,
                 outcome.width,
                 outcome.height,
+                (job.finished_at or 0) - job.created_at,
             )
             self._emit(
                 Finished(
@@ -640,7 +650,15 @@ class PaintService:
         self, job: Job, code: str, message: str, *, recovering: bool = False
     ) -> None:
         job = self._finish(job, JobState.FAILED, error_code=code, error_message=message)
-        log.warning("job %s failed: %s: %s", job.id, code, message)
+        log.warning(
+            "job %s failed: member %s/%s, %.1fs since queued: %s: %s",
+            job.id,
+            job.platform,
+            job.user_id,
+            (job.finished_at or 0) - job.created_at,
+            code,
+            message,
+        )
         event = Failed(job=job, code=code, message=message)
         if recovering:
             self._recovery_events.append(event)
