@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from bot.challenges import Challenges
 from bot.engine_client import EngineClient, EngineUnavailable
 from bot.service import PaintService
 from bot.settings import ConfigError, Settings, load_environment
@@ -64,6 +65,9 @@ async def run(settings: Settings) -> None:
         preview_seconds=settings.engine.preview_seconds,
         default_quality=settings.engine.default_quality,
     )
+    challenges = Challenges(
+        store=store, service=service, data_dir=settings.data_dir, limits=settings.limits
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -76,8 +80,10 @@ async def run(settings: Settings) -> None:
         # Adapters first: they subscribe to the service, so jobs recovered at start reach them.
         if settings.discord is not None:
             from bot.discord_app import AtelierDiscord
+            from bot.discord_challenges import DiscordChallenges
 
             discord_client = AtelierDiscord(settings.discord, service)
+            DiscordChallenges(discord_client, challenges)
             stack.push_async_callback(discord_client.close)
             token = settings.discord.token.value
             runners["Discord"] = asyncio.create_task(discord_client.start(token))
@@ -93,6 +99,9 @@ async def run(settings: Settings) -> None:
         except EngineUnavailable as error:
             raise StartupError(f"the engine cannot start: {error.message}") from None
         stack.push_async_callback(service.close)
+        # After the adapters: a deadline that passed while the bot was down is announced now.
+        await challenges.start()
+        stack.push_async_callback(challenges.close)
         log.info("Atelier is running on %s", ", ".join(runners) or "no platform")
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait(

@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 PLATFORM: Final = "discord"
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+# Delivers a finished challenge painting itself (see bot.discord_challenges); False: not taken.
+ChallengeDelivery = Callable[[Finished], Awaitable[bool]]
 
 # Cheap check before downloading; the service decodes and checks the bytes properly.
 IMAGE_TYPES: Final = frozenset(
@@ -94,6 +96,9 @@ CHANNEL_PERMISSIONS: Final = (
 INVITE_PERMISSIONS: Final = discord.Permissions(
     send_messages_in_threads=True, **{name: True for name, _ in CHANNEL_PERMISSIONS}
 )
+
+
+RERUN_NOTE: Final = "Painting again: the bot restarted while this was being painted."
 
 
 class MissingPermissions(NotAllowed):
@@ -154,6 +159,7 @@ class AtelierDiscord(discord.Client):
         self._retry_delays = retry_delays
         self._boards: dict[str, _Board] = {}
         self._upload_limits: dict[int, int] = {}  # channel id -> limit the platform reported
+        self.challenge_delivery: ChallengeDelivery | None = None
         self._add_commands()
         # Registered here rather than in setup_hook so the service can be started before or
         # after the client, and recovered jobs' events reach us.
@@ -421,6 +427,10 @@ class AtelierDiscord(discord.Client):
         except discord.HTTPException as error:
             log.warning("could not answer interaction %s: %s", interaction.id, error)
 
+    async def announce_job(self, interaction: discord.Interaction, job: Job, what: str) -> None:
+        """Post the status message of a job queued by another module (challenge entries)."""
+        await self._announce(interaction, job, what)
+
     async def _announce(self, interaction: discord.Interaction, job: Job, what: str) -> None:
         """Post the status message of a new job and tell the member where it is."""
         message = await self._post_status(job)
@@ -506,7 +516,8 @@ class AtelierDiscord(discord.Client):
         if isinstance(event, Queued | PositionChanged):
             return StatusState(JobState.QUEUED, position=event.position, eta=event.eta)
         if isinstance(event, Started):
-            return StatusState(JobState.RUNNING, preview=status.preview)
+            note = RERUN_NOTE if event.rerun else None
+            return StatusState(JobState.RUNNING, preview=status.preview, note=note)
         if isinstance(event, Progress):
             preview = status.preview
             if event.preview_jpeg:
@@ -518,7 +529,7 @@ class AtelierDiscord(discord.Client):
                 scale=event.scale,
                 scales=event.scales,
                 eta=event.eta,
-                note=event.note,
+                note=event.note or (status.note if status.note == RERUN_NOTE else None),
                 preview=preview,
             )
         board.final = event
@@ -628,7 +639,7 @@ class AtelierDiscord(discord.Client):
     async def _deliver(self, board: _Board) -> None:
         event = board.final
         job = board.job
-        if isinstance(event, Finished):
+        if isinstance(event, Finished) and not await self._deliver_to_challenge(event):
             await self._post_result(board, event)
         if board.message_id is not None and not board.lost:
             changes: dict[str, Any] = {
@@ -644,6 +655,16 @@ class AtelierDiscord(discord.Client):
         if isinstance(event, Failed) and (board.message_id is None or board.lost):
             text = f"<@{job.user_id}>, your painting didn't work out: {event.message}"
             await self._send(board, {"content": text})
+
+    async def _deliver_to_challenge(self, event: Finished) -> bool:
+        """A challenge entry is posted by the challenge module instead of as a plain result."""
+        if event.job.challenge_id is None or self.challenge_delivery is None:
+            return False
+        try:
+            return await self.challenge_delivery(event)
+        except Exception:
+            log.exception("job %s: posting the challenge entry failed", event.job.id)
+            return False
 
     async def _post_result(self, board: _Board, event: Finished) -> None:
         job = event.job

@@ -1,0 +1,900 @@
+"""Style challenges, platform-neutral: rules, SQLite tables, deadlines, standings, leaderboard.
+
+One painting is set in a channel (or Telegram group); members paint their own photos in its
+style through the normal queue; members vote; at the deadline the top three are announced.
+
+    challenges = Challenges(store=store, service=service, data_dir=data_dir, limits=limits)
+    challenges.on_closed("discord", announce)      # the adapter posts the results
+    await challenges.start()                        # tables, catch-up, deadline task
+    challenge = challenges.create(platform=..., community_id=..., chat_id=..., painting=...)
+    job = await challenges.enter(platform, chat_id, user_id, user_name, photo, ...)
+    entry = challenges.accept(job, result_png)      # when the entry's painting is finished
+    challenges.vote(entry.id, user_id)
+
+Rules (each refusal is a :class:`ChallengeError` with the member's message):
+
+- One open challenge per channel (Discord: the channel it was started in, and its thread) or
+  Telegram group. Durations from 10 minutes to 30 days (:func:`parse_duration`).
+- A member has at most ``Limits.challenge_entries`` entries: entries that exist plus their
+  challenge paintings still queued or running. Only the entrant or an organiser withdraws one;
+  withdrawing deletes the entry and the votes for it.
+- One vote per member per challenge: voting again moves the vote. No vote for your own entry.
+  Counts are hidden from members until the end (adapters show them only to organisers).
+- At ``ends_at`` (or ``end`` early) the challenge closes: entries ranked by votes, ties broken by
+  the earlier entry (the announcement says so); an entry needs one vote to place. The top three
+  are stored as *places* for the leaderboard (wins = first places, podiums = top-three places,
+  per platform and community: Discord server or Telegram group). ``cancel`` closes with no
+  places. A deadline that passed while the bot was down is closed when it starts again, and an
+  announcement that did not get out is retried at the next start.
+
+Files: the challenge painting is kept at ``data/challenges/<id>/painting.img`` and each entry's
+painting at ``data/challenges/<id>/entry-<entry id>.png``, so both outlive job retention. Every
+entry is submitted with these same painting bytes, so the service stores the painting once and
+the engine's style-target cache serves every entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import shutil
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from bot.errors import NotAllowed, UserFacingError
+from bot.jobs import Finished, Job, JobEvent, PaintRequest
+from bot.service import PaintService
+from bot.settings import Limits
+from bot.store import Store
+from engine.protocol import PaintOptions
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+MIN_DURATION = 10 * 60
+MAX_DURATION = 30 * 24 * 3600
+PODIUM = 3
+_UNITS = {"w": 7 * 24 * 3600, "d": 24 * 3600, "h": 3600, "m": 60}
+_DURATION = re.compile(r"(\d+)([wdhm])")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS challenges (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    platform TEXT NOT NULL,
+    community_id TEXT NOT NULL,
+    chat_id TEXT NOT NULL,
+    thread_id TEXT,
+    title TEXT NOT NULL,
+    painting_path TEXT NOT NULL,
+    painting_name TEXT NOT NULL,
+    organiser_id TEXT NOT NULL,
+    organiser_name TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    ends_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    closed_at REAL,
+    closed_by TEXT,
+    announced INTEGER NOT NULL DEFAULT 0,
+    message_ref TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS challenges_one_open
+    ON challenges(platform, chat_id) WHERE state = 'open';
+CREATE INDEX IF NOT EXISTS challenges_ends ON challenges(state, ends_at);
+CREATE TABLE IF NOT EXISTS challenge_entries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    challenge_id INTEGER NOT NULL REFERENCES challenges(id) ON DELETE CASCADE,
+    job_id TEXT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    image_path TEXT NOT NULL,
+    message_ref TEXT
+);
+CREATE INDEX IF NOT EXISTS challenge_entries_by ON challenge_entries(challenge_id, user_id);
+CREATE TABLE IF NOT EXISTS challenge_votes (
+    challenge_id INTEGER NOT NULL REFERENCES challenges(id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL,
+    entry_id INTEGER NOT NULL REFERENCES challenge_entries(id) ON DELETE CASCADE,
+    cast_at REAL NOT NULL,
+    PRIMARY KEY (challenge_id, user_id)
+);
+CREATE TABLE IF NOT EXISTS challenge_places (
+    challenge_id INTEGER NOT NULL REFERENCES challenges(id) ON DELETE CASCADE,
+    platform TEXT NOT NULL,
+    community_id TEXT NOT NULL,
+    place INTEGER NOT NULL,
+    entry_id INTEGER NOT NULL,
+    user_id TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    votes INTEGER NOT NULL,
+    PRIMARY KEY (challenge_id, place)
+);
+CREATE INDEX IF NOT EXISTS challenge_places_by ON challenge_places(platform, community_id);
+"""
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+class ChallengeError(UserFacingError):
+    """A challenge rule the member ran into; the message says which."""
+
+
+class NoChallenge(ChallengeError):
+    pass
+
+
+class ChallengeExists(ChallengeError):
+    def __init__(self, message: str, challenge: Challenge) -> None:
+        super().__init__(message)
+        self.challenge = challenge
+
+
+class VotingClosed(ChallengeError):
+    pass
+
+
+class SelfVote(ChallengeError):
+    pass
+
+
+class EntryLimit(ChallengeError):
+    pass
+
+
+class BadDuration(ChallengeError):
+    pass
+
+
+class NotOrganiser(NotAllowed):
+    pass
+
+
+# -- data --------------------------------------------------------------------------------------
+
+
+class ChallengeState(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Challenge:
+    id: int
+    platform: str
+    community_id: str  # Discord server id, or the Telegram group's chat id
+    chat_id: str  # where it was started
+    thread_id: str | None  # where entries go (a Discord thread); None: the chat itself
+    title: str
+    painting_path: str
+    painting_name: str
+    organiser_id: str
+    organiser_name: str
+    created_at: float
+    ends_at: float
+    state: ChallengeState
+    closed_at: float | None = None
+    closed_by: str | None = None
+    announced: bool = False
+    message_ref: str | None = None
+
+    @property
+    def entries_chat(self) -> str:
+        return self.thread_id or self.chat_id
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    challenge_id: int
+    job_id: str
+    user_id: str
+    user_name: str
+    created_at: float
+    image_path: str
+    message_ref: str | None = None
+
+    def image(self) -> bytes | None:
+        path = Path(self.image_path)
+        return path.read_bytes() if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class Standing:
+    entry: Entry
+    votes: int
+    place: int | None  # 1-3 for the podium; None otherwise
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a challenge ended, for the announcement."""
+
+    challenge: Challenge
+    podium: tuple[Standing, ...]  # places 1..3 in order
+    entries: int
+    voters: int
+    tie_broken: bool  # equal votes on the podium were decided by the earlier entry
+
+    @property
+    def cancelled(self) -> bool:
+        return self.challenge.state is ChallengeState.CANCELLED
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    entry: Entry
+    moved_from: Entry | None  # the entry the vote was on before, if another one
+    unchanged: bool = False
+
+
+@dataclass(frozen=True)
+class LeaderboardRow:
+    user_id: str
+    user_name: str
+    wins: int
+    podiums: int
+
+
+Announcer = Callable[[Outcome], Awaitable[None]]
+
+
+# -- durations ---------------------------------------------------------------------------------
+
+
+def parse_duration(text: str) -> int:
+    """``30m``, ``12h``, ``3d``, ``1d12h``, ``1w`` -> seconds, within 10 minutes and 30 days."""
+    cleaned = text.strip().lower().replace(" ", "")
+    parts = _DURATION.findall(cleaned)
+    if not cleaned or "".join(n + u for n, u in parts) != cleaned:
+        raise BadDuration(
+            f"I can't read the duration “{text.strip()}”. Use a number and a unit: 30m, 12h, "
+            "3d, 1d12h or 1w (m minutes, h hours, d days, w weeks)."
+        )
+    seconds = sum(int(number) * _UNITS[unit] for number, unit in parts)
+    if not MIN_DURATION <= seconds <= MAX_DURATION:
+        raise BadDuration(
+            f"A challenge runs from 10 minutes to 30 days; “{text.strip()}” is "
+            f"{describe_duration(seconds)}."
+        )
+    return seconds
+
+
+def describe_duration(seconds: float) -> str:
+    seconds = round(seconds)
+    days, rest = divmod(seconds, 24 * 3600)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    parts = [
+        f"{value} {unit}{'s' if value != 1 else ''}"
+        for value, unit in ((days, "day"), (hours, "hour"), (minutes, "minute"))
+        if value
+    ]
+    return " ".join(parts) or "less than a minute"
+
+
+def utc_time(moment: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(moment))
+
+
+# -- the service -------------------------------------------------------------------------------
+
+
+class Challenges:
+    """The challenge rules over SQLite, the paint service and a deadline task."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        service: PaintService,
+        data_dir: Path,
+        limits: Limits,
+        clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._store = store
+        self._db: sqlite3.Connection = store.connection
+        self._service = service
+        self._dir = data_dir / "challenges"
+        self._limits = limits
+        self._clock = clock
+        self._sleep = sleep
+        self._announcers: dict[str, Announcer] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._announcing: set[asyncio.Task[None]] = set()
+        self._db.executescript(SCHEMA)
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def on_closed(self, platform: str, announcer: Announcer) -> None:
+        """``announcer(outcome)`` posts the end of ``platform``'s challenges."""
+        self._announcers[platform] = announcer
+
+    async def start(self) -> None:
+        """Close what is overdue (the bot may have been down), retry lost announcements, and
+        start the deadline task."""
+        self._dir.mkdir(parents=True, exist_ok=True)
+        await self.close_due()
+        for challenge in self._unannounced():
+            self._spawn_announcement(challenge)
+        self._task = asyncio.create_task(self._deadlines(), name="challenge-deadlines")
+
+    async def close(self) -> None:
+        tasks = [*self._announcing, *([self._task] if self._task else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._task = None
+
+    async def drained(self) -> None:
+        """Wait for announcements in flight (tests)."""
+        while self._announcing:
+            await asyncio.gather(*self._announcing, return_exceptions=True)
+
+    async def _deadlines(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self.close_due()
+            except Exception:
+                log.exception("closing due challenges failed")
+            row = self._db.execute(
+                "SELECT MIN(ends_at) AS t FROM challenges WHERE state = 'open'"
+            ).fetchone()
+            if row["t"] is None:
+                await self._wake.wait()
+                continue
+            sleeper = asyncio.ensure_future(self._sleep(max(0.0, row["t"] - self._clock())))
+            waker = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                waker.cancel()
+
+    async def close_due(self) -> list[Challenge]:
+        """Close every open challenge whose deadline has passed; announce each."""
+        rows = self._db.execute(
+            "SELECT * FROM challenges WHERE state = 'open' AND ends_at <= ? ORDER BY ends_at",
+            (self._clock(),),
+        ).fetchall()
+        closed = []
+        for row in rows:
+            challenge = self._finish(_challenge(row), ChallengeState.CLOSED, by=None)
+            if challenge is not None:
+                closed.append(challenge)
+        return closed
+
+    # -- organisers ----------------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        platform: str,
+        community_id: str,
+        chat_id: str,
+        title: str,
+        painting: bytes,
+        painting_name: str,
+        organiser_id: str,
+        organiser_name: str,
+        duration: int,
+        thread_id: str | None = None,
+    ) -> Challenge:
+        """Store a new open challenge (the caller has checked the organiser and the image)."""
+        title = " ".join(title.split())
+        if not title:
+            raise ChallengeError("Give the challenge a title.")
+        if len(title) > 100:
+            raise ChallengeError("Keep the title under 100 characters.")
+        if not MIN_DURATION <= duration <= MAX_DURATION:
+            raise BadDuration("A challenge runs from 10 minutes to 30 days.")
+        existing = self.open_in(platform, chat_id)
+        if existing is not None:
+            raise self._exists(existing)
+        now = self._clock()
+        try:
+            cursor = self._db.execute(
+                "INSERT INTO challenges (platform, community_id, chat_id, thread_id, title, "
+                "painting_path, painting_name, organiser_id, organiser_name, created_at, "
+                "ends_at, state) VALUES (?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, 'open')",
+                (
+                    platform,
+                    community_id,
+                    chat_id,
+                    thread_id,
+                    title,
+                    painting_name,
+                    organiser_id,
+                    organiser_name,
+                    now,
+                    now + duration,
+                ),
+            )
+        except sqlite3.IntegrityError:
+            existing = self.open_in(platform, chat_id)
+            if existing is None:
+                raise
+            raise self._exists(existing) from None
+        challenge_id = int(cursor.lastrowid or 0)
+        folder = self._dir / str(challenge_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "painting.img"
+        path.write_bytes(painting)
+        self._db.execute(
+            "UPDATE challenges SET painting_path = ? WHERE id = ?", (str(path), challenge_id)
+        )
+        log.info(
+            "challenge %d %r opened in %s/%s until %s",
+            challenge_id,
+            title,
+            platform,
+            chat_id,
+            utc_time(now + duration),
+        )
+        self._wake.set()
+        return self.get(challenge_id)
+
+    def _exists(self, challenge: Challenge) -> ChallengeExists:
+        return ChallengeExists(
+            f"This channel already has an open challenge: {challenge.title}, ends "
+            f"{utc_time(challenge.ends_at)}.",
+            challenge,
+        )
+
+    def set_thread(self, challenge_id: int, thread_id: str | None) -> None:
+        self._db.execute(
+            "UPDATE challenges SET thread_id = ? WHERE id = ?", (thread_id, challenge_id)
+        )
+
+    def set_message(self, challenge_id: int, message_ref: str | None) -> None:
+        self._db.execute(
+            "UPDATE challenges SET message_ref = ? WHERE id = ?", (message_ref, challenge_id)
+        )
+
+    def discard(self, challenge_id: int) -> None:
+        """Remove a challenge that never got going (its announcement could not be posted)."""
+        self._db.execute("DELETE FROM challenges WHERE id = ?", (challenge_id,))
+        shutil.rmtree(self._dir / str(challenge_id), ignore_errors=True)
+
+    async def end(self, challenge_id: int, *, by: str) -> Challenge:
+        """Close now and announce the winners."""
+        return self._close_now(challenge_id, ChallengeState.CLOSED, by)
+
+    async def cancel(self, challenge_id: int, *, by: str) -> Challenge:
+        """Close now with no winners."""
+        return self._close_now(challenge_id, ChallengeState.CANCELLED, by)
+
+    def _close_now(self, challenge_id: int, state: ChallengeState, by: str) -> Challenge:
+        challenge = self._finish(self.get(challenge_id), state, by=by)
+        if challenge is None:
+            raise VotingClosed("That challenge has already ended.")
+        return challenge
+
+    def _finish(
+        self, challenge: Challenge, state: ChallengeState, *, by: str | None
+    ) -> Challenge | None:
+        """Close ``challenge`` once (None if it was closed already), store places, announce."""
+        with self._db:  # one transaction: the state change and the places together
+            self._db.execute("BEGIN IMMEDIATE")
+            changed = self._db.execute(
+                "UPDATE challenges SET state = ?, closed_at = ?, closed_by = ? "
+                "WHERE id = ? AND state = 'open'",
+                (state.value, self._clock(), by, challenge.id),
+            ).rowcount
+            if not changed:
+                return None
+            if state is ChallengeState.CLOSED:
+                for standing in self.standings(challenge.id):
+                    if standing.place is None:
+                        break
+                    self._db.execute(
+                        "INSERT INTO challenge_places (challenge_id, platform, community_id, "
+                        "place, entry_id, user_id, user_name, votes) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            challenge.id,
+                            challenge.platform,
+                            challenge.community_id,
+                            standing.place,
+                            standing.entry.id,
+                            standing.entry.user_id,
+                            standing.entry.user_name,
+                            standing.votes,
+                        ),
+                    )
+        closed = self.get(challenge.id)
+        log.info("challenge %d %s (by %s)", closed.id, state.value, by or "its deadline")
+        self._spawn_announcement(closed)
+        return closed
+
+    # -- announcements -------------------------------------------------------------------------
+
+    def outcome(self, challenge_id: int) -> Outcome:
+        challenge = self.get(challenge_id)
+        standings = self.standings(challenge_id)
+        podium = tuple(s for s in standings if s.place is not None)
+        voters = self._db.execute(
+            "SELECT COUNT(*) AS n FROM challenge_votes WHERE challenge_id = ?", (challenge_id,)
+        ).fetchone()["n"]
+        return Outcome(
+            challenge=challenge,
+            podium=podium if challenge.state is ChallengeState.CLOSED else (),
+            entries=len(standings),
+            voters=int(voters),
+            tie_broken=tie_decides_podium(standings),
+        )
+
+    def _unannounced(self) -> list[Challenge]:
+        rows = self._db.execute(
+            "SELECT * FROM challenges WHERE state != 'open' AND announced = 0 ORDER BY id"
+        ).fetchall()
+        return [_challenge(row) for row in rows]
+
+    def _spawn_announcement(self, challenge: Challenge) -> None:
+        task = asyncio.create_task(self._announce(challenge), name=f"challenge-{challenge.id}")
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
+
+    async def _announce(self, challenge: Challenge) -> None:
+        announcer = self._announcers.get(challenge.platform)
+        if announcer is None:
+            log.warning(
+                "challenge %d ended but %s is not running; announcing at the next start",
+                challenge.id,
+                challenge.platform,
+            )
+            return
+        try:
+            await announcer(self.outcome(challenge.id))
+        except Exception:
+            log.exception(
+                "announcing challenge %d failed; retrying at the next start", challenge.id
+            )
+            return
+        self._db.execute("UPDATE challenges SET announced = 1 WHERE id = ?", (challenge.id,))
+
+    # -- members -------------------------------------------------------------------------------
+
+    def entry_request(
+        self,
+        challenge: Challenge,
+        *,
+        user_id: str,
+        user_name: str,
+        photo: bytes,
+        photo_name: str,
+        options: PaintOptions,
+        chat_id: str | None = None,
+    ) -> PaintRequest:
+        """Check the member may enter, and build the paint request for their entry.
+
+        The request carries the challenge painting's bytes (stored once by content hash by the
+        service) and ``challenge_id``; its status messages go to ``chat_id`` (default: where
+        the entries are posted).
+        """
+        self._check_open(
+            challenge, f"The challenge “{challenge.title}” has ended; entries are closed."
+        )
+        limit = self._limits.challenge_entries
+        if self.entries_used(challenge.id, challenge.platform, user_id) >= limit:
+            raise EntryLimit(
+                f"You already have {limit} {'entry' if limit == 1 else 'entries'} in this "
+                "challenge; withdraw one first."
+            )
+        painting = Path(challenge.painting_path).read_bytes()
+        return PaintRequest(
+            platform=challenge.platform,
+            chat_id=chat_id or challenge.entries_chat,
+            user_id=user_id,
+            user_name=user_name,
+            photo=photo,
+            painting=painting,
+            options=options,
+            photo_name=photo_name,
+            painting_name=challenge.painting_name,
+            challenge_id=challenge.id,
+        )
+
+    async def enter(
+        self,
+        challenge: Challenge,
+        *,
+        user_id: str,
+        user_name: str,
+        photo: bytes,
+        photo_name: str,
+        options: PaintOptions,
+        chat_id: str | None = None,
+    ) -> Job:
+        """Queue the member's entry; it becomes an entry when the painting is finished."""
+        request = self.entry_request(
+            challenge,
+            user_id=user_id,
+            user_name=user_name,
+            photo=photo,
+            photo_name=photo_name,
+            options=options,
+            chat_id=chat_id,
+        )
+        return await self._service.submit(request)
+
+    def entries_used(self, challenge_id: int, platform: str, user_id: str) -> int:
+        """The member's entries plus their challenge paintings still queued or running."""
+        stored = self._db.execute(
+            "SELECT COUNT(*) AS n FROM challenge_entries WHERE challenge_id = ? AND user_id = ?",
+            (challenge_id, user_id),
+        ).fetchone()["n"]
+        overview = self._service.overview()
+        live = [overview.running] if overview.running is not None else []
+        in_flight = sum(
+            1
+            for job in (*live, *overview.waiting)
+            if not job.state.terminal
+            and job.challenge_id == challenge_id
+            and job.platform == platform
+            and job.user_id == user_id
+        )
+        return int(stored) + in_flight
+
+    def accept(self, event: JobEvent) -> Entry | None:
+        """Turn a finished challenge painting into an entry (once; None if it is too late)."""
+        job = event.job
+        if not isinstance(event, Finished) or job.challenge_id is None:
+            return None
+        existing = self.entry_for_job(job.id)
+        if existing is not None:
+            return existing
+        challenge = self.find(job.challenge_id)
+        if (
+            challenge is None
+            or challenge.state is not ChallengeState.OPEN
+            or self._clock() >= challenge.ends_at
+        ):
+            log.info("job %s finished after its challenge closed; not an entry", job.id)
+            return None
+        cursor = self._db.execute(
+            "INSERT INTO challenge_entries (challenge_id, job_id, user_id, user_name, "
+            "created_at, image_path) VALUES (?, ?, ?, ?, ?, '')",
+            (challenge.id, job.id, job.user_id, job.user_name, self._clock()),
+        )
+        entry_id = int(cursor.lastrowid or 0)
+        path = self._dir / str(challenge.id) / f"entry-{entry_id}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(event.result_png)
+        self._db.execute(
+            "UPDATE challenge_entries SET image_path = ? WHERE id = ?", (str(path), entry_id)
+        )
+        log.info("challenge %d: entry %d from %s", challenge.id, entry_id, job.user_id)
+        entry = self.entry(entry_id)
+        assert entry is not None
+        return entry
+
+    def set_entry_message(self, entry_id: int, message_ref: str | None) -> None:
+        self._db.execute(
+            "UPDATE challenge_entries SET message_ref = ? WHERE id = ?", (message_ref, entry_id)
+        )
+
+    def vote(self, entry_id: int, user_id: str) -> VoteResult:
+        entry = self._entry_or_gone(entry_id)
+        challenge = self.get(entry.challenge_id)
+        self._check_open(challenge, "Voting has closed.")
+        if entry.user_id == user_id:
+            raise SelfVote("You can't vote for your own entry.")
+        row = self._db.execute(
+            "SELECT entry_id FROM challenge_votes WHERE challenge_id = ? AND user_id = ?",
+            (challenge.id, user_id),
+        ).fetchone()
+        if row is not None and row["entry_id"] == entry_id:
+            return VoteResult(entry=entry, moved_from=None, unchanged=True)
+        self._db.execute(
+            "INSERT INTO challenge_votes (challenge_id, user_id, entry_id, cast_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT(challenge_id, user_id) DO UPDATE SET "
+            "entry_id = excluded.entry_id, cast_at = excluded.cast_at",
+            (challenge.id, user_id, entry_id, self._clock()),
+        )
+        moved_from = self.entry(row["entry_id"]) if row is not None else None
+        return VoteResult(entry=entry, moved_from=moved_from)
+
+    def withdraw(self, entry_id: int, user_id: str, *, organiser: bool = False) -> Entry:
+        entry = self._entry_or_gone(entry_id)
+        challenge = self.get(entry.challenge_id)
+        if entry.user_id != user_id and not organiser:
+            raise NotAllowed("Only the member who entered it or an organiser can withdraw it.")
+        self._check_open(challenge, "The challenge has ended; entries can no longer be withdrawn.")
+        self._db.execute("DELETE FROM challenge_entries WHERE id = ?", (entry_id,))
+        Path(entry.image_path).unlink(missing_ok=True)
+        log.info("challenge %d: entry %d withdrawn by %s", challenge.id, entry_id, user_id)
+        return entry
+
+    def _check_open(self, challenge: Challenge, message: str) -> None:
+        if challenge.state is not ChallengeState.OPEN or self._clock() >= challenge.ends_at:
+            raise VotingClosed(message)
+
+    def _entry_or_gone(self, entry_id: int) -> Entry:
+        entry = self.entry(entry_id)
+        if entry is None:
+            raise NoChallenge("That entry was withdrawn.")
+        return entry
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def find(self, challenge_id: int) -> Challenge | None:
+        row = self._db.execute("SELECT * FROM challenges WHERE id = ?", (challenge_id,)).fetchone()
+        return _challenge(row) if row else None
+
+    def get(self, challenge_id: int) -> Challenge:
+        challenge = self.find(challenge_id)
+        if challenge is None:
+            raise NoChallenge("I can't find that challenge.")
+        return challenge
+
+    def open_in(self, platform: str, chat_id: str) -> Challenge | None:
+        """The open challenge of a channel (or of the thread it runs in)."""
+        row = self._db.execute(
+            "SELECT * FROM challenges WHERE platform = ? AND state = 'open' "
+            "AND (chat_id = ? OR thread_id = ?) ORDER BY id DESC LIMIT 1",
+            (platform, chat_id, chat_id),
+        ).fetchone()
+        return _challenge(row) if row else None
+
+    def require_open(self, platform: str, chat_id: str) -> Challenge:
+        challenge = self.open_in(platform, chat_id)
+        if challenge is None:
+            raise NoChallenge("There is no open challenge here.")
+        return challenge
+
+    def latest_in(self, platform: str, chat_id: str) -> Challenge | None:
+        """The open challenge here, else the one that ended last (for standings)."""
+        row = self._db.execute(
+            "SELECT * FROM challenges WHERE platform = ? AND (chat_id = ? OR thread_id = ?) "
+            "AND state != 'cancelled' ORDER BY state = 'open' DESC, id DESC LIMIT 1",
+            (platform, chat_id, chat_id),
+        ).fetchone()
+        return _challenge(row) if row else None
+
+    def chats_of(self, platform: str, community_id: str) -> set[str]:
+        """Every channel and thread where this community's challenges ran."""
+        rows = self._db.execute(
+            "SELECT chat_id, thread_id FROM challenges WHERE platform = ? AND community_id = ?",
+            (platform, community_id),
+        ).fetchall()
+        return {r["chat_id"] for r in rows} | {r["thread_id"] for r in rows if r["thread_id"]}
+
+    def entry(self, entry_id: int) -> Entry | None:
+        row = self._db.execute(
+            "SELECT * FROM challenge_entries WHERE id = ?", (entry_id,)
+        ).fetchone()
+        return _entry(row) if row else None
+
+    def entry_for_job(self, job_id: str) -> Entry | None:
+        row = self._db.execute(
+            "SELECT * FROM challenge_entries WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        return _entry(row) if row else None
+
+    def entries(self, challenge_id: int) -> list[Entry]:
+        rows = self._db.execute(
+            "SELECT * FROM challenge_entries WHERE challenge_id = ? ORDER BY created_at, id",
+            (challenge_id,),
+        ).fetchall()
+        return [_entry(r) for r in rows]
+
+    def standings(self, challenge_id: int) -> list[Standing]:
+        """Entries by votes (most first), ties by the earlier entry; the top three placed."""
+        rows = self._db.execute(
+            "SELECT e.*, COUNT(v.user_id) AS votes FROM challenge_entries e "
+            "LEFT JOIN challenge_votes v ON v.entry_id = e.id "
+            "WHERE e.challenge_id = ? GROUP BY e.id ORDER BY votes DESC, e.created_at, e.id",
+            (challenge_id,),
+        ).fetchall()
+        standings = []
+        for index, row in enumerate(rows):
+            votes = int(row["votes"])
+            place = index + 1 if index < PODIUM and votes > 0 else None
+            standings.append(Standing(entry=_entry(row), votes=votes, place=place))
+        return standings
+
+    def leaderboard(
+        self, platform: str, community_id: str, limit: int = 10
+    ) -> list[LeaderboardRow]:
+        rows = self._db.execute(
+            "SELECT user_id, user_name, SUM(place = 1) AS wins, COUNT(*) AS podiums, "
+            "MAX(challenge_id) AS latest FROM challenge_places "
+            "WHERE platform = ? AND community_id = ? GROUP BY user_id "
+            "ORDER BY wins DESC, podiums DESC, MIN(challenge_id) LIMIT ?",
+            (platform, community_id, limit),
+        ).fetchall()
+        return [
+            LeaderboardRow(r["user_id"], r["user_name"], int(r["wins"]), int(r["podiums"]))
+            for r in rows
+        ]
+
+    def gallery(
+        self,
+        platform: str,
+        *,
+        chat_ids: Collection[str] | None,
+        user_id: str | None,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[Job], int]:
+        """Finished paintings still on disk, newest first: one page and the total.
+
+        ``chat_ids`` limits them to those channels (a Discord server's channels and threads);
+        None means every chat of the platform.
+        """
+        where = "platform = ? AND state = 'done' AND purged = 0 AND result_path IS NOT NULL"
+        args: list[object] = [platform]
+        if chat_ids is not None:
+            if not chat_ids:
+                return [], 0
+            where += f" AND chat_id IN ({', '.join('?' for _ in chat_ids)})"
+            args.extend(chat_ids)
+        if user_id is not None:
+            where += " AND user_id = ?"
+            args.append(user_id)
+        total = self._db.execute(f"SELECT COUNT(*) AS n FROM jobs WHERE {where}", args).fetchone()
+        rows = self._db.execute(
+            f"SELECT id FROM jobs WHERE {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        ).fetchall()
+        jobs = [job for r in rows if (job := self._store.get_job(r["id"])) is not None]
+        return jobs, int(total["n"])
+
+
+def tie_decides_podium(standings: list[Standing]) -> bool:
+    """Whether two entries with the same (non-zero) votes were ordered for a podium place."""
+    for index in range(min(PODIUM, len(standings) - 1)):
+        first, second = standings[index], standings[index + 1]
+        if first.votes > 0 and first.votes == second.votes:
+            return True
+    return False
+
+
+def _challenge(row: sqlite3.Row) -> Challenge:
+    return Challenge(
+        id=int(row["id"]),
+        platform=row["platform"],
+        community_id=row["community_id"],
+        chat_id=row["chat_id"],
+        thread_id=row["thread_id"],
+        title=row["title"],
+        painting_path=row["painting_path"],
+        painting_name=row["painting_name"],
+        organiser_id=row["organiser_id"],
+        organiser_name=row["organiser_name"],
+        created_at=float(row["created_at"]),
+        ends_at=float(row["ends_at"]),
+        state=ChallengeState(row["state"]),
+        closed_at=row["closed_at"],
+        closed_by=row["closed_by"],
+        announced=bool(row["announced"]),
+        message_ref=row["message_ref"],
+    )
+
+
+def _entry(row: sqlite3.Row) -> Entry:
+    return Entry(
+        id=int(row["id"]),
+        challenge_id=int(row["challenge_id"]),
+        job_id=row["job_id"],
+        user_id=row["user_id"],
+        user_name=row["user_name"],
+        created_at=float(row["created_at"]),
+        image_path=row["image_path"],
+        message_ref=row["message_ref"],
+    )
