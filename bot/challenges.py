@@ -325,9 +325,9 @@ class Challenges:
         """Close what is overdue (the bot may have been down), retry lost announcements, and
         start the deadline task."""
         self._dir.mkdir(parents=True, exist_ok=True)
-        await self.close_due()
-        for challenge in self._unannounced():
+        for challenge in self._unannounced():  # before closing: those announce themselves
             self._spawn_announcement(challenge)
+        await self.close_due()
         self._task = asyncio.create_task(self._deadlines(), name="challenge-deadlines")
 
     async def close(self) -> None:

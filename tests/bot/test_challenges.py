@@ -1,0 +1,360 @@
+"""The platform-neutral challenge rules over a real SQLite store and the service on a fake engine.
+
+Deadlines run on a FakeClock with a sleep that ends when the test advances the clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.challenges import (
+    BadDuration,
+    Challenge,
+    ChallengeExists,
+    Challenges,
+    ChallengeState,
+    EntryLimit,
+    NoChallenge,
+    Outcome,
+    SelfVote,
+    VotingClosed,
+    parse_duration,
+)
+from bot.errors import NotAllowed
+from bot.jobs import Finished, Job, JobState
+from bot.service import PaintService
+from bot.settings import Limits
+from bot.store import Store
+from engine.protocol import PaintOptions
+from tests.bot.discord_sim import ClockSleeper
+from tests.fakes import FakeClock, FakeEngine, jpeg_bytes, png_bytes
+
+DAY = 24 * 3600
+PAINTING = png_bytes((56, 64), (20, 40, 160))
+
+
+@pytest.fixture
+def fake_engine() -> FakeEngine:
+    return FakeEngine(auto=False)
+
+
+@pytest.fixture
+def limits() -> Limits:
+    return Limits(per_member=5, challenge_entries=2)
+
+
+@pytest.fixture
+def sleeper(clock: FakeClock) -> ClockSleeper:
+    return ClockSleeper(clock)
+
+
+class Announcements:
+    def __init__(self) -> None:
+        self.outcomes: list[Outcome] = []
+
+    async def __call__(self, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
+
+
+@pytest.fixture
+def announced() -> Announcements:
+    return Announcements()
+
+
+def make(
+    store: Store,
+    service: PaintService,
+    data_dir: Path,
+    limits: Limits,
+    clock: FakeClock,
+    sleeper: ClockSleeper,
+    announced: Announcements,
+) -> Challenges:
+    core = Challenges(
+        store=store,
+        service=service,
+        data_dir=data_dir,
+        limits=limits,
+        clock=clock,
+        sleep=sleeper.sleep,
+    )
+    core.on_closed("test", announced)
+    return core
+
+
+@pytest.fixture
+async def core(
+    store: Store,
+    service: PaintService,
+    data_dir: Path,
+    limits: Limits,
+    clock: FakeClock,
+    sleeper: ClockSleeper,
+    announced: Announcements,
+) -> AsyncIterator[Challenges]:
+    challenges = make(store, service, data_dir, limits, clock, sleeper, announced)
+    await challenges.start()
+    yield challenges
+    await challenges.close()
+
+
+def open_one(
+    core: Challenges, chat: str = "c1", duration: int = 3 * DAY, community: str = "g1"
+) -> Challenge:
+    return core.create(
+        platform="test",
+        community_id=community,
+        chat_id=chat,
+        title="Starry",
+        painting=PAINTING,
+        painting_name="starry.png",
+        organiser_id="org",
+        organiser_name="Olga",
+        duration=duration,
+    )
+
+
+_jobs = iter(range(1, 10_000))
+
+
+def finished(challenge_id: int, user: str) -> Finished:
+    """A finished challenge painting as the service would report it."""
+    job = Job(
+        id=f"job{next(_jobs)}",
+        platform="test",
+        chat_id="c1",
+        user_id=user,
+        user_name=user.title(),
+        options=PaintOptions(),
+        state=JobState.DONE,
+        created_at=0.0,
+        photo_path="p",
+        painting_path="q",
+        challenge_id=challenge_id,
+    )
+    return Finished(job=job, result_png=png_bytes((8, 8)), seconds=1.0)
+
+
+async def settle(core: Challenges, sleeper: ClockSleeper, clock: FakeClock, seconds: float) -> None:
+    clock.advance(seconds)
+    sleeper.wake_due()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    await core.drained()
+
+
+# -- durations -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30m", 1800), ("12h", 43200), ("3d", 3 * DAY), ("1d12h", DAY + 12 * 3600), ("1w", 7 * DAY)],
+)
+def test_durations(text: str, seconds: int) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["5m", "31d", "5w", "3 days", "d3", "", "1.5h", "3x"])
+def test_bad_durations_say_what_works(text: str) -> None:
+    with pytest.raises(BadDuration) as error:
+        parse_duration(text)
+    assert "10 minutes" in error.value.message or "30m, 12h" in error.value.message
+
+
+# -- rules -----------------------------------------------------------------------------------
+
+
+async def test_one_open_challenge_per_channel(core: Challenges) -> None:
+    challenge = open_one(core)
+    with pytest.raises(ChallengeExists) as error:
+        open_one(core)
+    assert error.value.message.startswith("This channel already has an open challenge: Starry")
+    assert Path(challenge.painting_path).read_bytes() == PAINTING
+    assert open_one(core, chat="c2").id != challenge.id
+    await core.cancel(challenge.id, by="org")
+    assert open_one(core).state is ChallengeState.OPEN  # free again once it has ended
+
+
+async def test_votes_move_and_never_go_to_your_own_entry(core: Challenges) -> None:
+    challenge = open_one(core)
+    alice = core.accept(finished(challenge.id, "alice"))
+    bob = core.accept(finished(challenge.id, "bob"))
+    assert alice is not None and bob is not None
+    with pytest.raises(SelfVote, match=r"You can't vote for your own entry\."):
+        core.vote(alice.id, "alice")
+    assert core.vote(alice.id, "carol").moved_from is None
+    moved = core.vote(bob.id, "carol")
+    assert moved.moved_from is not None and moved.moved_from.id == alice.id
+    assert core.vote(bob.id, "carol").unchanged
+    assert [(s.entry.user_id, s.votes) for s in core.standings(challenge.id)] == [
+        ("bob", 1),
+        ("alice", 0),
+    ]
+
+
+async def test_withdrawing_deletes_the_entry_and_its_votes(core: Challenges) -> None:
+    challenge = open_one(core)
+    entry = core.accept(finished(challenge.id, "alice"))
+    assert entry is not None
+    core.vote(entry.id, "bob")
+    with pytest.raises(NotAllowed):
+        core.withdraw(entry.id, "bob")
+    core.withdraw(entry.id, "alice")
+    assert core.standings(challenge.id) == []
+    assert not Path(entry.image_path).exists()
+    with pytest.raises(NoChallenge, match="withdrawn"):
+        core.vote(entry.id, "carol")
+    # An organiser may withdraw anyone's.
+    other = core.accept(finished(challenge.id, "dave"))
+    assert other is not None
+    core.withdraw(other.id, "org", organiser=True)
+
+
+async def test_entry_limit_counts_entries_and_paintings_in_flight(
+    core: Challenges, service: PaintService
+) -> None:
+    challenge = open_one(core)
+    assert core.accept(finished(challenge.id, "alice")) is not None
+    job = await core.enter(
+        challenge,
+        user_id="alice",
+        user_name="Alice",
+        photo=jpeg_bytes(),
+        photo_name="me.jpg",
+        options=PaintOptions(),
+    )
+    assert job.challenge_id == challenge.id
+    assert Path(job.painting_path).read_bytes() == PAINTING
+    with pytest.raises(EntryLimit) as error:
+        await core.enter(
+            challenge,
+            user_id="alice",
+            user_name="Alice",
+            photo=jpeg_bytes(),
+            photo_name="me.jpg",
+            options=PaintOptions(),
+        )
+    assert error.value.message == (
+        "You already have 2 entries in this challenge; withdraw one first."
+    )
+    await service.cancel(job.id, user_id="alice")
+    assert core.entries_used(challenge.id, "test", "alice") == 1
+
+
+async def test_ties_go_to_the_earlier_entry_and_zero_votes_do_not_place(
+    core: Challenges, clock: FakeClock, announced: Announcements
+) -> None:
+    challenge = open_one(core)
+    entries = []
+    for user in ("alice", "bob", "carol", "dave"):
+        entry = core.accept(finished(challenge.id, user))
+        assert entry is not None
+        entries.append(entry)
+        clock.advance(60)
+    core.vote(entries[1].id, "v1")  # bob 1
+    core.vote(entries[0].id, "v2")  # alice 1 (earlier than bob)
+    core.vote(entries[2].id, "v3")
+    core.vote(entries[2].id, "v4")  # carol 2
+    await core.end(challenge.id, by="org")
+    await core.drained()
+    [outcome] = announced.outcomes
+    assert [(s.entry.user_id, s.votes, s.place) for s in outcome.podium] == [
+        ("carol", 2, 1),
+        ("alice", 1, 2),
+        ("bob", 1, 3),
+    ]
+    assert outcome.tie_broken
+    assert outcome.entries == 4 and outcome.voters == 4
+    with pytest.raises(VotingClosed, match=r"Voting has closed\."):
+        core.vote(entries[3].id, "v5")
+    # A second end is refused; nothing is announced twice.
+    with pytest.raises(VotingClosed):
+        await core.end(challenge.id, by="org")
+    await core.drained()
+    assert len(announced.outcomes) == 1
+
+
+async def test_deadline_closes_on_the_injected_clock(
+    core: Challenges, clock: FakeClock, sleeper: ClockSleeper, announced: Announcements
+) -> None:
+    challenge = open_one(core, duration=3600)
+    entry = core.accept(finished(challenge.id, "alice"))
+    assert entry is not None
+    core.vote(entry.id, "bob")
+    await settle(core, sleeper, clock, 3599)
+    assert core.get(challenge.id).state is ChallengeState.OPEN
+    assert announced.outcomes == []
+    await settle(core, sleeper, clock, 1)
+    assert core.get(challenge.id).state is ChallengeState.CLOSED
+    [outcome] = announced.outcomes
+    assert outcome.podium[0].entry.id == entry.id
+    assert core.get(challenge.id).announced
+    # A painting that finishes after the close is not an entry.
+    assert core.accept(finished(challenge.id, "carol")) is None
+
+
+async def test_catch_up_after_downtime_and_leaderboard_per_community(
+    store: Store,
+    service: PaintService,
+    data_dir: Path,
+    limits: Limits,
+    clock: FakeClock,
+    sleeper: ClockSleeper,
+) -> None:
+    first = Announcements()
+    core = make(store, service, data_dir, limits, clock, sleeper, first)
+    await core.start()
+    here = open_one(core, chat="c1", duration=DAY)
+    there = open_one(core, chat="c9", duration=DAY, community="g2")
+    for challenge, winner in ((here, "alice"), (there, "bob")):
+        entry = core.accept(finished(challenge.id, winner))
+        assert entry is not None
+        core.vote(entry.id, "voter")
+    await core.close()  # the bot stops...
+    clock.advance(2 * DAY)  # ...across both deadlines
+
+    second = Announcements()
+    core = make(store, service, data_dir, limits, clock, sleeper, second)
+    await core.start()
+    await core.drained()
+    assert sorted(o.challenge.id for o in second.outcomes) == [here.id, there.id]
+    assert [(r.user_id, r.wins, r.podiums) for r in core.leaderboard("test", "g1")] == [
+        ("alice", 1, 1)
+    ]
+    assert [(r.user_id, r.wins) for r in core.leaderboard("test", "g2")] == [("bob", 1)]
+    await core.close()
+
+
+async def test_an_announcement_that_failed_is_retried_at_the_next_start(
+    store: Store,
+    service: PaintService,
+    data_dir: Path,
+    limits: Limits,
+    clock: FakeClock,
+    sleeper: ClockSleeper,
+) -> None:
+    async def broken(outcome: Outcome) -> None:
+        raise RuntimeError("platform down")
+
+    core = Challenges(store=store, service=service, data_dir=data_dir, limits=limits, clock=clock)
+    core.on_closed("test", broken)
+    await core.start()
+    challenge = open_one(core)
+    await core.cancel(challenge.id, by="org")
+    await core.drained()
+    assert not core.get(challenge.id).announced
+    await core.close()
+
+    again = Announcements()
+    core = make(store, service, data_dir, limits, clock, sleeper, again)
+    await core.start()
+    await core.drained()
+    [outcome] = again.outcomes
+    assert outcome.cancelled and outcome.podium == ()
+    assert core.get(challenge.id).announced
+    assert core.leaderboard("test", "g1") == []  # a cancelled challenge has no places
+    await core.close()
