@@ -89,8 +89,10 @@ async def run(settings: Settings) -> None:
             runners["Discord"] = asyncio.create_task(discord_client.start(token))
         if settings.telegram is not None:
             from bot.telegram_app import TelegramApp
+            from bot.telegram_challenges import TelegramChallenges
 
             telegram = TelegramApp(settings.telegram, service)
+            TelegramChallenges(telegram, challenges)
             stack.push_async_callback(telegram.close)
             runners["Telegram"] = asyncio.create_task(telegram.run())
         log.info("starting the engine (device %s)", settings.engine.device)

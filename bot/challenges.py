@@ -404,7 +404,7 @@ class Challenges:
             raise BadDuration("A challenge runs from 10 minutes to 30 days.")
         existing = self.open_in(platform, chat_id)
         if existing is not None:
-            raise self._exists(existing)
+            raise self.exists_error(existing)
         now = self._clock()
         try:
             cursor = self._db.execute(
@@ -428,7 +428,7 @@ class Challenges:
             existing = self.open_in(platform, chat_id)
             if existing is None:
                 raise
-            raise self._exists(existing) from None
+            raise self.exists_error(existing) from None
         challenge_id = int(cursor.lastrowid or 0)
         folder = self._dir / str(challenge_id)
         folder.mkdir(parents=True, exist_ok=True)
@@ -448,7 +448,11 @@ class Challenges:
         self._wake.set()
         return self.get(challenge_id)
 
-    def _exists(self, challenge: Challenge) -> ChallengeExists:
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    def exists_error(self, challenge: Challenge) -> ChallengeExists:
         return ChallengeExists(
             f"This channel already has an open challenge: {challenge.title}, ends "
             f"{utc_time(challenge.ends_at)}.",

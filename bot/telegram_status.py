@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+# Delivers a finished challenge painting itself (bot.telegram_challenges); False: not taken.
+ChallengeDelivery = Callable[[Finished], Awaitable[bool]]
 T = TypeVar("T")
 
 PLATFORM = "telegram"
@@ -243,6 +245,7 @@ class StatusBoard:
         self._gates: dict[int, _Gate] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self.challenge_delivery: ChallengeDelivery | None = None
 
     async def close(self) -> None:
         self._closed = True
@@ -449,6 +452,12 @@ class StatusBoard:
         chat_id = int(job.chat_id)
         if status.opening:
             await status.opened.wait()
+        if job.challenge_id is not None and self.challenge_delivery is not None:
+            try:
+                if await self.challenge_delivery(event):
+                    return
+            except Exception:
+                log.exception("job %s: posting the challenge entry failed", job.id)
         reply = (
             ReplyParameters(message_id=status.message_id, allow_sending_without_reply=True)
             if status.message_id is not None

@@ -1,0 +1,388 @@
+"""Style challenges in Telegram groups: the same rules as on Discord, in a simpler form.
+
+    app = TelegramApp(settings.telegram, service)
+    TelegramChallenges(app, challenges)          # before app.run(): adds a router and hooks
+
+Commands (in groups; organisers are the group's administrators):
+
+- ``/challenge start <duration> <title>`` as the caption of the painting (photo or image file),
+  or in reply to a message holding it: announces the challenge in the group.
+- ``/challenge enter [strength=N] [keep_colors]`` as the caption of a photo, or in reply to one:
+  queues the entry with the usual status message; once painted, the entry is posted in the
+  group with inline **Vote** and **Withdraw** buttons (``vote:<entry>``, ``withdraw:<entry>``:
+  ids only, so they work after a restart).
+- ``/challenge standings`` (administrators see counts while it runs; members see the entries),
+  ``/challenge end``, ``/challenge cancel``, ``/challenge leaderboard``.
+
+Results (the top three as photos with their vote counts) are posted in the group when the
+challenge closes, also after a restart if the deadline passed while the bot was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiogram import Bot, F, Router
+from aiogram.filters import Command, CommandObject
+from aiogram.types import (
+    BufferedInputFile,
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    ReplyParameters,
+)
+
+from bot.challenges import (
+    Challenges,
+    ChallengeState,
+    NoChallenge,
+    NotOrganiser,
+    Outcome,
+    describe_duration,
+    parse_duration,
+    utc_time,
+)
+from bot.errors import InvalidImage, UserFacingError
+from bot.jobs import Finished
+from bot.telegram_app import TelegramApp
+from bot.telegram_flows import (
+    BOT_API_DOWNLOAD_LIMIT,
+    ImageRef,
+    image_in,
+    member_name,
+    parse_options,
+)
+from bot.telegram_status import PLATFORM
+from engine import images
+
+log = logging.getLogger(__name__)
+
+MEDALS = ("🥇", "🥈", "🥉")
+USAGE = (
+    "Style challenges:\n"
+    "• /challenge start 3d Title: as the caption of the painting (or in reply to it); "
+    "administrators only. Durations: 30m, 12h, 3d, 1d12h, 1w.\n"
+    "• /challenge enter: as the caption of your photo (or in reply to it); options as for "
+    "/paint, e.g. strength=7 keep_colors.\n"
+    "• /challenge standings, /challenge leaderboard\n"
+    "• /challenge end, /challenge cancel: administrators only."
+)
+
+
+class TelegramChallenges:
+    """Adds the /challenge router and the vote buttons to a :class:`TelegramApp`."""
+
+    def __init__(self, app: TelegramApp, challenges: Challenges) -> None:
+        self.app = app
+        self.bot: Bot = app.bot
+        self.core = challenges
+        self.router = Router(name="challenges")
+        self.router.message.register(self._on_command, Command("challenge"))
+        self.router.callback_query.register(self._on_vote, F.data.startswith("vote:"))
+        self.router.callback_query.register(self._on_withdraw, F.data.startswith("withdraw:"))
+        app.dispatcher.include_router(self.router)
+        app.board.challenge_delivery = self.deliver
+        challenges.on_closed(PLATFORM, self.announce)
+
+    @property
+    def _limit(self) -> int:
+        """Refuse before downloading: Telegram's download cap for bots, or the host's limit."""
+        return min(BOT_API_DOWNLOAD_LIMIT, self.core.limits.max_input_bytes)
+
+    async def is_organiser(self, chat_id: int, user_id: int) -> bool:
+        member = await self.bot.get_chat_member(chat_id, user_id)
+        return member.status in ("creator", "administrator")
+
+    async def _require_organiser(self, message: Message, action: str) -> None:
+        assert message.from_user is not None
+        if not await self.is_organiser(message.chat.id, message.from_user.id):
+            raise NotOrganiser(
+                f"Only organisers (the group's administrators) can {action} challenges."
+            )
+
+    # -- commands ------------------------------------------------------------------------------
+
+    async def _on_command(self, message: Message, command: CommandObject) -> None:
+        if message.chat.type not in ("group", "supergroup"):
+            raise NoChallenge("Style challenges run in groups. Add me to a group and try there.")
+        action, _, rest = (command.args or "").strip().partition(" ")
+        action = action.lower()
+        if action == "start":
+            await self._start(message, rest)
+        elif action == "enter":
+            await self._enter(message, rest)
+        elif action == "standings":
+            await self._standings(message)
+        elif action in ("end", "cancel"):
+            await self._end(message, cancel=action == "cancel")
+        elif action == "leaderboard":
+            await self._leaderboard(message)
+        else:
+            await message.reply(USAGE)
+
+    def _image(self, message: Message, role: str, usage: str) -> ImageRef:
+        ref = image_in(message, limit=self._limit) or image_in(
+            message.reply_to_message, limit=self._limit
+        )
+        if ref is None:
+            raise InvalidImage(
+                f"I need the {role}: send it with the caption {usage}, or reply to it."
+            )
+        return ref
+
+    async def _download(self, ref: ImageRef) -> bytes:
+        data = await self.bot.download(ref.file_id)
+        if data is None:
+            raise UserFacingError(f"I couldn't fetch “{ref.name}” from Telegram; please resend it.")
+        return data.read()
+
+    async def _start(self, message: Message, args: str) -> None:
+        await self._require_organiser(message, "start")
+        duration_text, _, title = args.strip().partition(" ")
+        if not duration_text or not title.strip():
+            raise NoChallenge(
+                "Write it as /challenge start 3d Title, on the painting or in reply to it."
+            )
+        seconds = parse_duration(duration_text)
+        chat_id = str(message.chat.id)
+        existing = self.core.open_in(PLATFORM, chat_id)
+        if existing is not None:
+            raise self.core.exists_error(existing)
+        ref = self._image(message, "painting", "/challenge start 3d Title")
+        data = await self._download(ref)
+        try:
+            await asyncio.to_thread(
+                images.probe,
+                data,
+                role="painting",
+                max_bytes=self.core.limits.max_input_bytes,
+            )
+        except images.ImageError as error:
+            raise InvalidImage(error.message) from None
+        assert message.from_user is not None
+        challenge = self.core.create(
+            platform=PLATFORM,
+            community_id=chat_id,
+            chat_id=chat_id,
+            title=title,
+            painting=data,
+            painting_name=ref.name,
+            organiser_id=str(message.from_user.id),
+            organiser_name=member_name(message.from_user),
+            duration=seconds,
+        )
+        limit = self.core.limits.challenge_entries
+        caption = (
+            f"🏁 Style challenge: {challenge.title}\n\n"
+            "Paint your own photo in the style of this painting: send it with the caption "
+            f"/challenge enter (up to {limit} {'entry' if limit == 1 else 'entries'} each). "
+            "Vote with the button under your favourite entry; votes stay hidden until the end."
+            f"\n\nEnds {utc_time(challenge.ends_at)} (in {describe_duration(seconds)})."
+        )
+        try:
+            sent = await self.bot.send_photo(
+                message.chat.id,
+                BufferedInputFile(data, "challenge.jpg"),
+                caption=caption,
+                reply_parameters=ReplyParameters(
+                    message_id=message.message_id, allow_sending_without_reply=True
+                ),
+            )
+        except Exception:
+            self.core.discard(challenge.id)
+            raise
+        self.core.set_message(challenge.id, f"{message.chat.id}/{sent.message_id}")
+
+    async def _enter(self, message: Message, args: str) -> None:
+        challenge = self.core.require_open(PLATFORM, str(message.chat.id))
+        options = parse_options(args)
+        ref = self._image(message, "photo", "/challenge enter")
+        data = await self._download(ref)
+        assert message.from_user is not None
+        job = await self.core.enter(
+            challenge,
+            user_id=str(message.from_user.id),
+            user_name=member_name(message.from_user),
+            photo=data,
+            photo_name=ref.name,
+            options=options,
+        )
+        self.app.board.expect(job)
+        await self.app.board.open(job, picture_of=data, reply_to=message.message_id)
+
+    async def _standings(self, message: Message) -> None:
+        challenge = self.core.latest_in(PLATFORM, str(message.chat.id))
+        if challenge is None:
+            raise NoChallenge("There is no challenge in this group yet.")
+        assert message.from_user is not None
+        running = challenge.state is ChallengeState.OPEN
+        votes = not running or await self.is_organiser(message.chat.id, message.from_user.id)
+        standings = self.core.standings(challenge.id)
+        lines = [f"🏁 {challenge.title}"]
+        if running:
+            lines.append(f"Open until {utc_time(challenge.ends_at)}.")
+            if not votes:
+                lines.append("Vote counts are hidden until the end.")
+        else:
+            lines.append("This challenge has ended.")
+        if not standings:
+            lines.append("No entries yet." if running else "There were no entries.")
+        ordered = standings if votes else sorted(standings, key=lambda s: s.entry.id)
+        for index, standing in enumerate(ordered[:30], start=1):
+            name = standing.entry.user_name
+            if votes:
+                medal = f"{MEDALS[standing.place - 1]} " if standing.place and not running else ""
+                count = _count(standing.votes, "vote")
+                lines.append(f"{index}. {medal}{name} (entry {standing.entry.id}): {count}")
+            else:
+                lines.append(f"• {name} (entry {standing.entry.id})")
+        await message.reply("\n".join(lines))
+
+    async def _end(self, message: Message, *, cancel: bool) -> None:
+        await self._require_organiser(message, "cancel" if cancel else "end")
+        challenge = self.core.require_open(PLATFORM, str(message.chat.id))
+        assert message.from_user is not None
+        by = str(message.from_user.id)
+        if cancel:
+            await self.core.cancel(challenge.id, by=by)
+        else:
+            await self.core.end(challenge.id, by=by)
+
+    async def _leaderboard(self, message: Message) -> None:
+        rows = self.core.leaderboard(PLATFORM, str(message.chat.id))
+        if not rows:
+            await message.reply("No challenge has been decided in this group yet.")
+            return
+        lines = ["🏆 Challenge leaderboard (wins = first places, podiums = top three)"]
+        lines += [
+            f"{index}. {row.user_name}: {_count(row.wins, 'win')}, {_count(row.podiums, 'podium')}"
+            for index, row in enumerate(rows, start=1)
+        ]
+        await message.reply("\n".join(lines))
+
+    # -- entries and votes ---------------------------------------------------------------------
+
+    async def deliver(self, event: Finished) -> bool:
+        """Post a finished challenge painting as an entry; False when it is not one."""
+        entry = self.core.accept(event)
+        if entry is None:
+            return False
+        challenge = self.core.get(entry.challenge_id)
+        chat_id = int(challenge.chat_id)
+        reply = None
+        if event.job.status_ref:
+            _, _, message_id = event.job.status_ref.partition("/")
+            if message_id.isdigit():
+                reply = ReplyParameters(
+                    message_id=int(message_id), allow_sending_without_reply=True
+                )
+        sent = await self.bot.send_photo(
+            chat_id,
+            BufferedInputFile(event.result_png, f"entry-{entry.id}.png"),
+            caption=(
+                f"🖼️ Entry {entry.id} by {entry.user_name} for “{challenge.title}”. "
+                "Votes stay hidden until the end."
+            ),
+            reply_markup=entry_markup(entry.id),
+            reply_parameters=reply,
+        )
+        self.core.set_entry_message(entry.id, f"{chat_id}/{sent.message_id}")
+        return True
+
+    async def _on_vote(self, query: CallbackQuery) -> None:
+        entry_id = _entry_id(query.data, "vote:")
+        result = self.core.vote(entry_id, str(query.from_user.id))
+        name = result.entry.user_name
+        if result.unchanged:
+            text = f"Your vote is already on {name}'s entry."
+        elif result.moved_from is not None:
+            text = f"Moved your vote from {result.moved_from.user_name}'s entry to {name}'s."
+        else:
+            text = f"Voted for {name}'s entry. You can move your vote until the end."
+        await query.answer(text)
+
+    async def _on_withdraw(self, query: CallbackQuery) -> None:
+        entry_id = _entry_id(query.data, "withdraw:")
+        entry = self.core.entry(entry_id)
+        user_id = query.from_user.id
+        organiser = False
+        if entry is not None and entry.user_id != str(user_id):
+            chat_id = int(self.core.get(entry.challenge_id).chat_id)
+            organiser = await self.is_organiser(chat_id, user_id)
+        entry = self.core.withdraw(entry_id, str(user_id), organiser=organiser)
+        if entry.message_ref:
+            chat, _, message_id = entry.message_ref.partition("/")
+            try:
+                await self.bot.delete_message(int(chat), int(message_id))
+            except Exception:
+                log.warning("entry %d: could not delete its message", entry.id, exc_info=True)
+        mine = entry.user_id == str(user_id)
+        whose = "your" if mine else f"{entry.user_name}'s"
+        await query.answer(f"Withdrew {whose} entry.")
+
+    # -- the end -------------------------------------------------------------------------------
+
+    async def announce(self, outcome: Outcome) -> None:
+        challenge = outcome.challenge
+        chat_id = int(challenge.chat_id)
+        if outcome.cancelled:
+            await self.bot.send_message(
+                chat_id, f"✖️ The challenge “{challenge.title}” was cancelled; there is no winner."
+            )
+            return
+        lines = [
+            f"🏆 The challenge “{challenge.title}” has ended: {_count(outcome.entries, 'entry')}, "
+            f"{_count(outcome.voters, 'voter')}. Voting is closed."
+        ]
+        if not outcome.podium:
+            lines.append(
+                "No votes were cast, so there is no winner."
+                if outcome.entries
+                else "No entries, so there is no winner."
+            )
+        for standing in outcome.podium:
+            assert standing.place is not None
+            lines.append(
+                f"{MEDALS[standing.place - 1]} {standing.entry.user_name}: "
+                f"{_count(standing.votes, 'vote')}"
+            )
+        if outcome.tie_broken:
+            lines.append("Ties on votes went to the earlier entry.")
+        await self.bot.send_message(chat_id, "\n".join(lines))
+        for standing in outcome.podium:
+            image = standing.entry.image()
+            if image is None or standing.place is None:
+                continue
+            await self.bot.send_photo(
+                chat_id,
+                BufferedInputFile(image, f"place-{standing.place}.png"),
+                caption=(
+                    f"{MEDALS[standing.place - 1]} {standing.entry.user_name}, "
+                    f"{_count(standing.votes, 'vote')}"
+                ),
+            )
+
+
+def entry_markup(entry_id: int) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(text="🗳️ Vote", callback_data=f"vote:{entry_id}"),
+                InlineKeyboardButton(text="Withdraw", callback_data=f"withdraw:{entry_id}"),
+            ]
+        ]
+    )
+
+
+def _entry_id(data: str | None, prefix: str) -> int:
+    raw = (data or "").removeprefix(prefix)
+    if not raw.isdigit():
+        raise NoChallenge("That button is no longer valid.")
+    return int(raw)
+
+
+def _count(number: int, noun: str) -> str:
+    plural = "entries" if noun == "entry" else f"{noun}s"
+    return f"{number} {noun if number == 1 else plural}"

@@ -1,0 +1,291 @@
+"""Style challenges in a Telegram group: the real aiogram bot against the fake Bot API server.
+
+Members send captions, replies and button presses as Telegram delivers them; the tests assert
+the calls the bot makes (announcements, entries with inline buttons, callback answers, results).
+Deadlines pass on a FakeClock, also while the bot is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.challenges import Challenges, ChallengeState
+from bot.service import PaintService
+from bot.settings import Limits, Secret, TelegramSettings
+from bot.store import Store
+from bot.telegram_app import TelegramApp
+from bot.telegram_challenges import TelegramChallenges
+from tests.bot.discord_sim import ClockSleeper
+from tests.bot.fake_bot_api import Call, FakeBotAPI
+from tests.fakes import FakeClock, FakeEngine, jpeg_bytes, png_bytes
+
+DAY = 24 * 3600
+PAINTING = png_bytes((80, 80), (200, 160, 20))
+GROUP_ID = -100777
+
+
+@pytest.fixture
+def fake_engine() -> FakeEngine:
+    return FakeEngine(auto=True)
+
+
+@pytest.fixture
+def limits() -> Limits:
+    return Limits(per_member=3, challenge_entries=3)
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[FakeBotAPI]:
+    async with FakeBotAPI() as fake:
+        yield fake
+
+
+@pytest.fixture
+def sleeper(clock: FakeClock) -> ClockSleeper:
+    return ClockSleeper(clock)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    api: FakeBotAPI,
+    service: PaintService,
+    store: Store,
+    data_dir: Path,
+    limits: Limits,
+    clock: FakeClock,
+    sleeper: ClockSleeper,
+) -> AsyncIterator[Challenges]:
+    """The bot with challenges, polling the fake server, until the block ends."""
+    settings = TelegramSettings(token=Secret(api.token), api_base=api.base)
+    app = TelegramApp(settings, service, edit_interval=0.0, polling_timeout=1)
+    core = Challenges(
+        store=store,
+        service=service,
+        data_dir=data_dir,
+        limits=limits,
+        clock=clock,
+        sleep=sleeper.sleep,
+    )
+    TelegramChallenges(app, core)
+    await core.start()
+    task = asyncio.create_task(app.run())
+    try:
+        yield core
+    finally:
+        await core.close()
+        await app.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class Group:
+    """Members of one group, sending what Telegram would deliver."""
+
+    def __init__(self, api: FakeBotAPI) -> None:
+        self.api = api
+        self.chat = api.group_chat(GROUP_ID)
+
+    def user(self, user_id: int, name: str) -> dict[str, Any]:
+        return self.api.user(user_id, name)
+
+    def send(self, user: dict[str, Any], text: str) -> int:
+        self.api.push_message(self.api.text_message(user, self.chat, text))
+        return len(self.api.calls)
+
+    def send_photo(self, user: dict[str, Any], data: bytes, caption: str) -> int:
+        self.api.push_message(self.api.photo_message(user, self.chat, data, caption=caption))
+        return len(self.api.calls)
+
+    async def reply(self, after: int) -> Call:
+        return await self.api.wait_call("sendMessage", after=after)
+
+    async def answer(self, user: dict[str, Any], message: dict[str, Any], data: str) -> str:
+        query_id = self.api.press(user, message, data)
+        call = await self.api.wait_call(
+            "answerCallbackQuery", where=lambda c: c.params.get("callback_query_id") == query_id
+        )
+        return str(call.params.get("text", ""))
+
+
+def is_entry(call: Call) -> bool:
+    return call.method == "sendPhoto" and any(d.startswith("vote:") for _, d in call.buttons)
+
+
+async def enter(group: Group, user: dict[str, Any], shade: int) -> Call:
+    after = group.send_photo(user, jpeg_bytes((48, 40), (shade, 80, 40)), "/challenge enter")
+    return await group.api.wait_call("sendPhoto", where=is_entry, after=after)
+
+
+async def test_a_group_challenge_from_start_to_leaderboard(
+    api: FakeBotAPI,
+    service: PaintService,
+    store: Store,
+    data_dir: Path,
+    limits: Limits,
+    clock: FakeClock,
+    sleeper: ClockSleeper,
+) -> None:
+    group = Group(api)
+    admin, alice, bob, carol = (
+        group.user(1, "Ada"),
+        group.user(2, "Alice"),
+        group.user(3, "Bob"),
+        group.user(4, "Carol"),
+    )
+    api.admins[GROUP_ID] = {admin["id"]}
+    async with running(api, service, store, data_dir, limits, clock, sleeper) as core:
+        # Only administrators start one.
+        after = group.send_photo(alice, PAINTING, "/challenge start 3d Sunflowers")
+        denied = await group.reply(after)
+        assert denied.text == ("Only organisers (the group's administrators) can start challenges.")
+        after = group.send_photo(admin, PAINTING, "/challenge start 3s Sunflowers")
+        assert "30m, 12h" in (await group.reply(after)).text
+
+        # In reply to the painting works as well as the caption.
+        painting = api.document_message(admin, group.chat, PAINTING, file_name="sun.png")
+        api.push_message(painting)
+        after = len(api.calls)
+        api.push_message(
+            api.text_message(
+                admin, group.chat, "/challenge start 1d12h Sunflowers", reply_to=painting
+            )
+        )
+        announcement = await api.wait_call("sendPhoto", after=after)
+        assert announcement.text.startswith("🏁 Style challenge: Sunflowers")
+        assert "/challenge enter" in announcement.text
+        assert announcement.upload("photo") == PAINTING
+        challenge = core.open_in("telegram", str(GROUP_ID))
+        assert challenge is not None
+
+        after = group.send_photo(admin, PAINTING, "/challenge start 3d Again")
+        assert (await group.reply(after)).text.startswith(
+            "This channel already has an open challenge: Sunflowers"
+        )
+
+        # Entries: painted with the challenge painting, posted with Vote and Withdraw.
+        alice_entry = await enter(group, alice, 10)
+        bob_entry = await enter(group, bob, 200)
+        jobs = [service.get(j.job_id) for j in core.entries(challenge.id)]
+        assert {job.painting_path for job in jobs} == {jobs[0].painting_path}
+        assert Path(jobs[0].painting_path).read_bytes() == PAINTING
+        assert "Alice" in alice_entry.text
+        assert [d for _, d in alice_entry.buttons] == ["vote:1", "withdraw:1"]
+        assert not any(
+            d.startswith("reroll:") for c in api.calls_to("sendPhoto") for _, d in c.buttons
+        )
+
+        # Votes: not your own, moving, hidden.
+        own = await group.answer(alice, alice_entry.result, "vote:1")
+        assert own == "You can't vote for your own entry."
+        assert (await group.answer(carol, alice_entry.result, "vote:1")).startswith(
+            "Voted for Alice's entry."
+        )
+        moved = await group.answer(carol, bob_entry.result, "vote:2")
+        assert moved == "Moved your vote from Alice's entry to Bob's."
+        await group.answer(alice, bob_entry.result, "vote:2")
+
+        member_view = await group.reply(group.send(alice, "/challenge standings"))
+        assert "hidden until the end" in member_view.text
+        assert "vote" not in member_view.text.replace("Vote counts are hidden", "")
+        admin_view = await group.reply(group.send(admin, "/challenge standings"))
+        assert "1. Bob (entry 2): 2 votes" in admin_view.text
+        assert "2. Alice (entry 1): 0 votes" in admin_view.text
+
+        # Withdrawing: only yours (or an administrator's doing); the message goes.
+        third = await enter(group, carol, 120)
+        refused = await group.answer(bob, third.result, "withdraw:3")
+        assert "Only the member who entered it" in refused
+        assert await group.answer(carol, third.result, "withdraw:3") == "Withdrew your entry."
+        deleted = await api.wait_call("deleteMessage")
+        assert int(deleted.params["message_id"]) == third.result["message_id"]
+
+        # The deadline passes: results with images and counts; voting closed.
+        after = len(api.calls)
+        clock.advance(2 * DAY)
+        sleeper.wake_due()
+        heading = await api.wait_call(
+            "sendMessage", where=lambda c: "has ended" in c.text, after=after
+        )
+        assert "🥇 Bob: 2 votes" in heading.text
+        assert "Alice" not in heading.text  # no votes, no place
+        winner = await api.wait_call("sendPhoto", after=after)
+        assert winner.text == "🥇 Bob, 2 votes"
+        assert winner.upload("photo") == service.result_png(service.get(bob_entry_job(core, 2)))
+        late = await group.answer(carol, alice_entry.result, "vote:1")
+        assert late == "Voting has closed."
+        assert core.get(challenge.id).state is ChallengeState.CLOSED
+
+        board = await group.reply(group.send(carol, "/challenge leaderboard"))
+        assert "1. Bob: 1 win, 1 podium" in board.text
+
+
+def bob_entry_job(core: Challenges, entry_id: int) -> str:
+    entry = core.entry(entry_id)
+    assert entry is not None
+    return entry.job_id
+
+
+async def test_deadline_passing_while_stopped_is_announced_at_start(
+    api: FakeBotAPI,
+    service: PaintService,
+    store: Store,
+    data_dir: Path,
+    limits: Limits,
+    clock: FakeClock,
+    sleeper: ClockSleeper,
+) -> None:
+    group = Group(api)
+    admin, alice, bob = group.user(1, "Ada"), group.user(2, "Alice"), group.user(3, "Bob")
+    api.admins[GROUP_ID] = {admin["id"]}
+    async with running(api, service, store, data_dir, limits, clock, sleeper):
+        after = group.send_photo(admin, PAINTING, "/challenge start 1h Quick")
+        await api.wait_call("sendPhoto", after=after)
+        entry = await enter(group, alice, 30)
+        await group.answer(bob, entry.result, "vote:1")
+
+    clock.advance(2 * 3600)  # the bot is down at the deadline
+    after = len(api.calls)
+    async with running(api, service, store, data_dir, limits, clock, sleeper) as core:
+        heading = await api.wait_call(
+            "sendMessage", where=lambda c: "has ended" in c.text, after=after
+        )
+        assert "🥇 Alice: 1 vote" in heading.text
+        await api.wait_call("sendPhoto", after=after)
+        # Buttons from before the restart answer from the store.
+        assert await group.answer(bob, entry.result, "vote:1") == "Voting has closed."
+        [closed] = [core.latest_in("telegram", str(GROUP_ID))]
+        assert closed is not None and closed.announced
+
+
+async def test_administrators_cancel_and_members_cannot(
+    api: FakeBotAPI,
+    service: PaintService,
+    store: Store,
+    data_dir: Path,
+    limits: Limits,
+    clock: FakeClock,
+    sleeper: ClockSleeper,
+) -> None:
+    group = Group(api)
+    admin, alice = group.user(1, "Ada"), group.user(2, "Alice")
+    api.admins[GROUP_ID] = {admin["id"]}
+    async with running(api, service, store, data_dir, limits, clock, sleeper) as core:
+        after = group.send_photo(admin, PAINTING, "/challenge start 3d Soon gone")
+        await api.wait_call("sendPhoto", after=after)
+        denied = await group.reply(group.send(alice, "/challenge cancel"))
+        assert denied.text == "Only organisers (the group's administrators) can cancel challenges."
+        after = group.send(admin, "/challenge cancel")
+        cancelled = await api.wait_call(
+            "sendMessage", where=lambda c: "cancelled" in c.text, after=after
+        )
+        assert "there is no winner" in cancelled.text
+        nothing = await group.reply(group.send(alice, "/challenge enter"))
+        assert nothing.text == "There is no open challenge here."
+        assert core.open_in("telegram", str(GROUP_ID)) is None
