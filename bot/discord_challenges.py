@@ -313,6 +313,7 @@ class DiscordChallenges:
         keep_colors: bool | None,
     ) -> None:
         challenge = self.core.require_open(PLATFORM, str(interaction.channel_id))
+        self.client._check_channel(interaction)
         self.client._check_permissions(interaction)
         check_attachment(photo, "photo", self.client._input_limit(interaction))
         default = PaintOptions()
