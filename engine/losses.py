@@ -61,6 +61,12 @@ def tv_loss(image: Tensor) -> Tensor:
     return dx + dy
 
 
+def range_loss(image: Tensor) -> Tensor:
+    """Mean squared excess of pixel values outside [0, 1] (zero for a valid image)."""
+    x = image.float()
+    return ((-x).clamp(min=0).pow(2) + (x - 1).clamp(min=0).pow(2)).mean()
+
+
 @dataclass(frozen=True)
 class Targets:
     """What the canvas is pulled towards at one scale: photo features and painting Gram matrices."""

@@ -78,6 +78,7 @@ class PaintSettings:
     init: str = "photo"
     lbfgs_history: int = 50
     adam_lr: float = 0.02
+    range_weight: float = 1e3  # L-BFGS penalty on pixels outside [0, 1] (see stylize.py)
     # Device and reporting.
     precision: str = "auto"  # auto: bf16 mixed precision on CUDA where supported, else fp32
     preview_every: float = 4.0  # seconds between previews, 0 for none
@@ -159,7 +160,14 @@ class PaintSettings:
             raise err("at least one style layer is needed")
         if self.layer_weights is not None and len(self.layer_weights) != len(self.style_layers):
             raise err("one weight per style layer is needed")
-        for name in ("content_weight", "style_weight", "tv_weight", "adam_lr", "preview_every"):
+        for name in (
+            "content_weight",
+            "style_weight",
+            "tv_weight",
+            "adam_lr",
+            "range_weight",
+            "preview_every",
+        ):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise err(f"{name} must be a finite non-negative number")

@@ -48,7 +48,7 @@ from torch import Tensor
 
 from engine import images, protocol
 from engine import weights as weights_module
-from engine.losses import Objective, Targets, gram_matrix
+from engine.losses import Objective, Targets, gram_matrix, range_loss
 from engine.settings import PaintSettings
 from engine.vgg import VGGFeatures, min_input_side
 
@@ -637,9 +637,7 @@ class Stylist:
         def evaluate() -> dict[str, Tensor]:
             if should_stop is not None and should_stop():
                 raise Cancelled("the painting was cancelled")
-            parts = scene.objective.terms(self._features(scene, canvas), canvas, targets)
-            parts["total"].backward()
-            return parts
+            return scene.objective.terms(self._features(scene, canvas), canvas, targets)
 
         def report(parts: Mapping[str, Tensor]) -> None:
             tracker.step(index, parts, lambda: to_image(self._as_rgb(scene, canvas, photo_t)))
@@ -650,6 +648,7 @@ class Stylist:
             for _ in range(steps):
                 adam.zero_grad(set_to_none=True)
                 last = evaluate()
+                last["total"].backward()
                 adam.step()
                 with torch.no_grad():
                     canvas.clamp_(0, 1)  # Adam's box constraint; L-BFGS is left unconstrained
@@ -666,14 +665,27 @@ class Stylist:
                 line_search_fn=None,
             )
             evaluations = 0
+            # L-BFGS minimises the objective divided by its value at the start of the scale.
+            # The minimiser is the same, but torch's L-BFGS has absolute thresholds (curvature
+            # pairs with yᵀs <= 1e-10 are dropped, the first step is 1/|g|₁): without this,
+            # small objectives (weak strength, flat paintings) stall it in gradient descent.
+            # L-BFGS is unconstrained, so a penalty (in those normalised units) keeps pixels
+            # inside [0, 1]: clipping them only at the end would undo part of the optimisation.
+            normaliser: float | None = None
 
             def closure() -> Tensor:
-                nonlocal evaluations, last
+                nonlocal evaluations, last, normaliser
                 lbfgs.zero_grad(set_to_none=True)
                 last = evaluate()
+                if normaliser is None:
+                    normaliser = 1.0 / max(float(last["total"].detach()), 1e-30)
+                scaled = last["total"] * normaliser
+                if s.range_weight:
+                    scaled = scaled + s.range_weight * range_loss(canvas)
+                scaled.backward()
                 evaluations += 1
                 report(last)
-                return last["total"]
+                return scaled
 
             lbfgs.step(closure)
             if evaluations < steps:
