@@ -115,9 +115,10 @@ async def run(settings: Settings) -> None:
         stopper.cancel()
     finally:
         log.info("shutting down")
+        await stack.aclose()  # adapters stop polling and disconnect; the service stops
         for task in runners.values():
             task.cancel()
-        await stack.aclose()
+        await asyncio.gather(*runners.values(), return_exceptions=True)
         await engine.close()  # idempotent; covers an engine that failed to start
         store.close()
 
