@@ -92,9 +92,13 @@ CHANNEL_PERMISSIONS: Final = (
     ("attach_files", "Attach Files"),
     ("read_message_history", "Read Message History"),
 )
-# For the README's invite link: the same permissions (and threads) as one integer.
+# For the README's invite link: the same permissions as one integer, plus what style
+# challenges need (a public thread per challenge, and pinning the painting in it).
 INVITE_PERMISSIONS: Final = discord.Permissions(
-    send_messages_in_threads=True, **{name: True for name, _ in CHANNEL_PERMISSIONS}
+    send_messages_in_threads=True,
+    create_public_threads=True,
+    manage_messages=True,
+    **{name: True for name, _ in CHANNEL_PERMISSIONS},
 )
 
 

@@ -288,6 +288,7 @@ class PaintService:
                 crashes=0,
                 status_ref=None,
                 parent_id=source.id,
+                challenge_id=None,  # a re-roll is a member's own painting, not an entry
                 seconds=None,
             )
             return self._admit(job)

@@ -59,12 +59,16 @@ HELP = (
     "Photos and files both work (files keep full quality). Options go after /paint, e.g. "
     "/paint strength=7 quality=high keep_colors\n"
     f"({OPTIONS_HELP}).\n\n"
-    "/queue shows who is waiting, /cancel stops your painting."
+    "/queue shows who is waiting, /cancel stops your painting.\n\n"
+    "Style challenges in groups: an admin sends the painting captioned "
+    "/challenge start 3d Title; members send a photo captioned /challenge enter; "
+    "vote with the buttons under the entries; /challenge standings shows how it stands."
 )
 COMMANDS = [
     BotCommand(command="paint", description="Paint a photo in the style of a painting"),
     BotCommand(command="queue", description="Show the paintings in progress"),
     BotCommand(command="cancel", description="Cancel your painting"),
+    BotCommand(command="challenge", description="Style challenges: start, enter, standings"),
     BotCommand(command="help", description="How to use the bot"),
 ]
 REROLL_NOTES = {

@@ -455,3 +455,13 @@ async def test_the_same_painting_submitted_at_once_is_stored_once(
         jobs = await asyncio.gather(*(service.submit(request(f"m{i}")) for i in range(20)))
     assert len({job.painting_path for job in jobs}) == 1
     assert sorted(p.suffix for p in (data_dir / "inputs").iterdir()) == [".img", ".img"]
+
+
+async def test_a_reroll_of_a_challenge_entry_is_not_an_entry(service: PaintService) -> None:
+    recorder = Recorder()
+    service.add_listener(recorder)
+    entry = await service.submit(replace(request(), challenge_id=4))
+    await recorder.wait_for(entry.id, Finished)
+    again = await service.reroll(entry.id, user_id="u1", user_name="x", change="softer")
+    assert entry.challenge_id == 4
+    assert again.challenge_id is None
