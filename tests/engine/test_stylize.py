@@ -129,6 +129,17 @@ def test_lbfgs_lowers_the_objective(stylist: Stylist) -> None:
     assert seen[-1].losses["total"] < 0.8 * seen[0].losses["total"]
 
 
+def test_lbfgs_does_not_depend_on_the_objectives_scale(stylist: Stylist) -> None:
+    # The objective is normalised per scale, so multiplying every weight by 1e-6 (a tiny
+    # objective, where torch's absolute thresholds would stall L-BFGS) paints the same picture.
+    settings = FAST.replace(steps=(8,))
+    tiny = settings.replace(content_weight=1e-6, style_weight=settings.style_weight * 1e-6)
+    a = stylist.paint(make_photo(), make_painting(), settings).tobytes()
+    b = stylist.paint(make_photo(), make_painting(), tiny).tobytes()
+    assert max(abs(x - y) for x, y in zip(a, b, strict=True)) <= 1
+    assert a != make_photo().tobytes()
+
+
 def test_previews_come_at_the_interval_as_small_jpegs(vgg_state: dict[str, Tensor]) -> None:
     ticks = itertools.count()
     stylist = Stylist(weights=vgg_state, device="cpu", clock=lambda: float(next(ticks)))
