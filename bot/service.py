@@ -222,12 +222,13 @@ class PaintService:
         self._check_limits(request.platform, request.chat_id, request.user_id)
         photo = await self._validate(request.photo, "photo")
         await self._validate(request.painting, "painting")
-        photo_path, painting_path = await asyncio.to_thread(
-            self._save_inputs, request.photo, request.painting
-        )
         async with self._admission:
             # Checked again: other submissions may have been admitted while we validated.
+            # Inputs are saved only once admitted, so a refusal leaves no orphan file behind.
             self._check_limits(request.platform, request.chat_id, request.user_id)
+            photo_path, painting_path = await asyncio.to_thread(
+                self._save_inputs, request.photo, request.painting
+            )
             job = Job(
                 id=_new_job_id(),
                 platform=request.platform,
@@ -723,11 +724,24 @@ class PaintService:
             feed.put(event)
 
     async def _purge_loop(self) -> None:
+        """Hourly: delete expired files and log a status line for the admin."""
         while True:
             try:
-                await asyncio.to_thread(self.purge_expired)
+                # In the loop's thread: the store's connection is not shared across threads,
+                # and deleting a few files is quick.
+                self.purge_expired()
+                status = self.status()
+                log.info(
+                    "status: %d waiting, running %s, %d done, %d failed, %s s per job, engine %s",
+                    status.queue_length,
+                    status.running_job or "nothing",
+                    status.jobs_done,
+                    status.jobs_failed,
+                    f"{status.average_seconds:.1f}" if status.average_seconds else "-",
+                    status.engine_device or "down",
+                )
             except Exception:
-                log.exception("purging old files failed")
+                log.exception("hourly housekeeping failed")
             await asyncio.sleep(PURGE_INTERVAL)
 
     def purge_expired(self) -> int:

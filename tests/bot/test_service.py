@@ -465,3 +465,21 @@ async def test_a_reroll_of_a_challenge_entry_is_not_an_entry(service: PaintServi
     again = await service.reroll(entry.id, user_id="u1", user_name="x", change="softer")
     assert entry.challenge_id == 4
     assert again.challenge_id is None
+
+
+async def test_a_refused_request_leaves_no_files(
+    store: Store, data_dir: Path, clock: FakeClock
+) -> None:
+    service = make_service(store, FakeEngine(auto=False), data_dir, clock)
+    first = request("a")
+    second = replace(request("a"), photo=png_bytes((70, 50)), painting=png_bytes((90, 80)))
+    async with service:
+        # Both pass the first limit check; one is refused when checked again after validation.
+        results = await asyncio.gather(
+            service.submit(first), service.submit(second), return_exceptions=True
+        )
+    refused = [r for r in results if isinstance(r, errors.LimitReached)]
+    admitted = [r for r in results if isinstance(r, Job)]
+    assert len(refused) == 1 and len(admitted) == 1
+    kept = {admitted[0].photo_path, admitted[0].painting_path}
+    assert {str(p) for p in (data_dir / "inputs").iterdir()} == kept
