@@ -495,7 +495,7 @@ class StatusBoard:
         )
 
     async def _send(self, chat_id: int, call: Callable[[], Awaitable[T]]) -> T:
-        """Make a call that must not be lost, waiting out flood control as often as needed."""
+        """Make a call that must not be lost, waiting out flood control and outages."""
         gate = self._gate(chat_id)
         for attempt in range(1, SEND_ATTEMPTS + 1):
             wait = gate.blocked_until - self._clock()
@@ -513,6 +513,20 @@ class StatusBoard:
                 )
                 if attempt == SEND_ATTEMPTS:
                     raise
+            except (TelegramNetworkError, TelegramServerError) as error:
+                # An outage (5xx, connection reset, timeout): wait and send again rather than
+                # lose the painting. A timeout may have delivered it; a duplicate beats a loss.
+                if attempt == SEND_ATTEMPTS:
+                    raise
+                pause = OUTAGE_PAUSE * attempt
+                log.warning(
+                    "telegram: sending to chat %s failed (try %d): %s; retrying in %.0fs",
+                    chat_id,
+                    attempt,
+                    error,
+                    pause,
+                )
+                await self._sleep(pause)
         raise AssertionError("unreachable")
 
     def _spawn(self, work: Awaitable[None]) -> None:

@@ -560,3 +560,26 @@ async def test_unexpected_errors_get_a_reference_and_the_bot_keeps_going(
         assert any(reference in r.getMessage() for r in caplog.records)
         ask_with_reply(api, pat, chat)  # the same request again works
         await result_of(api)
+
+
+async def test_a_telegram_outage_while_sending_the_result_does_not_lose_it(
+    api: FakeBotAPI, store: Store, data_dir: Path, clock: FakeClock
+) -> None:
+    engine = FakeEngine(auto=False)
+    service = manual_service(store, data_dir, clock, engine)
+    ticks = ManualClock(auto=True)
+    uma = api.user(1818, "Uma")
+    chat = api.private_chat(uma)
+    api.fail_next("sendPhoto", status=502, description="Bad Gateway", when=is_result)
+    api.fail_next("sendDocument", status=500, description="Internal Server Error")
+    async with service, running(api, service, clock=ticks, sleep=ticks.sleep):
+        ask_with_reply(api, uma, chat)
+        status, _ = await status_of(api)
+        job_id = job_id_of(status)
+        await engine.wait_started(job_id)
+        engine.finish(job_id)
+        await api.wait_call("sendDocument", where=lambda c: c.error is None)
+    results = [c for c in api.calls_to("sendPhoto") if is_result(c)]
+    assert [c.status for c in results] == [502, 200]
+    assert [c.status for c in api.calls_to("sendDocument")] == [500, 200]
+    assert results[-1].upload("photo") == service.result_png(service.get(job_id))
