@@ -770,13 +770,14 @@ class Challenges:
         ).fetchone()
         return _challenge(row) if row else None
 
-    def chats_of(self, platform: str, community_id: str) -> set[str]:
-        """Every channel and thread where this community's challenges ran."""
+    def threads_of(self, platform: str, community_id: str) -> dict[str, str]:
+        """The threads this community's challenges ran in, each with its channel."""
         rows = self._db.execute(
-            "SELECT chat_id, thread_id FROM challenges WHERE platform = ? AND community_id = ?",
+            "SELECT chat_id, thread_id FROM challenges WHERE platform = ? AND community_id = ? "
+            "AND thread_id IS NOT NULL",
             (platform, community_id),
         ).fetchall()
-        return {r["chat_id"] for r in rows} | {r["thread_id"] for r in rows if r["thread_id"]}
+        return {r["thread_id"]: r["chat_id"] for r in rows}
 
     def entry(self, entry_id: int) -> Entry | None:
         row = self._db.execute(

@@ -16,9 +16,9 @@
 - When a challenge closes, :meth:`DiscordChallenges.announce` posts the top three with their
   images and vote counts in the channel, says so in the thread and locks it.
 - ``/gallery [member]``: the server's recent paintings, four a page, Previous/Next. The jobs
-  table has no server id, so "the server" is every channel and active thread of the guild the
-  bot can see, plus every channel and thread where its challenges ran (archived challenge
-  threads included).
+  table has no server id, so "the server" is every channel and active thread of the guild that
+  the member can see, plus the (archived) threads of challenges in those channels; a painting
+  made in a private channel never shows to a member who cannot read that channel.
 - ``/leaderboard``: wins (first places) and podiums (top three) per member in this server.
 
 Buttons carry ids only (``atelier:vote:<entry>``, ``atelier:withdraw:<entry>``,
@@ -443,10 +443,7 @@ class DiscordChallenges:
     async def gallery(
         self, interaction: discord.Interaction[Any], member_id: int | None, page: int, *, edit: bool
     ) -> None:
-        guild = interaction.guild
-        assert guild is not None
-        chats = {str(c.id) for c in guild.channels} | {str(t.id) for t in guild.threads}
-        chats |= self.core.chats_of(PLATFORM, str(guild.id))
+        chats = self._visible_chats(interaction)
         jobs, total = self.core.gallery(
             PLATFORM,
             chat_ids=chats,
@@ -484,6 +481,27 @@ class DiscordChallenges:
             await interaction.response.send_message(
                 content, embeds=embeds, files=files, view=view, ephemeral=True
             )
+
+    def _visible_chats(self, interaction: discord.Interaction[Any]) -> set[str]:
+        """The server's channels and threads that the member can see.
+
+        A painting made in a private channel stays there: it never shows in the gallery of a
+        member who cannot read that channel.
+        """
+        guild = interaction.guild
+        assert guild is not None
+        user = interaction.user
+        member = user if isinstance(user, discord.Member) else guild.get_member(user.id)
+        if member is None:
+            return set()
+        chats = {str(c.id) for c in guild.channels if c.permissions_for(member).view_channel}
+        chats |= {str(t.id) for t in guild.threads if _sees_thread(t, member)}
+        # Archived challenge threads are not in the cache; they are as visible as their channel.
+        threads = self.core.threads_of(PLATFORM, str(guild.id))
+        for thread, channel in threads.items():
+            if channel in chats and guild.get_thread(int(thread)) is None:
+                chats.add(thread)
+        return chats
 
     async def on_gallery(
         self, interaction: discord.Interaction[Any], member_id: int, page: int
@@ -595,6 +613,18 @@ def _jump(entry: Entry, guild: str) -> str | None:
         return None
     channel, _, message = entry.message_ref.partition("/")
     return f"https://discord.com/channels/{guild}/{channel}/{message}"
+
+
+def _sees_thread(thread: discord.Thread, member: discord.Member) -> bool:
+    try:
+        permissions = thread.permissions_for(member)
+    except discord.ClientException:  # the parent channel is not known
+        return False
+    if not permissions.view_channel:
+        return False
+    if thread.type is discord.ChannelType.private_thread:
+        return thread.owner_id == member.id or permissions.manage_threads
+    return True
 
 
 def _gallery_line(job: Job) -> str:

@@ -562,3 +562,43 @@ async def test_challenge_finished_after_close_is_delivered_as_a_painting(
     result = bot_messages(thread)[-1]
     assert result.content.startswith(alice.mention)
     assert result.attachments[0].filename == f"atelier-{job_id}.png"
+
+
+async def test_gallery_never_shows_paintings_from_channels_the_member_cannot_see(
+    world: World, guild: simcord.GuildHandle, channel: simcord.ChannelHandle
+) -> None:
+    assert world.sim.bot.user is not None
+    mods = guild.create_role("Mods")
+    secret = guild.create_text_channel(
+        "mods-only",
+        overwrites={
+            guild.roles["@everyone"]: discord.PermissionOverwrite(view_channel=False),
+            mods: discord.PermissionOverwrite(view_channel=True),
+            world.sim.bot.user: discord.PermissionOverwrite(view_channel=True),
+        },
+    )
+    mia = guild.add_member(world.sim.env.create_user("mia"), roles=[mods])
+    bob = member(world, guild, "bob")
+    for who, where in ((mia, secret), (bob, channel)):
+        await who.slash(
+            where, "paint", photo=("cat.png", png_bytes()), painting=("s.jpg", jpeg_bytes())
+        )
+        await world.settle()
+        await world.finish(await world.sim.engine.wait_started())
+
+    shown = await bob.slash(channel, "gallery")
+    await world.settle()
+    assert shown.response is not None
+    assert "page 1 of 1" in shown.response.content
+    assert len(shown.response.embeds) == 1
+    assert bob.mention in (shown.response.embeds[0].description or "")
+
+    theirs = await bob.slash(channel, "gallery", member=mia)
+    await world.settle()
+    assert theirs.response is not None
+    assert "No paintings" in theirs.response.content
+
+    mods_view = await mia.slash(secret, "gallery")
+    await world.settle()
+    assert mods_view.response is not None
+    assert len(mods_view.response.embeds) == 2
