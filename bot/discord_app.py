@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+import aiohttp
 import discord
 from discord import app_commands
 
@@ -84,6 +85,9 @@ ACCEPTED_TEXT: Final = "Send a PNG, JPEG, WebP, BMP, GIF or TIFF file."
 # Seconds between attempts to post a result after a Discord error (discord.py has already
 # retried rate limits and 5xx answers itself by then).
 RETRY_DELAYS: Final = (2.0, 5.0, 15.0, 30.0, 60.0)
+# Discord refused (HTTPException) or could not be reached at all: discord.py lets connection
+# errors and timeouts (OSError, aiohttp.ClientError) through after its own retries.
+DISCORD_TROUBLE: Final = (discord.HTTPException, aiohttp.ClientError, OSError)
 # What the bot needs in a server channel: (permission attribute, name in Discord's settings).
 CHANNEL_PERMISSIONS: Final = (
     ("view_channel", "View Channel"),
@@ -428,8 +432,8 @@ class AtelierDiscord(discord.Client):
                 await interaction.edit_original_response(content=text)
             else:
                 await interaction.followup.send(text, ephemeral=True)
-        except discord.HTTPException as error:
-            log.warning("could not answer interaction %s: %s", interaction.id, error)
+        except DISCORD_TROUBLE as error:
+            log.warning("could not answer interaction %s: %r", interaction.id, error)
 
     async def announce_job(self, interaction: discord.Interaction, job: Job, what: str) -> None:
         """Post the status message of a job queued by another module (challenge entries)."""
@@ -466,8 +470,8 @@ class AtelierDiscord(discord.Client):
                 message = await channel.send(embed=embed)
             else:
                 message = await channel.send(embed=embed, view=views.status_view(job.id))
-        except discord.HTTPException as error:
-            log.warning("job %s: could not post the status message: %s", job.id, error)
+        except DISCORD_TROUBLE as error:
+            log.warning("job %s: could not post the status message: %r", job.id, error)
             board.lost = True
             return None
         board.message_id = message.id
@@ -634,8 +638,8 @@ class AtelierDiscord(discord.Client):
         except discord.Forbidden as error:
             log.warning("job %s: can no longer edit the status message: %s", board.job.id, error)
             board.lost = True
-        except discord.HTTPException as error:
-            log.warning("job %s: editing the status message failed: %s", board.job.id, error)
+        except DISCORD_TROUBLE as error:
+            log.warning("job %s: editing the status message failed: %r", board.job.id, error)
         return False
 
     # -- outcomes ------------------------------------------------------------------------------
@@ -703,8 +707,8 @@ class AtelierDiscord(discord.Client):
             kwargs.pop("reference")
             await user.send(**kwargs)
             log.info("job %s: result delivered by direct message", job.id)
-        except discord.HTTPException as error:
-            log.error("job %s: could not deliver the result anywhere: %s", job.id, error)
+        except DISCORD_TROUBLE as error:
+            log.error("job %s: could not deliver the result anywhere: %r", job.id, error)
 
     async def _send(
         self, board: _Board, message: dict[str, Any] | Callable[[], dict[str, Any]]
@@ -724,8 +728,8 @@ class AtelierDiscord(discord.Client):
                     "job %s: channel %s refused the message: %s", job.id, job.chat_id, error
                 )
                 return False
-            except discord.HTTPException as error:
-                log.warning("job %s: posting failed (attempt %d): %s", job.id, attempt + 1, error)
+            except DISCORD_TROUBLE as error:
+                log.warning("job %s: posting failed (attempt %d): %r", job.id, attempt + 1, error)
         return False
 
     def _messageable(self, channel_id: int) -> discord.abc.Messageable:
@@ -772,7 +776,7 @@ def check_attachment(attachment: discord.Attachment, role: str, limit: int) -> N
 async def download(attachment: discord.Attachment, role: str) -> bytes:
     try:
         return await attachment.read()
-    except discord.HTTPException:
+    except DISCORD_TROUBLE:
         raise InvalidImage(
             f"I couldn't download the {role} from Discord. Please attach it again."
         ) from None

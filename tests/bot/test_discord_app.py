@@ -13,6 +13,7 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import discord
 import pytest
 import simcord
@@ -479,6 +480,42 @@ async def test_discord_errors_do_not_lose_the_result(
     await sim.advance(2)
     assert len(bot_messages(channel)) == 2
     assert bot_messages(channel)[-1].attachments
+
+
+async def test_a_dropped_connection_while_posting_does_not_lose_the_result(
+    sim: DiscordSim,
+    channel: simcord.ChannelHandle,
+    alice: simcord.MemberActor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await paint(sim, alice, channel)
+    job = await sim.running_job()
+    status = bot_messages(channel)[-1]
+    http = sim.bot.http
+    original = http.request
+    drops = {"PATCH": 1, "POST": 1}
+
+    async def flaky(route: discord.http.Route, **kwargs: object) -> object:
+        # discord.py lets connection errors through after its own retries.
+        if route.path.startswith("/channels/{channel_id}/messages") and drops.get(route.method):
+            drops[route.method] -= 1
+            raise aiohttp.ServerDisconnectedError()
+        return await original(route, **kwargs)
+
+    monkeypatch.setattr(http, "request", flaky)
+    await sim.engine.progress(job.id, 30)
+    await sim.advance(5)  # the edit meets a dropped connection: tried again at the next slot
+    await sim.engine.progress(job.id, 60)
+    await sim.advance(5)
+    assert status_embed(await channel_message(channel, status.id)).title == "🖌️ Painting… 60%"
+
+    await sim.finish(job.id)
+    assert len(bot_messages(channel)) == 1  # the first post was dropped; a retry is waiting
+    await sim.advance(2)
+    [_, result] = bot_messages(channel)
+    assert result.content.startswith(alice.mention)
+    assert result.attachments
+    assert status_embed(await channel_message(channel, status.id)).title == "✅ Done"
 
 
 async def test_a_job_that_outlives_the_interaction_token_still_delivers(
