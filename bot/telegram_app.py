@@ -26,6 +26,7 @@ import time
 from aiogram import Bot, Dispatcher, F, Router
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
+from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, CommandStart
 from aiogram.types import (
     BotCommand,
@@ -258,7 +259,12 @@ class TelegramApp:
             change=change,
         )
         self.board.expect(job)
-        await query.answer(f"Painting it again {REROLL_NOTES.get(change, '')}…")
+        try:
+            await query.answer(f"Painting it again {REROLL_NOTES.get(change, '')}…")
+        except TelegramAPIError as error:
+            # E.g. pressed while the bot was down: the query expired, but the job is queued and
+            # its status message must still be opened (its result waits for it).
+            log.info("telegram: could not answer a re-roll press: %s", error)
         reply_to = query.message.message_id if query.message is not None else None
         await self.board.open(
             job, picture_of=self._service.input_bytes(source, "photo"), reply_to=reply_to

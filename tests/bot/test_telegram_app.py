@@ -583,3 +583,28 @@ async def test_a_telegram_outage_while_sending_the_result_does_not_lose_it(
     assert [c.status for c in results] == [502, 200]
     assert [c.status for c in api.calls_to("sendDocument")] == [500, 200]
     assert results[-1].upload("photo") == service.result_png(service.get(job_id))
+
+
+async def test_a_reroll_whose_button_press_is_too_old_to_answer_still_paints(
+    api: FakeBotAPI, service: PaintService
+) -> None:
+    # E.g. Stronger pressed while the bot was restarting: the query has expired by the time the
+    # bot answers it, but the new painting is queued and must still be shown and delivered.
+    kim = api.user(1919, "Kim")
+    chat = api.private_chat(kim)
+    async with running(api, service):
+        ask_with_reply(api, kim, chat, caption="/paint strength=4")
+        result, first_id = await result_of(api)
+        await api.wait_call("sendDocument")
+        mark = len(api.calls)
+        api.fail_next(
+            "answerCallbackQuery",
+            description="Bad Request: query is too old and response timeout expired or query "
+            "ID is invalid",
+        )
+        result_message = api.messages[(kim["id"], result.result["message_id"])]
+        api.press(kim, result_message, f"reroll:softer:{first_id}")
+        await status_of(api, after=mark)
+        _, new_id = await result_of(api, after=mark)
+        await api.wait_call("sendDocument", after=mark)
+    assert service.get(new_id).options.strength == 2
