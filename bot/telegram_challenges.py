@@ -11,7 +11,8 @@ Commands (in groups; organisers are the group's administrators):
   queues the entry with the usual status message; once painted, the entry is posted in the
   group with inline **Vote** and **Withdraw** buttons (``vote:<entry>``, ``withdraw:<entry>``:
   ids only, so they work after a restart).
-- ``/challenge standings`` (administrators see counts while it runs; members see the entries),
+- ``/challenge standings`` (the entries; the counts once it has ended, or while it runs in a
+  private message to an administrator who asks, so the group never sees them early),
   ``/challenge end``, ``/challenge cancel``, ``/challenge leaderboard``.
 
 Results (the top three as photos with their vote counts) are posted in the group when the
@@ -24,6 +25,7 @@ import asyncio
 import logging
 
 from aiogram import Bot, F, Router
+from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, CommandObject
 from aiogram.types import (
     BufferedInputFile,
@@ -35,11 +37,13 @@ from aiogram.types import (
 )
 
 from bot.challenges import (
+    Challenge,
     Challenges,
     ChallengeState,
     NoChallenge,
     NotOrganiser,
     Outcome,
+    Standing,
     describe_duration,
     parse_duration,
     utc_time,
@@ -213,31 +217,26 @@ class TelegramChallenges:
         await self.app.board.open(job, picture_of=data, reply_to=message.message_id)
 
     async def _standings(self, message: Message) -> None:
+        """The entries for everyone; the counts only once it has ended, except to organisers,
+        who get them in a private message (a group reply would show them to every member)."""
         challenge = self.core.latest_in(PLATFORM, str(message.chat.id))
         if challenge is None:
             raise NoChallenge("There is no challenge in this group yet.")
         assert message.from_user is not None
         running = challenge.state is ChallengeState.OPEN
-        votes = not running or await self.is_organiser(message.chat.id, message.from_user.id)
         standings = self.core.standings(challenge.id)
-        lines = [f"🏁 {challenge.title}"]
-        if running:
-            lines.append(f"Open until {utc_time(challenge.ends_at)}.")
-            if not votes:
-                lines.append("Vote counts are hidden until the end.")
-        else:
-            lines.append("This challenge has ended.")
-        if not standings:
-            lines.append("No entries yet." if running else "There were no entries.")
-        ordered = standings if votes else sorted(standings, key=lambda s: s.entry.id)
-        for index, standing in enumerate(ordered[:30], start=1):
-            name = standing.entry.user_name
-            if votes:
-                medal = f"{MEDALS[standing.place - 1]} " if standing.place and not running else ""
-                count = _count(standing.votes, "vote")
-                lines.append(f"{index}. {medal}{name} (entry {standing.entry.id}): {count}")
-            else:
-                lines.append(f"• {name} (entry {standing.entry.id})")
+        lines = _standings_lines(challenge, standings, votes=not running)
+        if running and await self.is_organiser(message.chat.id, message.from_user.id):
+            counts = _standings_lines(challenge, standings, votes=True)
+            try:
+                await self.bot.send_message(message.from_user.id, "\n".join(counts))
+                lines.append("\nI've sent you the vote counts in a private message.")
+            except TelegramAPIError as error:  # e.g. they never started a chat with the bot
+                log.info("challenge %d: counts not sent privately: %s", challenge.id, error)
+                lines.append(
+                    "\nTo see the vote counts while it runs, start a private chat with me, "
+                    "then ask again here."
+                )
         await message.reply("\n".join(lines))
 
     async def _end(self, message: Message, *, cancel: bool) -> None:
@@ -363,6 +362,29 @@ class TelegramChallenges:
                     f"{_count(standing.votes, 'vote')}"
                 ),
             )
+
+
+def _standings_lines(challenge: Challenge, standings: list[Standing], *, votes: bool) -> list[str]:
+    running = challenge.state is ChallengeState.OPEN
+    lines = [f"🏁 {challenge.title}"]
+    if running:
+        lines.append(f"Open until {utc_time(challenge.ends_at)}.")
+        if not votes:
+            lines.append("Vote counts are hidden until the end.")
+    else:
+        lines.append("This challenge has ended.")
+    if not standings:
+        lines.append("No entries yet." if running else "There were no entries.")
+    ordered = standings if votes else sorted(standings, key=lambda s: s.entry.id)
+    for index, standing in enumerate(ordered[:30], start=1):
+        name = standing.entry.user_name
+        if votes:
+            medal = f"{MEDALS[standing.place - 1]} " if standing.place and not running else ""
+            count = _count(standing.votes, "vote")
+            lines.append(f"{index}. {medal}{name} (entry {standing.entry.id}): {count}")
+        else:
+            lines.append(f"• {name} (entry {standing.entry.id})")
+    return lines
 
 
 def entry_markup(entry_id: int) -> InlineKeyboardMarkup:

@@ -194,9 +194,36 @@ async def test_a_group_challenge_from_start_to_leaderboard(
         member_view = await group.reply(group.send(alice, "/challenge standings"))
         assert "hidden until the end" in member_view.text
         assert "vote" not in member_view.text.replace("Vote counts are hidden", "")
-        admin_view = await group.reply(group.send(admin, "/challenge standings"))
+        # An administrator gets the counts privately; the group still sees none.
+        after = group.send(admin, "/challenge standings")
+        admin_view = await api.wait_call(
+            "sendMessage", where=lambda c: c.chat_id == admin["id"], after=after
+        )
         assert "1. Bob (entry 2): 2 votes" in admin_view.text
         assert "2. Alice (entry 1): 0 votes" in admin_view.text
+        in_group = await api.wait_call(
+            "sendMessage", where=lambda c: c.chat_id == GROUP_ID, after=after
+        )
+        assert "vote" not in in_group.text.replace("Vote counts are hidden", "").replace(
+            "vote counts in a private message", ""
+        )
+        assert "private message" in in_group.text
+        # One who never started a private chat with the bot is told how, still not in public.
+        api.fail_next(
+            "sendMessage",
+            status=403,
+            description="Forbidden: bot can't initiate conversation with a user",
+            when=lambda c: c.chat_id == admin["id"],
+        )
+        after = group.send(admin, "/challenge standings")
+        in_group = await api.wait_call(
+            "sendMessage", where=lambda c: c.chat_id == GROUP_ID, after=after
+        )
+        assert "start a private chat with me" in in_group.text
+        assert "2 votes" not in in_group.text
+        assert all(
+            "2 votes" not in c.text for c in api.calls_to("sendMessage") if c.chat_id == GROUP_ID
+        )
 
         # Withdrawing: only yours (or an administrator's doing); the message goes.
         third = await enter(group, carol, 120)
