@@ -225,7 +225,10 @@ def encode_for_budget(img: Image.Image, max_bytes: int) -> tuple[bytes, str]:
         current = resize_to_long_side(current, max(16, int(long_side * factor)))
 
 
-def preview_jpeg(img: Image.Image, *, max_side: int = 512, quality: int = 80) -> bytes:
+PREVIEW_SIDE_MAX = 512  # progress previews are JPEGs no larger than this (long side, px)
+
+
+def preview_jpeg(img: Image.Image, *, max_side: int = PREVIEW_SIDE_MAX, quality: int = 80) -> bytes:
     """A small JPEG preview whose long side is at most ``max_side``."""
     return encode_jpeg(fit_within(img, max_side), quality=quality)
 

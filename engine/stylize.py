@@ -12,7 +12,11 @@ from the paper, and why:
   iterations; ``init="noise"`` is available and seeded.
 * L-BFGS without line search, one objective evaluation per iteration (as in jcjohnson's
   neural-style): a "step" is exactly one forward and backward pass, so progress, ETA and cancel are
-  per evaluation. Adam is available for memory-bound devices.
+  per evaluation. Adam is available for memory-bound devices. Our own :class:`lbfgs.LBFGS` runs
+  the same algorithm as torch's without its ~100 host synchronisations a step (see ``lbfgs.py``).
+* Nothing in the loop waits for the device except what a decision needs: the loss values shown
+  in progress are read at most every ``LOSS_READ_INTERVAL`` seconds (and at the end of each
+  scale), not after every evaluation; the stop flag is a host-side check every evaluation.
 * Style targets are computed once per painting, size and settings under ``torch.inference_mode``
   and kept in a bounded LRU cache (:class:`StyleCache`), so a challenge's painting is analysed once.
 * Colour control (Gatys et al. 2017, "Controlling Perceptual Factors"): with ``keep_colors`` only
@@ -48,6 +52,7 @@ from torch import Tensor
 
 from engine import images, protocol
 from engine import weights as weights_module
+from engine.lbfgs import LBFGS
 from engine.losses import Objective, Targets, gram_matrix, range_loss
 from engine.settings import PaintSettings
 from engine.vgg import VGGFeatures, min_input_side
@@ -56,6 +61,9 @@ log = logging.getLogger(__name__)
 
 OOM_RETRY_FACTOR: Final = 0.75  # on CUDA out-of-memory, retry once at this fraction of the size
 DEFAULT_CACHE_SIZE: Final = 32  # style-target entries (one per painting, size and settings)
+# Reading the loss values waits for the device to finish the step (on CUDA the CPU can otherwise
+# queue the next step's kernels meanwhile), so progress carries the values as last read.
+LOSS_READ_INTERVAL: Final = 1.0  # seconds
 
 ProgressCallback = Callable[["Progress"], None]
 StopCheck = Callable[[], bool]
@@ -103,6 +111,8 @@ class Progress:
     height: int
     elapsed: float  # seconds since the painting started
     eta: float | None  # seconds left, None until measurable
+    # The weighted objective terms as last read: at the first step, at the end of each scale,
+    # with each preview and otherwise at most every LOSS_READ_INTERVAL seconds.
     losses: dict[str, float] = field(default_factory=dict)
     preview_jpeg: bytes | None = None
     note: str | None = None
@@ -250,12 +260,16 @@ class _Tracker:
         clock: Callable[[], float],
         on_progress: ProgressCallback | None,
         preview_every: float,
+        preview_side: int = images.PREVIEW_SIDE_MAX,
     ) -> None:
         self.clock = clock
         self.started = clock()
         self.on_progress = on_progress
         self.preview_every = preview_every
+        self.preview_side = min(preview_side, images.PREVIEW_SIDE_MAX)
         self.last_preview = self.started
+        self.losses: dict[str, float] = {}
+        self.losses_read: float | None = None  # when the losses were last read
         self.base_steps = 0  # steps done before an out-of-memory restart
         self.base_work = 0
         self.done_steps = 0
@@ -302,9 +316,19 @@ class _Tracker:
         jpeg = None
         if self.preview_every > 0 and now - self.last_preview >= self.preview_every:
             self.last_preview = now
-            jpeg = images.preview_jpeg(preview(), max_side=512)
-        keys = list(losses)
-        values = torch.stack([losses[k].detach().float() for k in keys]).tolist() if keys else []
+            jpeg = images.preview_jpeg(preview(), max_side=self.preview_side)
+        if (
+            jpeg is not None
+            or self.losses_read is None
+            or now - self.losses_read >= LOSS_READ_INTERVAL
+            or self.done_steps >= self.scale_end(index)
+        ):
+            self.losses_read = now
+            keys = list(losses)
+            values = (
+                torch.stack([losses[k].detach().float() for k in keys]).tolist() if keys else []
+            )
+            self.losses = dict(zip(keys, values, strict=True))
         self.on_progress(
             Progress(
                 step=self.done_steps,
@@ -315,7 +339,7 @@ class _Tracker:
                 height=scale.height,
                 elapsed=elapsed,
                 eta=eta,
-                losses=dict(zip(keys, values, strict=True)),
+                losses=dict(self.losses),
                 preview_jpeg=jpeg,
                 note=self.note,
             )
@@ -435,7 +459,11 @@ class Stylist:
         painting = painting if painting.mode == "RGB" else painting.convert("RGB")
         plan = self.plan(photo.size, settings)
         tracker = _Tracker(
-            plan, clock=self.clock, on_progress=on_progress, preview_every=settings.preview_every
+            plan,
+            clock=self.clock,
+            on_progress=on_progress,
+            preview_every=settings.preview_every,
+            preview_side=settings.preview_side,
         )
         try:
             return self._paint_plan(photo, painting, settings, plan, tracker, should_stop)
@@ -654,40 +682,34 @@ class Stylist:
                     canvas.clamp_(0, 1)  # Adam's box constraint; L-BFGS is left unconstrained
                 report(last)
         else:
-            lbfgs = torch.optim.LBFGS(
-                [canvas],
-                lr=1.0,
-                max_iter=steps,
-                max_eval=steps,
+            lbfgs = LBFGS(
+                canvas,
                 history_size=s.lbfgs_history,
+                lr=1.0,
                 tolerance_grad=0.0,
                 tolerance_change=1e-12,
-                line_search_fn=None,
             )
-            evaluations = 0
             # L-BFGS minimises the objective divided by its value at the start of the scale.
-            # The minimiser is the same, but torch's L-BFGS has absolute thresholds (curvature
-            # pairs with yᵀs <= 1e-10 are dropped, the first step is 1/|g|₁): without this,
-            # small objectives (weak strength, flat paintings) stall it in gradient descent.
+            # The minimiser is the same, but L-BFGS has absolute thresholds (curvature pairs
+            # with yᵀs <= 1e-10 are dropped, the first step is 1/|g|₁): without this, small
+            # objectives (weak strength, flat paintings) stall it in gradient descent.
             # L-BFGS is unconstrained, so a penalty (in those normalised units) keeps pixels
             # inside [0, 1]: clipping them only at the end would undo part of the optimisation.
             normaliser: float | None = None
 
             def closure() -> Tensor:
-                nonlocal evaluations, last, normaliser
-                lbfgs.zero_grad(set_to_none=True)
+                nonlocal last, normaliser
                 last = evaluate()
-                if normaliser is None:
+                if normaliser is None:  # one read per scale
                     normaliser = 1.0 / max(float(last["total"].detach()), 1e-30)
                 scaled = last["total"] * normaliser
                 if s.range_weight:
                     scaled = scaled + s.range_weight * range_loss(canvas)
                 scaled.backward()
-                evaluations += 1
                 report(last)
                 return scaled
 
-            lbfgs.step(closure)
+            evaluations = lbfgs.run(closure, steps)
             if evaluations < steps:
                 # Converged early: the remaining steps of this scale are done, by definition.
                 log.debug("L-BFGS stopped after %d of %d evaluations", evaluations, steps)

@@ -16,6 +16,7 @@ from engine.settings import PaintSettings, style_weight_for
 from engine.stylize import Cancelled, OutOfMemory, PaintError, Progress, Stylist
 
 from ..conftest import make_painting, make_photo
+from .test_lbfgs import host_reads
 
 # Tiny and quick: one 64 px scale (the 32 px one is dropped, its steps carried).
 FAST = PaintSettings(long_side=64, steps=(3, 3), tv_weight=0.0, preview_every=0.0)
@@ -156,6 +157,36 @@ def test_previews_come_at_the_interval_as_small_jpegs(vgg_state: dict[str, Tenso
     img = Image.open(io.BytesIO(previews[0]))
     assert img.format == "JPEG"
     assert img.size == (64, 48)
+
+
+def test_previews_respect_the_preview_side(vgg_state: dict[str, Tensor]) -> None:
+    ticks = itertools.count()
+    stylist = Stylist(weights=vgg_state, device="cpu", clock=lambda: float(next(ticks)))
+    seen: list[Progress] = []
+    settings = FAST.replace(steps=(4,), preview_every=1.0, preview_side=32)
+    stylist.paint(make_photo(), make_painting(), settings, on_progress=seen.append)
+    sizes = {Image.open(io.BytesIO(p.preview_jpeg)).size for p in seen if p.preview_jpeg}
+    assert sizes == {(32, 24)}
+
+
+def test_painting_reads_few_numbers_off_the_device(
+    vgg_state: dict[str, Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each read of a tensor's value is a synchronisation on CUDA: L-BFGS needs two a step, the
+    # progress losses are read at the first step and the end of each scale (the clock stands
+    # still here, so no interval passes), never once per step.
+    stylist = Stylist(weights=vgg_state, device="cpu", clock=lambda: 0.0)
+    seen: list[Progress] = []
+    steps = 12
+    with host_reads(monkeypatch) as reads:
+        stylist.paint(
+            make_photo(), make_painting(), FAST.replace(steps=(steps,)), on_progress=seen.append
+        )
+    assert [p.step for p in seen] == list(range(1, steps + 1))
+    assert reads[0] <= 2 * steps + 4
+    # Between reads, progress carries the losses as last read.
+    assert all(p.losses == seen[0].losses for p in seen[:-1])
+    assert seen[-1].losses["total"] < seen[0].losses["total"]
 
 
 def stop_after(n: int) -> tuple[Callable[[], bool], list[int]]:
