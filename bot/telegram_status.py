@@ -197,6 +197,7 @@ class _Status:
     dead: bool = False  # the message was deleted or can no longer be edited
     final: bool = False  # the job is over; forgotten once its last state is shown
     opening: bool = False  # open() is sending the message; results wait for it
+    failure: str | None = None  # a failure the member has yet to see (no message to edit)
     opened: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -329,6 +330,8 @@ class StatusBoard:
         self._want(status, event)
         if isinstance(event, Finished):
             self._spawn(self._deliver(event, status))
+        elif isinstance(event, Failed):
+            self._spawn(self._fail_without_status(status))
         if status.message_id is not None:
             self._schedule(status.chat_id, urgent=not isinstance(event, Progress | PositionChanged))
 
@@ -349,6 +352,8 @@ class StatusBoard:
         status.want_caption = caption_for(event)
         status.final = event.job.state.terminal
         status.want_markup = None if status.final else cancel_markup(event.job)
+        if isinstance(event, Failed):
+            status.failure = status.want_caption
         if isinstance(event, Progress) and event.preview_jpeg:
             status.want_preview = event.preview_jpeg
             status.want_version += 1
@@ -435,6 +440,8 @@ class StatusBoard:
                     "status of job %s can no longer be edited: %s", status.job_id, error.message
                 )
                 status.dead = True
+                if status.final and status.failure:
+                    self._spawn(self._tell_failure(status))
                 return
         except (TelegramNetworkError, TelegramServerError) as error:
             # An outage: try again later rather than give up on the message.
@@ -494,6 +501,19 @@ class StatusBoard:
             ),
         )
 
+    async def _fail_without_status(self, status: _Status) -> None:
+        """A job failed before its status message could be posted: say so in a message."""
+        if status.opening:
+            await status.opened.wait()
+        if status.message_id is None:
+            await self._tell_failure(status)
+
+    async def _tell_failure(self, status: _Status) -> None:
+        """The status message is gone (deleted, or never posted): send the failure instead."""
+        text, status.failure = status.failure, None
+        if text:
+            await self._send(status.chat_id, lambda: self._bot.send_message(status.chat_id, text))
+
     async def _send(self, chat_id: int, call: Callable[[], Awaitable[T]]) -> T:
         """Make a call that must not be lost, waiting out flood control and outages."""
         gate = self._gate(chat_id)
@@ -534,7 +554,7 @@ class StatusBoard:
             try:
                 await work
             except Exception:
-                log.exception("telegram: delivering a result failed")
+                log.exception("telegram: delivering a result or a failure failed")
 
         task = asyncio.create_task(guarded())
         self._tasks.add(task)

@@ -608,3 +608,23 @@ async def test_a_reroll_whose_button_press_is_too_old_to_answer_still_paints(
         _, new_id = await result_of(api, after=mark)
         await api.wait_call("sendDocument", after=mark)
     assert service.get(new_id).options.strength == 2
+
+
+async def test_a_failure_is_still_told_when_the_status_message_was_deleted(
+    api: FakeBotAPI, store: Store, data_dir: Path, clock: FakeClock
+) -> None:
+    engine = FakeEngine(auto=False)
+    service = manual_service(store, data_dir, clock, engine)
+    vic = api.user(2020, "Vic")
+    group = api.group_chat(-900)
+    async with service, running(api, service):
+        ask_with_reply(api, vic, group)
+        status, status_id = await status_of(api)
+        job_id = job_id_of(status)
+        await engine.wait_started(job_id)
+        del api.messages[(-900, status_id)]  # an administrator tidied the group
+        engine.fail(job_id, "out_of_memory", "The photo is too big for the GPU today.")
+        told = await api.wait_call("sendMessage", where=lambda c: "too big" in c.text)
+    assert told.chat_id == -900
+    assert "Vic" in told.text
+    assert service.get(job_id).state is JobState.FAILED
