@@ -51,7 +51,13 @@ from bot.challenges import (
     Standing,
     parse_duration,
 )
-from bot.discord_app import PLATFORM, AtelierDiscord, check_attachment, download
+from bot.discord_app import (
+    DISCORD_TROUBLE,
+    PLATFORM,
+    AtelierDiscord,
+    check_attachment,
+    download,
+)
 from bot.errors import InvalidImage
 from bot.jobs import Finished, Job
 from engine import images
@@ -211,7 +217,8 @@ class DiscordChallenges:
                 f"{when(existing.ends_at)}.",
                 existing,
             )
-        if isinstance(interaction.channel, discord.Thread):
+        if not isinstance(interaction.channel, discord.TextChannel):
+            # Threads, voice channels' chats, ...: the challenge needs a thread of its own.
             raise NoChallenge("Start a challenge in a text channel; I'll open its thread.")
         self.client._check_channel(interaction)
         self.client._check_permissions(interaction)
@@ -240,9 +247,12 @@ class DiscordChallenges:
         )
         try:
             thread = await self._open(interaction, challenge, data, painting.filename)
-        except discord.HTTPException as error:
-            log.warning("challenge %d: could not be announced: %s", challenge.id, error)
+        except Exception as error:
+            # Never leave a challenge open that nobody was told about.
             self.core.discard(challenge.id)
+            if not isinstance(error, DISCORD_TROUBLE):
+                raise
+            log.warning("challenge %d: could not be announced: %r", challenge.id, error)
             raise NoChallenge(
                 "I couldn't post the challenge here (I need to send messages, attach files, "
                 "create public threads and manage messages to pin the painting)."

@@ -602,3 +602,13 @@ async def test_gallery_never_shows_paintings_from_channels_the_member_cannot_see
     await world.settle()
     assert mods_view.response is not None
     assert len(mods_view.response.embeds) == 2
+
+
+async def test_a_challenge_that_cannot_open_its_thread_is_not_left_open(
+    world: World, guild: simcord.GuildHandle, olga: simcord.MemberActor
+) -> None:
+    # A voice channel's text chat takes slash commands but has no threads.
+    voice = guild.create_voice_channel("studio")
+    result = await start(world, olga, voice)
+    assert "Start a challenge in a text channel" in refused(world, result, errors.UserFacingError)
+    assert world.core.open_in("discord", str(voice.id)) is None
