@@ -724,6 +724,16 @@ class Challenges:
         log.info("challenge %d: entry %d withdrawn by %s", challenge.id, entry_id, user_id)
         return entry
 
+    def discard_entry(self, entry_id: int) -> None:
+        """Remove an entry that could not be posted, so no invisible entry takes part (nobody
+        could vote for it) or counts against the member's limit."""
+        entry = self.entry(entry_id)
+        if entry is None:
+            return
+        self._db.execute("DELETE FROM challenge_entries WHERE id = ?", (entry_id,))
+        Path(entry.image_path).unlink(missing_ok=True)
+        log.info("challenge %d: entry %d discarded (not posted)", entry.challenge_id, entry_id)
+
     def _check_open(self, challenge: Challenge, message: str) -> None:
         if challenge.state is not ChallengeState.OPEN or self._clock() >= challenge.ends_at:
             raise VotingClosed(message)

@@ -367,12 +367,19 @@ class DiscordChallenges:
             text=f"{challenge.title} · entry {entry.id} · votes are hidden until the end"
         )
         channel = self.client._messageable(channel_id)
-        message = await channel.send(
-            f"<@{entry.user_id}>, your entry is in!",
-            embed=embed,
-            file=discord.File(io.BytesIO(data), filename=filename),
-            view=entry_view(entry.id),
-        )
+        try:
+            message = await channel.send(
+                f"<@{entry.user_id}>, your entry is in!",
+                embed=embed,
+                file=discord.File(io.BytesIO(data), filename=filename),
+                view=entry_view(entry.id),
+            )
+        except DISCORD_TROUBLE as error:
+            # The thread is gone or closed to the bot: no entry nobody can see or vote for;
+            # the painting is delivered as an ordinary one instead.
+            log.warning("challenge %d: entry %d not posted: %r", challenge.id, entry.id, error)
+            self.core.discard_entry(entry.id)
+            return False
         self.core.set_entry_message(entry.id, f"{message.channel.id}/{message.id}")
         return True
 

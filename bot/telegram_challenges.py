@@ -277,16 +277,26 @@ class TelegramChallenges:
                 reply = ReplyParameters(
                     message_id=int(message_id), allow_sending_without_reply=True
                 )
-        sent = await self.bot.send_photo(
-            chat_id,
-            BufferedInputFile(event.result_png, f"entry-{entry.id}.png"),
-            caption=(
-                f"🖼️ Entry {entry.id} by {entry.user_name} for “{challenge.title}”. "
-                "Votes stay hidden until the end."
-            ),
-            reply_markup=entry_markup(entry.id),
-            reply_parameters=reply,
-        )
+        try:
+            # Through flood control and outages, like any result.
+            sent = await self.app.board.send(
+                chat_id,
+                lambda: self.bot.send_photo(
+                    chat_id,
+                    BufferedInputFile(event.result_png, f"entry-{entry.id}.png"),
+                    caption=(
+                        f"🖼️ Entry {entry.id} by {entry.user_name} for “{challenge.title}”. "
+                        "Votes stay hidden until the end."
+                    ),
+                    reply_markup=entry_markup(entry.id),
+                    reply_parameters=reply,
+                ),
+            )
+        except TelegramAPIError as error:
+            # No entry nobody can see or vote for; the painting goes out as an ordinary one.
+            log.warning("challenge %d: entry %d not posted: %s", challenge.id, entry.id, error)
+            self.core.discard_entry(entry.id)
+            return False
         self.core.set_entry_message(entry.id, f"{chat_id}/{sent.message_id}")
         return True
 

@@ -514,6 +514,10 @@ class StatusBoard:
         if text:
             await self._send(status.chat_id, lambda: self._bot.send_message(status.chat_id, text))
 
+    async def send(self, chat_id: int, call: Callable[[], Awaitable[T]]) -> T:
+        """Make a call that must not be lost (e.g. a challenge entry), paced like the rest."""
+        return await self._send(chat_id, call)
+
     async def _send(self, chat_id: int, call: Callable[[], Awaitable[T]]) -> T:
         """Make a call that must not be lost, waiting out flood control and outages."""
         gate = self._gate(chat_id)

@@ -612,3 +612,28 @@ async def test_a_challenge_that_cannot_open_its_thread_is_not_left_open(
     result = await start(world, olga, voice)
     assert "Start a challenge in a text channel" in refused(world, result, errors.UserFacingError)
     assert world.core.open_in("discord", str(voice.id)) is None
+
+
+async def test_an_entry_the_thread_refuses_is_not_left_as_an_invisible_entry(
+    world: World,
+    guild: simcord.GuildHandle,
+    channel: simcord.ChannelHandle,
+    olga: simcord.MemberActor,
+) -> None:
+    alice = member(world, guild, "alice")
+    await start(world, olga, channel)
+    thread = the_thread(channel)
+    challenge = world.core.open_in("discord", str(channel.id))
+    assert challenge is not None
+    await enter(world, alice, channel)
+    job_id = await world.sim.engine.wait_started()
+    world.sim.env.inject_error(
+        "POST", f"/channels/{thread.id}/messages", status=403, code=50013, times=1
+    )
+    await world.finish(job_id)
+    # Nobody could have voted for it, so it is no entry; the painting still reaches Alice.
+    assert world.core.entries(challenge.id) == []
+    assert entries_in(thread) == []
+    result = bot_messages(thread)[-1]
+    assert result.content.startswith(alice.mention)
+    assert result.attachments[0].filename == f"atelier-{job_id}.png"

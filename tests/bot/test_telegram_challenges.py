@@ -23,6 +23,7 @@ from bot.telegram_app import TelegramApp
 from bot.telegram_challenges import TelegramChallenges
 from tests.bot.discord_sim import ClockSleeper
 from tests.bot.fake_bot_api import Call, FakeBotAPI
+from tests.bot.test_telegram_app import ManualClock
 from tests.fakes import FakeClock, FakeEngine, jpeg_bytes, png_bytes
 
 DAY = 24 * 3600
@@ -60,10 +61,12 @@ async def running(
     limits: Limits,
     clock: FakeClock,
     sleeper: ClockSleeper,
+    pacing: ManualClock | None = None,
 ) -> AsyncIterator[Challenges]:
     """The bot with challenges, polling the fake server, until the block ends."""
     settings = TelegramSettings(token=Secret(api.token), api_base=api.base)
-    app = TelegramApp(settings, service, edit_interval=0.0, polling_timeout=1)
+    paced = {"clock": pacing, "sleep": pacing.sleep} if pacing else {}
+    app = TelegramApp(settings, service, edit_interval=0.0, polling_timeout=1, **paced)
     core = Challenges(
         store=store,
         service=service,
@@ -316,3 +319,33 @@ async def test_administrators_cancel_and_members_cannot(
         nothing = await group.reply(group.send(alice, "/challenge enter"))
         assert nothing.text == "There is no open challenge here."
         assert core.open_in("telegram", str(GROUP_ID)) is None
+
+
+async def test_flood_control_on_an_entry_is_waited_out_not_turned_into_a_plain_result(
+    api: FakeBotAPI,
+    service: PaintService,
+    store: Store,
+    data_dir: Path,
+    limits: Limits,
+    clock: FakeClock,
+    sleeper: ClockSleeper,
+) -> None:
+    group = Group(api)
+    admin, dan = group.user(1, "Ada"), group.user(5, "Dan")
+    api.admins[GROUP_ID] = {admin["id"]}
+    ticks = ManualClock(auto=True)
+    api.fail_next("sendPhoto", retry_after=6, when=is_entry)
+    async with running(api, service, store, data_dir, limits, clock, sleeper, ticks) as core:
+        after = group.send_photo(admin, PAINTING, "/challenge start 3d Busy")
+        await api.wait_call("sendPhoto", after=after)
+        after = group.send_photo(dan, jpeg_bytes((48, 40), (90, 80, 40)), "/challenge enter")
+        entry = await api.wait_call(
+            "sendPhoto", where=lambda c: is_entry(c) and c.error is None, after=after
+        )
+        challenge = core.open_in("telegram", str(GROUP_ID))
+        assert challenge is not None
+        [stored] = core.entries(challenge.id)
+    assert [c.status for c in api.calls_to("sendPhoto") if is_entry(c)] == [429, 200]
+    assert stored.message_ref == f"{GROUP_ID}/{entry.result['message_id']}"
+    assert 6 in {round(s) for s in ticks.slept}
+    assert not any(d.startswith("reroll:") for c in api.calls_to("sendPhoto") for _, d in c.buttons)
