@@ -286,12 +286,34 @@ def test_explicit_device_wins_and_missing_cuda_is_an_error(monkeypatch: pytest.M
     assert stylize.pick_device("auto") == torch.device("cpu")
     with pytest.raises(PaintError, match="CUDA is not available"):
         stylize.pick_device("cuda")
+    for name in ("gpu", "cuda:x", "meta"):  # a one-line error, not torch's RuntimeError
+        with pytest.raises(PaintError, match="device"):
+            stylize.pick_device(name)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert stylize.pick_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(PaintError, match="only 1 CUDA devices"):
+        stylize.pick_device("cuda:1")
 
 
 def test_autocast_only_on_cuda() -> None:
     assert stylize.autocast_dtype(torch.device("cpu"), "auto") is None
     assert stylize.autocast_dtype(torch.device("cuda"), "fp32") is None
     assert stylize.autocast_dtype(torch.device("cuda"), "fp16") is torch.float16
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, None])
+def test_backward_under_fp16_does_not_lose_small_gradients(dtype: torch.dtype | None) -> None:
+    # What a painting's gradients look like on their way through fp16 features: per element
+    # about 1e-9 at 1024 px (the objective is ~1, a mean over millions of elements).
+    canvas = torch.ones(1, 3, 4, 4, requires_grad=True)
+    features = canvas.to(dtype or torch.float32)  # the cast autocast makes at the first conv
+    loss = (features.float() * 1e-9).sum()
+    stylize._backward(loss, canvas, dtype)
+    assert canvas.grad is not None
+    expected = torch.full_like(canvas, 1e-9)
+    tolerance = 1e-2 if dtype is torch.bfloat16 else 1e-3  # bf16 keeps 8 bits, fp16 11
+    assert torch.allclose(canvas.grad, expected, rtol=tolerance, atol=0)
 
 
 def paint_running_out_of_memory(
