@@ -460,6 +460,12 @@ class DiscordChallenges:
     async def gallery(
         self, interaction: discord.Interaction[Any], member_id: int | None, page: int, *, edit: bool
     ) -> None:
+        # Acknowledge first: reading and uploading four paintings can take longer than the
+        # 3 seconds Discord allows for the first answer.
+        if edit:
+            await interaction.response.defer()
+        else:
+            await interaction.response.defer(ephemeral=True, thinking=True)
         chats = self._visible_chats(interaction)
         jobs, total = self.core.gallery(
             PLATFORM,
@@ -472,32 +478,28 @@ class DiscordChallenges:
         whose = f"<@{member_id}>'s" if member_id else "this server's"
         if not jobs:
             text = f"No paintings in {whose} gallery yet." if page == 0 else "No more paintings."
-            if edit:
-                await interaction.response.edit_message(
-                    content=text, embeds=[], attachments=[], view=None
-                )
-            else:
-                await interaction.response.send_message(text, ephemeral=True)
+            await interaction.edit_original_response(
+                content=text, embeds=[], attachments=[], view=None
+            )
             return
+        # Every painting of the page must fit in one message under the upload limit.
+        budget = interaction.filesize_limit // len(jobs)
         embeds, files = [], []
         for job in jobs:
-            filename = f"gallery-{job.id}.png"
+            png = await asyncio.to_thread(self.client.service.result_png, job)
+            data, filename = await asyncio.to_thread(
+                views.encode_for_upload, png, budget, f"gallery-{job.id}"
+            )
+            filename = filename.removeprefix("atelier-")
             embed = discord.Embed(colour=views.ACCENT, description=_gallery_line(job))
             embed.set_image(url=f"attachment://{filename}")
             embeds.append(embed)
-            files.append(
-                discord.File(io.BytesIO(self.client.service.result_png(job)), filename=filename)
-            )
+            files.append(discord.File(io.BytesIO(data), filename=filename))
         content = f"🖼️ {whose.capitalize()} gallery, page {page + 1} of {pages}"
         view = gallery_view(member_id or 0, page, pages)
-        if edit:
-            await interaction.response.edit_message(
-                content=content, embeds=embeds, attachments=files, view=view
-            )
-        else:
-            await interaction.response.send_message(
-                content, embeds=embeds, files=files, view=view, ephemeral=True
-            )
+        await interaction.edit_original_response(
+            content=content, embeds=embeds, attachments=files, view=view
+        )
 
     def _visible_chats(self, interaction: discord.Interaction[Any]) -> set[str]:
         """The server's channels and threads that the member can see.

@@ -517,8 +517,11 @@ async def test_gallery_pages_through_the_servers_paintings(
     await world.settle()
     await world.finish(await world.sim.engine.wait_started())
 
+    mark = len(world.sim.requests("POST", "/interactions/"))
     shown = await bob.slash(channel, "gallery")
     await world.settle()
+    # Acknowledged before the paintings are read and uploaded (Discord allows 3 seconds).
+    assert world.sim.requests("POST", "/interactions/")[mark].json["type"] == 5
     assert shown.ephemeral and shown.response is not None
     page = shown.response.message
     assert "page 1 of 2" in page.content
@@ -528,8 +531,10 @@ async def test_gallery_pages_through_the_servers_paintings(
     assert len(page.attachments) == 2
     assert [c.disabled for row in page.components for c in row.children] == [True, False]
 
+    mark = len(world.sim.requests("POST", "/interactions/"))
     await bob.click(page, label="Next")
     await world.settle()
+    assert world.sim.requests("POST", "/interactions/")[mark].json["type"] == 6
     message = shown.response.message
     assert "page 2 of 2" in message.content
     assert len(message.embeds) == 1
