@@ -3,7 +3,10 @@
 Started by :class:`bot.engine_client.EngineClient` with the ``spawn`` method as
 ``main(config, connection)``. Only :mod:`engine.protocol` messages cross the connection.
 A reader thread receives messages while the main thread paints, so a ``CancelJob`` takes
-effect within one optimiser iteration. Torch is imported inside :func:`main`, so importing this
+effect within one optimiser iteration. So does ``Shutdown`` (or the bot going away): the painting
+in hand stops, nothing more is sent for it (the member did not cancel it; the bot's store still
+has it) and the process exits, instead of painting on until the bot's grace period ends and it
+is killed. Torch is imported inside :func:`main`, so importing this
 module (as the bot does, to name the process target) stays light.
 """
 
@@ -40,18 +43,32 @@ def main(config: protocol.EngineConfig, conn: Connection) -> None:
         log.error("engine cannot start: %s", message)
         conn.send(protocol.EngineFailed(code=code, message=message))
         return
-    conn.send(protocol.EngineReady(pid=os.getpid(), device=str(stylist.device), kind=stylist.kind))
+    if not _send(conn, protocol.EngineReady(os.getpid(), str(stylist.device), stylist.kind)):
+        return
     log.info("engine ready on %s", stylist.device)
 
     jobs: queue.Queue[protocol.PaintJob | None] = queue.Queue()
     cancelled: set[str] = set()
+    stopping = threading.Event()  # Shutdown received, or the bot went away
     threading.Thread(
-        target=_receive, args=(conn, jobs, cancelled), daemon=True, name="engine-inbox"
+        target=_receive, args=(conn, jobs, cancelled, stopping), daemon=True, name="engine-inbox"
     ).start()
-    while (job := jobs.get()) is not None:
-        conn.send(_paint(stylist, config, job, cancelled, conn))
+    while not stopping.is_set() and (job := jobs.get()) is not None:
+        outcome = _paint(stylist, config, job, cancelled, conn, stopping)
         cancelled.discard(job.job_id)
+        if outcome is not None and not _send(conn, outcome):
+            break
     log.info("engine shutting down")
+
+
+def _send(conn: Connection, message: protocol.FromEngine) -> bool:
+    """Send to the bot; False (and a log line, not a traceback) when it has gone away."""
+    try:
+        conn.send(message)
+    except (OSError, EOFError, ValueError):  # ValueError: the connection was closed
+        log.info("the bot has gone away; %s not delivered", type(message).__name__)
+        return False
+    return True
 
 
 def _load_stylist(config: protocol.EngineConfig) -> Stylist:
@@ -62,7 +79,10 @@ def _load_stylist(config: protocol.EngineConfig) -> Stylist:
 
 
 def _receive(
-    conn: Connection, jobs: queue.Queue[protocol.PaintJob | None], cancelled: set[str]
+    conn: Connection,
+    jobs: queue.Queue[protocol.PaintJob | None],
+    cancelled: set[str],
+    stopping: threading.Event,
 ) -> None:
     """Thread: sort incoming messages; unknown ones are logged and skipped."""
     while True:
@@ -81,6 +101,7 @@ def _receive(
             break
         else:
             log.warning("unknown message %s skipped", type(message).__name__)
+    stopping.set()
     jobs.put(None)
 
 
@@ -90,7 +111,9 @@ def _paint(
     job: protocol.PaintJob,
     cancelled: set[str],
     conn: Connection,
-) -> protocol.JobDone | protocol.JobFailed | protocol.JobCancelled:
+    stopping: threading.Event,
+) -> protocol.JobDone | protocol.JobFailed | protocol.JobCancelled | None:
+    """Paint one job; None when it was interrupted by shutdown (nothing to report)."""
     from engine.stylize import Cancelled, PaintError
 
     if job.job_id in cancelled:
@@ -113,18 +136,22 @@ def _paint(
         )
         settings = stylist.settings_for(options, preview_every=job.preview_every)
         plan = stylist.plan(photo.size, settings)
-        conn.send(
-            protocol.JobStarted(
-                job_id=job.job_id,
-                width=plan[-1].width,
-                height=plan[-1].height,
-                total_steps=sum(s.steps for s in plan),
-                total_work=protocol.total_work(plan),
-            )
+        started_message = protocol.JobStarted(
+            job_id=job.job_id,
+            width=plan[-1].width,
+            height=plan[-1].height,
+            total_steps=sum(s.steps for s in plan),
+            total_work=protocol.total_work(plan),
         )
+        if not _send(conn, started_message):
+            stopping.set()
+            return None
 
         def report(progress: Progress) -> None:
-            conn.send(
+            if stopping.is_set():
+                return
+            sent = _send(
+                conn,
                 protocol.JobProgress(
                     job_id=job.job_id,
                     step=progress.step,
@@ -136,15 +163,17 @@ def _paint(
                     losses=dict(progress.losses),
                     preview_jpeg=progress.preview_jpeg,
                     note=progress.note,
-                )
+                ),
             )
+            if not sent:
+                stopping.set()  # nobody is listening: stop at the next iteration
 
         result = stylist.paint(
             photo,
             painting,
             settings,
             on_progress=report,
-            should_stop=lambda: job.job_id in cancelled,
+            should_stop=lambda: job.job_id in cancelled or stopping.is_set(),
         )
         data = images.encode_png(result)
         target = Path(job.result_path)
@@ -152,6 +181,9 @@ def _paint(
         partial.write_bytes(data)
         partial.replace(target)
     except Cancelled:
+        if job.job_id not in cancelled:
+            log.info("job %s interrupted: the engine is shutting down", job.job_id)
+            return None
         log.info("job %s cancelled", job.job_id)
         return protocol.JobCancelled(job.job_id)
     except images.ImageError as error:

@@ -1,0 +1,147 @@
+"""The engine process loop, driven in-process through a fake connection (no spawn)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine import protocol, worker
+
+from ..conftest import make_painting, make_photo
+
+_EOF = object()
+
+
+class FakeConnection:
+    """What the worker sees of ``multiprocessing.Pipe``: ``recv`` blocks, ``send`` records."""
+
+    def __init__(self, on_send: Callable[[FakeConnection, object], None] | None = None) -> None:
+        self.incoming: queue.Queue[object] = queue.Queue()
+        self.sent: list[object] = []
+        self.on_send = on_send
+        self.lock = threading.Lock()
+
+    def recv(self) -> object:
+        message = self.incoming.get(timeout=60)
+        if message is _EOF:
+            raise EOFError
+        return message
+
+    def send(self, message: object) -> None:
+        with self.lock:
+            self.sent.append(message)
+        if self.on_send is not None:
+            self.on_send(self, message)
+
+    def of_type(self, kind: type) -> list[object]:
+        return [m for m in self.sent if isinstance(m, kind)]
+
+
+@pytest.fixture(autouse=True)
+def quick_draft(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A 20-step draft preset (the worker takes its steps from the presets, not from the job),
+    painted on one CPU thread: the worker runs in a thread here, and two OpenMP threads on a
+    busy two-core machine made its steps up to 50 times slower (measured)."""
+    monkeypatch.setitem(protocol.PRESETS, ("draft", "cpu"), protocol.Preset(64, (12, 8)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def job(tmp_path: Path) -> protocol.PaintJob:
+    photo, painting = tmp_path / "photo.png", tmp_path / "painting.png"
+    make_photo(64, 48).save(photo)
+    make_painting().save(painting)
+    return protocol.PaintJob(
+        job_id="j1",
+        photo_path=str(photo),
+        painting_path=str(painting),
+        result_path=str(tmp_path / "result.png"),
+        options=protocol.PaintOptions(quality="draft", seed=1),
+        preview_every=0.0,
+    )
+
+
+def run_worker(conn: FakeConnection, weights: Path) -> None:
+    config = protocol.EngineConfig(device="cpu", weights=str(weights), log_level="WARNING")
+    runner = threading.Thread(target=worker.main, args=(config, conn), daemon=True)
+    runner.start()
+    runner.join(timeout=120)
+    assert not runner.is_alive(), "the worker did not return"
+
+
+def test_paints_a_job_and_stops_on_shutdown(job: protocol.PaintJob, vgg_weights_path: Path) -> None:
+    conn = FakeConnection()
+    conn.incoming.put(job)
+
+    def after_done(c: FakeConnection, message: object) -> None:
+        if isinstance(message, protocol.JobDone):
+            c.incoming.put(protocol.Shutdown())
+
+    conn.on_send = after_done
+    run_worker(conn, vgg_weights_path)
+    assert isinstance(conn.sent[0], protocol.EngineReady)
+    (done,) = conn.of_type(protocol.JobDone)
+    assert isinstance(done, protocol.JobDone)
+    assert Path(done.result_path).is_file()
+    assert (done.width, done.height) == (64, 48)
+
+
+def test_shutdown_stops_the_painting_in_hand(
+    job: protocol.PaintJob, vgg_weights_path: Path
+) -> None:
+    conn = FakeConnection()
+    conn.incoming.put(job)
+    conn.incoming.put(job.__class__(**{**job.__dict__, "job_id": "j2"}))  # queued behind it
+
+    def shutdown_at_step_2(c: FakeConnection, message: object) -> None:
+        if isinstance(message, protocol.JobProgress) and message.step == 2:
+            c.incoming.put(protocol.Shutdown())
+
+    conn.on_send = shutdown_at_step_2
+    run_worker(conn, vgg_weights_path)
+    progress = conn.of_type(protocol.JobProgress)
+    assert 2 <= len(progress) < progress[0].total_steps  # stopped within an iteration or so
+    # Not the member's cancel: nothing is reported for the job, the queued one is not started.
+    assert not conn.of_type(protocol.JobDone | protocol.JobFailed | protocol.JobCancelled)
+    assert [m.job_id for m in conn.of_type(protocol.JobStarted)] == ["j1"]
+    assert not Path(job.result_path).exists()
+
+
+def test_a_member_cancel_is_still_reported(job: protocol.PaintJob, vgg_weights_path: Path) -> None:
+    conn = FakeConnection()
+    conn.incoming.put(job)
+
+    def cancel_at_step_2(c: FakeConnection, message: object) -> None:
+        if isinstance(message, protocol.JobProgress) and message.step == 2:
+            c.incoming.put(protocol.CancelJob("j1"))
+        if isinstance(message, protocol.JobCancelled):
+            c.incoming.put(_EOF)
+
+    conn.on_send = cancel_at_step_2
+    run_worker(conn, vgg_weights_path)
+    assert [m.job_id for m in conn.of_type(protocol.JobCancelled)] == ["j1"]
+
+
+def test_the_bot_going_away_ends_the_worker_quietly(
+    job: protocol.PaintJob, vgg_weights_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    conn = FakeConnection()
+    conn.incoming.put(job)
+
+    def pipe_breaks_at_step_3(c: FakeConnection, message: object) -> None:
+        if isinstance(message, protocol.JobProgress) and message.step >= 3:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    conn.on_send = pipe_breaks_at_step_3
+    run_worker(conn, vgg_weights_path)  # returns instead of raising BrokenPipeError
+    progress = conn.of_type(protocol.JobProgress)
+    assert len(progress) < progress[0].total_steps  # stopped painting for nobody
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback in the log
