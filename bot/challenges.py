@@ -24,8 +24,8 @@ Rules (each refusal is a :class:`ChallengeError` with the member's message):
   the earlier entry (the announcement says so); an entry needs one vote to place. The top three
   are stored as *places* for the leaderboard (wins = first places, podiums = top-three places,
   per platform and community: Discord server or Telegram group). ``cancel`` closes with no
-  places. A deadline that passed while the bot was down is closed when it starts again, and an
-  announcement that did not get out is retried at the next start.
+  places. A deadline that passed while the bot was down is closed when it starts again; an
+  announcement that did not get out is tried again a few times, then at the next start.
 
 Files: the challenge painting is kept at ``data/challenges/<id>/painting.img`` and each entry's
 painting at ``data/challenges/<id>/entry-<entry id>.png``, so both outlive job retention. Every
@@ -62,6 +62,9 @@ Sleep = Callable[[float], Awaitable[None]]
 MIN_DURATION = 10 * 60
 MAX_DURATION = 30 * 24 * 3600
 PODIUM = 3
+# Seconds between tries of an announcement the platform refused (an outage, flood control);
+# after the last one it is tried again at the next start.
+ANNOUNCE_RETRY_DELAYS = (30.0, 120.0, 600.0)
 _UNITS = {"w": 7 * 24 * 3600, "d": 24 * 3600, "h": 3600, "m": 60}
 _DURATION = re.compile(r"(\d+)([wdhm])")
 
@@ -562,14 +565,17 @@ class Challenges:
                 challenge.platform,
             )
             return
-        try:
-            await announcer(self.outcome(challenge.id))
-        except Exception:
-            log.exception(
-                "announcing challenge %d failed; retrying at the next start", challenge.id
-            )
+        for attempt, delay in enumerate((0.0, *ANNOUNCE_RETRY_DELAYS), start=1):
+            if delay:
+                await self._sleep(delay)
+            try:
+                await announcer(self.outcome(challenge.id))
+            except Exception:
+                log.exception("announcing challenge %d failed (try %d)", challenge.id, attempt)
+                continue
+            self._db.execute("UPDATE challenges SET announced = 1 WHERE id = ?", (challenge.id,))
             return
-        self._db.execute("UPDATE challenges SET announced = 1 WHERE id = ?", (challenge.id,))
+        log.error("challenge %d is still not announced; retrying at the next start", challenge.id)
 
     # -- members -------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.challenges import (
+    ANNOUNCE_RETRY_DELAYS,
     BadDuration,
     Challenge,
     ChallengeExists,
@@ -140,11 +141,18 @@ def finished(challenge_id: int, user: str) -> Finished:
 
 
 async def settle(core: Challenges, sleeper: ClockSleeper, clock: FakeClock, seconds: float) -> None:
+    await tick(sleeper, clock, seconds)
+    await core.drained()
+
+
+async def tick(sleeper: ClockSleeper, clock: FakeClock, seconds: float) -> None:
+    """Move the clock and let what fell due run (without waiting for announcements)."""
+    for _ in range(20):  # what is ready runs first, so its sleeps start before the clock moves
+        await asyncio.sleep(0)
     clock.advance(seconds)
     sleeper.wake_due()
     for _ in range(20):
         await asyncio.sleep(0)
-    await core.drained()
 
 
 # -- durations -------------------------------------------------------------------------------
@@ -340,11 +348,20 @@ async def test_an_announcement_that_failed_is_retried_at_the_next_start(
     async def broken(outcome: Outcome) -> None:
         raise RuntimeError("platform down")
 
-    core = Challenges(store=store, service=service, data_dir=data_dir, limits=limits, clock=clock)
+    core = Challenges(
+        store=store,
+        service=service,
+        data_dir=data_dir,
+        limits=limits,
+        clock=clock,
+        sleep=sleeper.sleep,
+    )
     core.on_closed("test", broken)
     await core.start()
     challenge = open_one(core)
     await core.cancel(challenge.id, by="org")
+    for delay in ANNOUNCE_RETRY_DELAYS:  # every try in between fails too
+        await tick(sleeper, clock, delay)
     await core.drained()
     assert not core.get(challenge.id).announced
     await core.close()
@@ -357,4 +374,32 @@ async def test_an_announcement_that_failed_is_retried_at_the_next_start(
     assert outcome.cancelled and outcome.podium == ()
     assert core.get(challenge.id).announced
     assert core.leaderboard("test", "g1") == []  # a cancelled challenge has no places
+    await core.close()
+
+
+async def test_an_announcement_the_platform_refused_once_is_tried_again_soon(
+    store: Store,
+    service: PaintService,
+    data_dir: Path,
+    limits: Limits,
+    clock: FakeClock,
+    sleeper: ClockSleeper,
+) -> None:
+    tries: list[Outcome] = []
+
+    async def flaky(outcome: Outcome) -> None:
+        tries.append(outcome)
+        if len(tries) == 1:
+            raise ConnectionError("platform briefly down")
+
+    core = make(store, service, data_dir, limits, clock, sleeper, Announcements())
+    core.on_closed("test", flaky)
+    await core.start()
+    challenge = open_one(core, duration=3600)
+    await tick(sleeper, clock, 3600)
+    assert len(tries) == 1
+    assert not core.get(challenge.id).announced
+    await settle(core, sleeper, clock, ANNOUNCE_RETRY_DELAYS[0])  # no restart needed
+    assert len(tries) == 2
+    assert core.get(challenge.id).announced
     await core.close()
