@@ -131,9 +131,7 @@ def probe(
     _check_bytes(data, role, max_bytes)
     with _open(data, role, max_pixels) as img:
         fmt = _format_name(img)
-        width, height = img.size
-        if _orientation(img) in _ROTATED_ORIENTATIONS:
-            width, height = height, width
+        width, height = _displayed_size(img)
         _check_complete(img, data, role, max_pixels)
     return ImageInfo(format=fmt, width=width, height=height)
 
@@ -379,6 +377,18 @@ def _truncated(role: str) -> TruncatedImage:
 def _format_name(img: Image.Image) -> str:
     fmt = img.format or "unknown"
     return _FORMAT_NAMES.get(fmt, fmt)
+
+
+def _displayed_size(img: Image.Image) -> tuple[int, int]:
+    """The size once EXIF orientation is applied, from the header."""
+    width, height = img.size
+    if img.format == "TIFF":
+        tags = getattr(img, "tag_v2", {})
+        if (width, height) != (tags.get(256), tags.get(257)):
+            return width, height  # this Pillow orients TIFF itself: size, and pixels on load
+    if _orientation(img) in _ROTATED_ORIENTATIONS:
+        return height, width
+    return width, height
 
 
 def _orientation(img: Image.Image) -> int:
