@@ -11,8 +11,9 @@ fresh ``python -m engine.decoder`` child:
 - at most ``at_once`` children at a time (an asyncio semaphore, default 1), so a burst of
   requests queues instead of multiplying the memory; the event loop never blocks on a child.
 
-:func:`child_environment` is the one place that decides what a child process may inherit; the
-engine process gets its environment from it too.
+:func:`child_environment` is the one place that decides what a child process may inherit; for
+children that always inherit this process's environment (``multiprocessing``'s spawn, as the
+engine process is started), :func:`scrub_environment` applies the same rule to it in place.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -76,6 +77,23 @@ def child_environment(
         for name, value in source.items()
         if not SECRET_NAME.search(name) and not any(s in value for s in values)
     }
+
+
+def scrub_environment(
+    secrets: Iterable[str] = (), environ: MutableMapping[str, str] | None = None
+) -> list[str]:
+    """Remove from ``environ`` (this process's) what :func:`child_environment` would not pass.
+
+    For children whose environment cannot be chosen at start: ``multiprocessing``'s spawn (the
+    engine process) always inherits this process's. Call it once at start-up, after the
+    settings are read and before any child starts; returns the names removed.
+    """
+    target = os.environ if environ is None else environ
+    keep = child_environment(secrets, target)
+    removed = [name for name in target if name not in keep]
+    for name in removed:
+        del target[name]
+    return removed
 
 
 class DecoderFailed(Exception):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import multiprocessing
+import multiprocessing.queues
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -15,7 +18,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bot.sandbox import DecoderFailed, Sandbox, child_environment
+from bot.sandbox import DecoderFailed, Sandbox, child_environment, scrub_environment
 from engine.images import ImageInfo, NotAnImage, TruncatedImage
 
 TOKEN = "123456:telegram-secret-token-value"
@@ -123,6 +126,43 @@ def test_child_environment_defaults_to_this_process(monkeypatch: pytest.MonkeyPa
 
     assert env["ATELIER_TEST_MARK"] == "here"
     assert "TELEGRAM_TOKEN" not in env
+
+
+def test_scrub_environment_applies_the_same_rule_in_place() -> None:
+    environ = {"PATH": "/bin", "TELEGRAM_TOKEN": TOKEN, "UPSTREAM": f"x/bot{TOKEN}", "HOME": "/h"}
+
+    removed = scrub_environment([TOKEN], environ)
+
+    assert sorted(removed) == ["TELEGRAM_TOKEN", "UPSTREAM"]
+    assert environ == {"PATH": "/bin", "HOME": "/h"}
+
+
+def report_environment(answers: multiprocessing.queues.Queue[dict[str, str]]) -> None:
+    answers.put(dict(os.environ))
+
+
+def test_a_spawned_process_inherits_the_scrubbed_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TELEGRAM_TOKEN", TOKEN)
+    monkeypatch.setenv("ATELIER_TEST_MARK", "here")
+    saved = dict(os.environ)
+    try:
+        scrub_environment([TOKEN])
+        # Started the way the engine client starts the engine: multiprocessing's spawn.
+        context = multiprocessing.get_context("spawn")
+        answers: multiprocessing.queues.Queue[dict[str, str]] = context.Queue()
+        child = context.Process(target=report_environment, args=(answers,))
+        child.start()
+        seen = answers.get(timeout=60)
+        child.join(timeout=60)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+    assert seen["ATELIER_TEST_MARK"] == "here"
+    assert "TELEGRAM_TOKEN" not in seen
+    assert all(TOKEN not in value for value in seen.values())
 
 
 async def test_the_child_process_gets_no_secret(
