@@ -111,6 +111,7 @@ def test_exif_rotation_swaps_the_reported_size(fmt: str, no_decoding: None) -> N
 # --- damaged files ------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:(Corrupt EXIF data|Truncated File Read):UserWarning")
 @pytest.mark.parametrize(("fmt", "params"), FORMATS, ids=FORMAT_IDS)
 @pytest.mark.parametrize("role", ["photo", "painting"])
 def test_cut_files_are_damaged(fmt: str, params: dict[str, object], role: str) -> None:
