@@ -7,7 +7,8 @@
 
 Progress goes to stderr as one updating line; a one-line summary goes to stdout at the end. Bad
 input (unreadable image, option out of range, missing weights) gives a one-line error and a
-non-zero exit status, never a traceback. Defaults come from :class:`engine.settings.PaintSettings`.
+non-zero exit status, never a traceback. Defaults come from
+:class:`engine.paint_settings.PaintSettings`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from engine import protocol
-from engine.settings import INITS, OPTIMIZERS
+from engine.paint_settings import INITS, OPTIMIZERS
 
 if TYPE_CHECKING:
     from PIL import Image

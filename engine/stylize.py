@@ -4,7 +4,7 @@ A canvas is optimised so that its VGG-19 features at the content layer match the
 the Gram matrices of its features at the style layers match the painting's. Where we depart
 from the paper, and why:
 
-* Coarse to fine. The schedule (``protocol.schedule``) runs the optimisation at successively
+* Coarse to fine. The plan (``schedule.plan``) runs the optimisation at successively
   doubled sizes; each scale starts from the bicubically upsampled result of the previous one. The
   layout and colours settle cheaply at small sizes, so the expensive full-size scale only adds
   detail and needs few iterations.
@@ -36,7 +36,6 @@ import contextlib
 import ctypes
 import hashlib
 import logging
-import math
 import secrets
 import time
 from collections import OrderedDict
@@ -50,11 +49,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from engine import images, protocol
+from engine import images, protocol, schedule
 from engine import weights as weights_module
 from engine.lbfgs import LBFGS
 from engine.losses import Objective, Targets, gram_matrix, range_loss
-from engine.settings import PaintSettings
+from engine.paint_settings import PaintSettings
 from engine.vgg import VGGFeatures, min_input_side
 
 log = logging.getLogger(__name__)
@@ -163,7 +162,7 @@ def pick_device(requested: str | torch.device | None = None) -> torch.device:
 
 
 def device_kind(device: torch.device) -> str:
-    """``gpu`` for CUDA and MPS, ``cpu`` otherwise (the key into ``protocol.PRESETS``)."""
+    """``gpu`` for CUDA and MPS, ``cpu`` otherwise (the key into ``schedule.PRESETS``)."""
     return "cpu" if device.type == "cpu" else "gpu"
 
 
@@ -275,7 +274,7 @@ class _Tracker:
 
     def __init__(
         self,
-        plan: tuple[protocol.Scale, ...],
+        plan: tuple[schedule.Scale, ...],
         *,
         clock: Callable[[], float],
         on_progress: ProgressCallback | None,
@@ -303,9 +302,9 @@ class _Tracker:
 
     @property
     def total_work(self) -> int:
-        return self.base_work + protocol.total_work(self.plan)
+        return self.base_work + schedule.total_work(self.plan)
 
-    def restart(self, plan: tuple[protocol.Scale, ...], note: str) -> None:
+    def restart(self, plan: tuple[schedule.Scale, ...], note: str) -> None:
         """A new plan after an out-of-memory error: keep counting from where we were."""
         self.base_steps, self.base_work = self.done_steps, self.done_work
         self.plan = plan
@@ -432,29 +431,11 @@ class Stylist:
         """Settings for a member's options on this Stylist's kind of device."""
         return PaintSettings.from_options(options, self.kind, **overrides)
 
-    def plan(self, size: tuple[int, int], settings: PaintSettings) -> tuple[protocol.Scale, ...]:
-        """The scales this Stylist will paint a photo of ``size`` at.
-
-        ``protocol.schedule``, except that scales too small for the deepest layer (VGG halves
-        the size at every pooling) are dropped and their steps given to the next scale; a final
-        scale that is too narrow is enlarged to the minimum.
-        """
+    def plan(self, size: tuple[int, int], settings: PaintSettings) -> tuple[schedule.Scale, ...]:
+        """The scales this Stylist will paint a photo of ``size`` at: ``schedule.plan`` with the
+        smallest input the layers in use accept (VGG halves the size at every pooling)."""
         smallest = min_input_side((settings.content_layer, *settings.style_layers))
-        scales = settings.scales(*size)
-        kept: list[protocol.Scale] = []
-        carried = 0
-        for i, s in enumerate(scales):
-            last = i == len(scales) - 1
-            if min(s.width, s.height) < smallest and not last:
-                carried += s.steps
-                continue
-            w, h = s.width, s.height
-            if min(w, h) < smallest:
-                factor = smallest / min(w, h)
-                w, h = max(smallest, math.ceil(w * factor)), max(smallest, math.ceil(h * factor))
-            kept.append(protocol.Scale(width=w, height=h, steps=s.steps + carried))
-            carried = 0
-        return tuple(kept)
+        return schedule.plan(*size, settings.preset, min_side=smallest)
 
     # -- painting ---------------------------------------------------------------------------
 
@@ -493,7 +474,7 @@ class Stylist:
         # Retry outside the except block, so the failed attempt's tensors are already freed.
         torch.cuda.empty_cache()
         side = max(
-            protocol.MIN_SCALE_SIDE, int(max(plan[-1].width, plan[-1].height) * OOM_RETRY_FACTOR)
+            schedule.MIN_SCALE_SIDE, int(max(plan[-1].width, plan[-1].height) * OOM_RETRY_FACTOR)
         )
         smaller = settings.replace(long_side=side)
         plan = self.plan(photo.size, smaller)
@@ -523,7 +504,7 @@ class Stylist:
         photo: Image.Image,
         painting: Image.Image,
         settings: PaintSettings,
-        plan: tuple[protocol.Scale, ...],
+        plan: tuple[schedule.Scale, ...],
         tracker: _Tracker,
         should_stop: StopCheck | None,
     ) -> Image.Image:
@@ -575,7 +556,7 @@ class Stylist:
 
     # -- per-scale helpers --------------------------------------------------------------------
 
-    def _photo_tensor(self, photo: Image.Image, scale: protocol.Scale) -> Tensor:
+    def _photo_tensor(self, photo: Image.Image, scale: schedule.Scale) -> Tensor:
         size = (scale.width, scale.height)
         resized = (
             photo
@@ -584,7 +565,7 @@ class Stylist:
         )
         return to_tensor(resized, self.device)
 
-    def _photo_luminance(self, photo: Image.Image, final: protocol.Scale) -> tuple[float, float]:
+    def _photo_luminance(self, photo: Image.Image, final: schedule.Scale) -> tuple[float, float]:
         y = rgb_to_ycbcr(self._photo_tensor(photo, final))[:, :1]
         return round(float(y.mean()), 3), round(float(y.std()), 3)
 
@@ -597,7 +578,7 @@ class Stylist:
         with _autocast(self.device, scene.autocast):
             return scene.net(x)
 
-    def _targets(self, scene: _Scene, photo_t: Tensor, scale: protocol.Scale) -> Targets:
+    def _targets(self, scene: _Scene, photo_t: Tensor, scale: schedule.Scale) -> Targets:
         s = scene.settings
         with torch.inference_mode():
             content_in = rgb_to_ycbcr(photo_t)[:, :1] if s.keep_colors else photo_t
@@ -606,7 +587,7 @@ class Stylist:
         # Clone outside inference mode: inference tensors may not take part in autograd.
         return Targets(content=content.clone(), grams=grams)
 
-    def _style_grams(self, scene: _Scene, scale: protocol.Scale) -> dict[str, Tensor]:
+    def _style_grams(self, scene: _Scene, scale: schedule.Scale) -> dict[str, Tensor]:
         s = scene.settings
         pw, ph = self._painting_size(scene, scale)
         key: StyleKey = (
@@ -633,7 +614,7 @@ class Stylist:
         self.cache.put(key, grams)
         return grams
 
-    def _painting_size(self, scene: _Scene, scale: protocol.Scale) -> tuple[int, int]:
+    def _painting_size(self, scene: _Scene, scale: schedule.Scale) -> tuple[int, int]:
         """The painting's size for this canvas: its long side is the canvas's times the brush scale.
 
         Only the canvas's long side counts (not its area or aspect ratio), so photos of any

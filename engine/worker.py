@@ -21,7 +21,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine import images, protocol
+from engine import images, protocol, schedule
 
 if TYPE_CHECKING:
     from engine.stylize import Progress, Stylist
@@ -121,7 +121,7 @@ def _paint(
     started = time.perf_counter()
     try:
         # The engine re-checks every limit itself; it never trusts the bot.
-        options = job.options.resolved("standard").validate()
+        options = job.options.resolved(schedule.DEFAULT_QUALITY).validate()
         photo = images.load_path(
             job.photo_path,
             role="photo",
@@ -141,7 +141,7 @@ def _paint(
             width=plan[-1].width,
             height=plan[-1].height,
             total_steps=sum(s.steps for s in plan),
-            total_work=protocol.total_work(plan),
+            total_work=schedule.total_work(plan),
         )
         if not _send(conn, started_message):
             stopping.set()
@@ -206,5 +206,5 @@ def _paint(
         height=result.size[1],
         seconds=seconds,
         steps=sum(s.steps for s in plan),
-        work=protocol.total_work(plan),
+        work=schedule.total_work(plan),
     )

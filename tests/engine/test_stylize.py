@@ -1,4 +1,4 @@
-"""The optimisation: schedule, progress, cancel, determinism, colour, caching, retries."""
+"""The optimisation: planning, progress, cancel, determinism, colour, caching, retries."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from engine import protocol, stylize
-from engine.settings import PaintSettings, style_weight_for
+from engine import protocol, schedule, stylize
+from engine.paint_settings import PaintSettings
+from engine.schedule import Scale
 from engine.stylize import Cancelled, OutOfMemory, PaintError, Progress, Stylist
 
 from ..conftest import make_painting, make_photo
@@ -35,58 +36,28 @@ def chroma_distance(a: Image.Image, b: Image.Image) -> float:
 
 
 # ----------------------------------------------------------------------------------------------
-# Settings and schedule
+# Planning
 
 
-def test_settings_from_options_follow_the_presets() -> None:
-    for quality, kind in itertools.product(protocol.QUALITIES, protocol.DEVICE_KINDS):
-        s = PaintSettings.from_options(protocol.PaintOptions(quality=quality), kind)
-        preset = protocol.PRESETS[(quality, kind)]
-        assert (s.long_side, s.steps, s.device_kind) == (preset.long_side, preset.steps, kind)
-    s = PaintSettings.from_options(
-        protocol.PaintOptions(strength=7, brush="large", keep_colors=True, seed=3),
-        "cpu",
-        long_side=128,
+@pytest.mark.parametrize("size", [(1024, 768), (100, 80), (600, 100), (100, 600), (3000, 500)])
+def test_the_bots_estimate_plans_what_the_stylist_paints(
+    stylist: Stylist, size: tuple[int, int]
+) -> None:
+    # The bot estimates work with schedule.plan on the bare preset, before the job starts.
+    for quality, kind in itertools.product(schedule.QUALITIES, schedule.DEVICE_KINDS):
+        settings = PaintSettings.from_options(protocol.PaintOptions(quality=quality), kind)
+        estimate = schedule.plan(*size, schedule.PRESETS[(quality, kind)])
+        assert stylist.plan(size, settings) == estimate
+
+
+def test_the_stylist_plans_with_the_smallest_input_of_its_layers(stylist: Stylist) -> None:
+    shallow = PaintSettings(
+        long_side=128, steps=(4, 5), content_layer="relu2_2", style_layers=("relu1_1", "relu2_1")
     )
-    assert (s.long_side, s.brush_scale, s.keep_colors, s.seed) == (128, 1.5, True, 3)
-    assert s.style_weight == style_weight_for(7)
-
-
-def test_strength_is_a_log_scale() -> None:
-    weights = [style_weight_for(s) for s in range(1, 11)]
-    ratios = {round(b / a, 6) for a, b in itertools.pairwise(weights)}
-    assert ratios == {2.0}
-    with pytest.raises(protocol.OptionError, match="out of range"):
-        style_weight_for(11)
-
-
-def test_settings_reject_what_the_engine_will_not_run() -> None:
-    with pytest.raises(protocol.OptionError, match="size"):
-        PaintSettings(long_side=10_000)
-    with pytest.raises(protocol.OptionError, match="steps"):
-        PaintSettings(steps=(5000,))
-    with pytest.raises(protocol.OptionError, match="optimizer"):
-        FAST.replace(optimizer="sgd")
-    with pytest.raises(protocol.OptionError, match="brush"):
-        FAST.replace(brush="huge")
-
-
-def test_multi_scale_schedule_doubles_up_to_the_requested_size(stylist: Stylist) -> None:
-    s = PaintSettings.from_options(protocol.PaintOptions(), "cpu")
-    plan = stylist.plan((1024, 768), s)
-    assert [(x.width, x.height) for x in plan] == [(128, 96), (256, 192), (512, 384)]
-    assert [x.steps for x in plan] == list(s.steps)
-    # A small photo is painted at its own size; scales under 64 px give their steps onward.
-    small = stylist.plan((100, 80), s)
-    assert [(x.width, x.height, x.steps) for x in small] == [(100, 80, sum(s.steps))]
-
-
-def test_plan_drops_or_enlarges_scales_too_narrow_for_vgg(stylist: Stylist) -> None:
-    s = PaintSettings(long_side=128, steps=(4, 5))
-    plan = stylist.plan((600, 100), s)  # 6:1, the widest images.py accepts
-    assert [(x.width, x.height, x.steps) for x in plan] == [(128, 21, 9)]
-    tiny = stylist.plan((600, 100), s.replace(long_side=64, steps=(4,)))
-    assert min(tiny[-1].width, tiny[-1].height) >= 16
+    # Two poolings' worth (4 px) is enough here, so the 64x11 scale stays (16 px would drop it).
+    assert stylist.plan((600, 100), shallow) == (Scale(64, 11, 4), Scale(128, 21, 5))
+    deep = shallow.replace(content_layer="relu4_2", style_layers=("relu5_1",))
+    assert stylist.plan((600, 100), deep) == (Scale(128, 21, 9),)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import protocol, worker
+from engine import protocol, schedule, worker
 
 from ..conftest import make_painting, make_photo
 
@@ -47,7 +47,7 @@ def quick_draft(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A 20-step draft preset (the worker takes its steps from the presets, not from the job),
     painted on one CPU thread: the worker runs in a thread here, and two OpenMP threads on a
     busy two-core machine made its steps up to 50 times slower (measured)."""
-    monkeypatch.setitem(protocol.PRESETS, ("draft", "cpu"), protocol.Preset(64, (12, 8)))
+    monkeypatch.setitem(schedule.PRESETS, ("draft", "cpu"), schedule.Preset(64, (12, 8)))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
