@@ -29,8 +29,9 @@ from torch import Tensor, nn
 
 from bench import naive_reference as naive
 from engine import protocol, schedule
+from engine.device import pick_device
 from engine.paint_settings import PaintSettings
-from engine.stylize import Stylist, pick_device
+from engine.stylize import Stylist
 from engine.vgg import VGGFeatures
 from engine.weights import load_file
 

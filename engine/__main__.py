@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_user_error(exc: Exception) -> bool:
+    from engine.errors import PaintError
     from engine.images import ImageError
-    from engine.stylize import PaintError
     from engine.weights import WeightsError
 
     return isinstance(exc, ImageError | PaintError | WeightsError | protocol.OptionError | OSError)
@@ -150,7 +150,8 @@ def _fetch_weights() -> int:
 
 def _paint(args: argparse.Namespace) -> int:
     from engine import images
-    from engine.stylize import Cancelled, Stylist
+    from engine.errors import Cancelled
+    from engine.stylize import Stylist
 
     options = protocol.PaintOptions(
         strength=args.strength,
@@ -238,7 +239,7 @@ class _ProgressLine:
         self._width = 0
 
     def update(self, p: object) -> None:
-        from engine.stylize import Progress
+        from engine.progress import Progress
 
         assert isinstance(p, Progress)
         self.steps = p.step

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 from engine import images, protocol, schedule
 
 if TYPE_CHECKING:
-    from engine.stylize import Progress, Stylist
+    from engine.progress import Progress
+    from engine.stylize import Stylist
 
 log = logging.getLogger("engine.worker")
 
@@ -114,7 +115,7 @@ def _paint(
     stopping: threading.Event,
 ) -> protocol.JobDone | protocol.JobFailed | protocol.JobCancelled | None:
     """Paint one job; None when it was interrupted by shutdown (nothing to report)."""
-    from engine.stylize import Cancelled, PaintError
+    from engine.errors import Cancelled, PaintError
 
     if job.job_id in cancelled:
         return protocol.JobCancelled(job.job_id)
