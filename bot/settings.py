@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from engine.protocol import QUALITIES
+from engine.schedule import DEFAULT_QUALITY, QUALITIES
 
 
 class ConfigError(Exception):
@@ -45,7 +45,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ATELIER_MAX_INPUT_MB", "20", "Largest photo or painting accepted, in MB."),
     Variable("ATELIER_JOB_TIMEOUT", "1200", "Seconds a painting may run before it is stopped."),
     Variable("ATELIER_RETENTION_HOURS", "72", "Hours inputs and results are kept."),
-    Variable("ATELIER_DEFAULT_QUALITY", "standard", "Quality when a member names none."),
+    Variable("ATELIER_DEFAULT_QUALITY", DEFAULT_QUALITY, "Quality when a member names none."),
     Variable("ATELIER_PREVIEW_SECONDS", "6", "Seconds between preview images (0 = none)."),
     Variable("ATELIER_CHALLENGE_MAX_ENTRIES", "3", "Entries per member per challenge."),
     Variable("ATELIER_LOG_LEVEL", "INFO", "Logging level: DEBUG, INFO, WARNING, ERROR."),
@@ -101,7 +101,7 @@ class Limits:
 class EngineSettings:
     device: str = "auto"
     weights: str | None = None
-    default_quality: str = "standard"
+    default_quality: str = DEFAULT_QUALITY
     preview_seconds: float = 6.0
 
 
