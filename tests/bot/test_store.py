@@ -107,9 +107,10 @@ def test_a_database_from_before_delivery_tracking_is_migrated(tmp_path: Path) ->
     assert "delivered_at" in columns
     # Paintings finished before the upgrade were delivered then: none is posted again.
     assert store.undelivered() == []
-    assert store.connection.execute(
-        "SELECT delivered_at FROM jobs WHERE id = 'old'"
-    ).fetchone()[0] == 5.0
+    assert (
+        store.connection.execute("SELECT delivered_at FROM jobs WHERE id = 'old'").fetchone()[0]
+        == 5.0
+    )
     store.close()
     Store.open(path).close()  # a second start finds the column and changes nothing
 
@@ -184,3 +185,21 @@ def test_a_damaged_database_is_one_clear_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database, just some bytes" * 200)
     with pytest.raises(StoreUnavailable, match=r"atelier\.sqlite3.*(not a database|damaged)"):
         Store.open(path)
+
+
+def test_a_transaction_is_all_or_nothing(tmp_path: Path) -> None:
+    import pytest
+
+    store = Store.open(tmp_path / "s.sqlite3")
+
+    def half_made() -> None:
+        with store.transaction():
+            store.insert_job(sample_job("a"))
+            raise OSError("the file beside it could not be written")
+
+    with pytest.raises(OSError, match="could not be written"):
+        half_made()
+    assert store.get_job("a") is None and not store.connection.in_transaction
+    with store.transaction():
+        store.insert_job(sample_job("a"))
+    assert store.get_job("a") is not None
