@@ -581,8 +581,6 @@ class PaintService:
             self._handling[job.id] += 1
 
         async def load() -> JobEvent | None:
-            if job.id not in self._undelivered:  # delivered meanwhile
-                return None
             return event or await self._load_finished(job)
 
         def handled() -> None:

@@ -577,3 +577,33 @@ async def test_the_deadline_task_outlives_a_locked_database(
         await settle(core, sleeper, clock, DEADLINE_RETRY)
     assert core.get(challenge.id).state is ChallengeState.CLOSED
     assert [o.challenge.id for o in announced.outcomes] == [challenge.id]
+
+
+async def test_an_entry_is_made_even_when_the_adapter_delivered_it_first(
+    store: Store,
+    service: PaintService,
+    fake_engine: FakeEngine,
+    data_dir: Path,
+    limits: Limits,
+    clock: FakeClock,
+    sleeper: ClockSleeper,
+) -> None:
+    async def quick_adapter(event: object) -> None:
+        if isinstance(event, Finished):
+            await service.mark_delivered(event.job.id)  # posted at once
+
+    service.add_listener(quick_adapter, delivers="test")  # type: ignore[arg-type]
+    core = make(store, service, data_dir, limits, clock, sleeper, Announcements())
+    await core.start()
+    challenge = open_one(core)
+    job = await core.enter(
+        challenge,
+        user_id="alice",
+        user_name="Alice",
+        photo=jpeg_bytes(),
+        photo_name="me.jpg",
+        options=PaintOptions(),
+    )
+    await painted(service, fake_engine, job.id)
+    assert core.entry_for_job(job.id) is not None
+    await core.close()
