@@ -39,13 +39,11 @@ its own queue and task, so a slow chat platform never holds up the engine or oth
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import secrets
 import sqlite3
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -53,6 +51,7 @@ from typing import Final
 
 from bot import housekeeping
 from bot.admission import Admission, Reservation
+from bot.delivery import Deliveries, load_finished
 from bot.engine_client import Engine, EngineCrashed, JobUpdate
 from bot.errors import (
     InvalidImage,
@@ -61,10 +60,10 @@ from bot.errors import (
     NotAllowed,
     NotAvailable,
 )
+from bot.feeds import Listener, ListenerFeed
 from bot.jobs import (
     Cancelled,
     Failed,
-    Finished,
     Job,
     JobEvent,
     JobState,
@@ -86,7 +85,6 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
-Listener = Callable[[JobEvent], Awaitable[None]]
 
 # Seconds per pixel-iteration before anything was measured; the moving average takes over
 # after the first job. Rough figures for a 2-core CPU and a current GPU.
@@ -176,19 +174,14 @@ class PaintService:
         self._cancel_requests: dict[str, str] = {}  # job id -> who asked
         self._positions: dict[str, int] = {}  # last position sent per waiting job
         self._wake = asyncio.Event()
-        self._listeners: list[_ListenerFeed] = []
+        self._listeners: list[ListenerFeed] = []
         self._tasks: list[Supervised] = []
         self._admitting = asyncio.Lock()
         self._validations = asyncio.Semaphore(VALIDATIONS_AT_ONCE)
         self._seconds_per_work: float | None = None
         self._recovery_events: list[JobEvent] = []  # failures found while recovering
         self._unsaved: dict[str, Job] = {}  # states whose write failed; written again later
-        # Delivery: finished jobs not yet marked delivered (this run), the platforms whose
-        # listener marks them itself, and for the others how many listeners are still at it.
-        self._undelivered: dict[str, Job] = {}
-        self._confirming: set[str] = set()
-        self._handling: Counter[str] = Counter()
-        self._delivery_changed = asyncio.Event()
+        self._deliveries = Deliveries(store, self._clock)
         self._closed = False
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -256,10 +249,10 @@ class PaintService:
         again at the next start. A platform no listener delivers for keeps the simpler rule: its
         result counts as delivered once every listener has handled its ``Finished``.
         """
-        feed = _ListenerFeed(listener)
+        feed = ListenerFeed(listener)
         self._listeners.append(feed)
         if delivers is not None:
-            self._confirming.add(delivers)
+            self._deliveries.delivers(delivers)
         for event in self._recovery_events:
             feed.put(event)
         if self._running is not None:
@@ -268,8 +261,7 @@ class PaintService:
         etas = self._etas(order)
         for position, job in enumerate(order, start=1):
             feed.put(PositionChanged(job=job, position=position, eta=etas.get(job.id)))
-        for job in self._undelivered.values():
-            self._put_finished(feed, job, None)
+        self._deliveries.replay(feed)
 
     async def drained(self) -> None:
         """Wait until every listener has handled every event sent so far."""
@@ -306,7 +298,7 @@ class PaintService:
             if not job.result_path or not await asyncio.to_thread(Path(job.result_path).is_file):
                 continue
             log.info("job %s finished but was not delivered before the stop; announcing it", job.id)
-            self._emit_finished(job, None)
+            self._deliveries.finished(job, None, self._listeners)
 
     # -- member actions ------------------------------------------------------------------------
 
@@ -532,13 +524,7 @@ class PaintService:
         once the result message is out. Never raises: a write that fails is logged, and the
         result may then be posted once more after a restart.
         """
-        self._undelivered.pop(job_id, None)
-        self._handling.pop(job_id, None)
-        try:
-            self._store.mark_delivered(job_id, self._clock())
-        except sqlite3.Error as error:
-            log.error("job %s: could not record its delivery (%s)", job_id, error)
-        self._delivery_changed.set()
+        self._deliveries.mark(job_id)
 
     async def deliveries_settled(self, grace: float) -> bool:
         """Wait up to ``grace`` seconds until every finished painting handed to a listener
@@ -547,64 +533,7 @@ class PaintService:
         For shutdown, before the adapters close: the shutdown's grace for deliveries in flight.
         What is still undelivered after it is announced again at the next start.
         """
-        try:
-            async with asyncio.timeout(grace):
-                while self._in_delivery():
-                    self._delivery_changed.clear()
-                    await self._delivery_changed.wait()
-        except TimeoutError:
-            log.warning(
-                "%d paintings not delivered within %.0f s; they are posted after the restart",
-                len(self._in_delivery()),
-                grace,
-            )
-            return False
-        return True
-
-    def _in_delivery(self) -> list[str]:
-        return [
-            job_id
-            for job_id, job in self._undelivered.items()
-            if job.platform in self._confirming or self._handling[job_id] > 0
-        ]
-
-    def _emit_finished(self, job: Job, event: Finished | None) -> None:
-        """Send a painting's ``Finished`` (``event``, or one read from its file when a listener
-        gets to it) and remember it until it is delivered."""
-        self._undelivered[job.id] = job
-        for feed in self._listeners:
-            self._put_finished(feed, job, event)
-
-    def _put_finished(self, feed: _ListenerFeed, job: Job, event: Finished | None) -> None:
-        confirming = job.platform in self._confirming
-        if not confirming:
-            self._handling[job.id] += 1
-
-        async def load() -> JobEvent | None:
-            return event or await self._load_finished(job)
-
-        def handled() -> None:
-            if confirming or job.id not in self._handling:
-                return
-            self._handling[job.id] -= 1
-            if self._handling[job.id] <= 0:
-                del self._handling[job.id]
-                self._undelivered.pop(job.id, None)
-                try:
-                    self._store.mark_delivered(job.id, self._clock())
-                except sqlite3.Error as error:
-                    log.error("job %s: could not record its delivery (%s)", job.id, error)
-                self._delivery_changed.set()
-
-        feed.put(load, on_handled=handled)
-
-    async def _load_finished(self, job: Job) -> Finished | None:
-        try:
-            png = await asyncio.to_thread(Path(job.result_path or "").read_bytes)
-        except OSError as error:
-            log.warning("job %s: its result can no longer be read (%s)", job.id, error)
-            return None
-        return Finished(job=job, result_png=png, seconds=job.seconds or 0.0)
+        return await self._deliveries.settled(grace)
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -841,11 +770,11 @@ class PaintService:
                 outcome.height,
                 (job.finished_at or 0) - job.created_at,
             )
-            finished = await self._load_finished(job)
+            finished = await load_finished(job)
             if finished is None:
                 self._finish_failed(job, "internal", OUR_FAULT)
             else:
-                self._emit_finished(job, finished)
+                self._deliveries.finished(job, finished, self._listeners)
         elif isinstance(outcome, protocol.JobCancelled):
             by = self._cancel_requests.pop(job.id, "")
             job = self._finish(job, JobState.CANCELLED)
@@ -1071,84 +1000,6 @@ class PaintService:
             rows_before=now - self._limits.forget_days * 24 * 3600,
             should_stop=lambda: self._closed,
         )
-
-
-Item = JobEvent | Callable[[], Awaitable[JobEvent | None]]
-
-
-class _ListenerFeed:
-    """One listener's own queue and task: events in order, failures logged and skipped.
-
-    An item is an event, or a coroutine function giving one (or None: nothing to send) when
-    the feed gets to it, so a replayed painting is read from disk only then. ``on_handled``
-    runs once the listener has handled the item (or failed on it).
-    """
-
-    def __init__(self, listener: Listener) -> None:
-        self._listener = listener
-        self._queue: asyncio.Queue[tuple[Item, Callable[[], None] | None] | None] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-        with contextlib.suppress(RuntimeError):  # no running loop yet: started on first event
-            self._start()
-
-    def _start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._drain(), name="paint-listener")
-
-    def put(self, item: Item, *, on_handled: Callable[[], None] | None = None) -> None:
-        if self._task is None:
-            self._start()
-        elif self._task.done() and not self._closing:
-            log.error("a listener's feed had stopped; starting it again")
-            self._start()
-        self._queue.put_nowait((item, on_handled))
-
-    async def _drain(self) -> None:
-        while True:
-            entry = await self._queue.get()
-            try:
-                if entry is None:
-                    return
-                await self._handle(*entry)
-            finally:
-                self._queue.task_done()
-
-    async def _handle(self, item: Item, on_handled: Callable[[], None] | None) -> None:
-        event: JobEvent | None = None
-        try:
-            event = item if isinstance(item, JobEvent) else await item()
-            if event is not None:
-                await self._listener(event)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception(
-                "listener failed on %s",
-                f"{type(event).__name__} for job {event.job.id}" if event else "a replay",
-            )
-        finally:
-            if on_handled is not None:
-                try:
-                    on_handled()
-                except Exception:
-                    log.exception("after a listener's event")
-
-    async def join(self) -> None:
-        """Wait until every event so far has been handled."""
-        await self._queue.join()
-
-    async def close(self, grace: float) -> None:
-        """Let the listener handle what is queued, for at most ``grace`` seconds, then stop."""
-        self._closing = True
-        if self._task is None or self._task.done():
-            return
-        self._queue.put_nowait(None)
-        finished, _ = await asyncio.wait({self._task}, timeout=grace)
-        if not finished:
-            log.warning("a listener was still busy %.0f s into the shutdown; stopped", grace)
-            self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
 
 
 def _new_job_id() -> str:
