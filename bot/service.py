@@ -218,6 +218,7 @@ class PaintService:
                 "job %s was running at shutdown; it runs again at the next start", interrupted.id
             )
             self._save(replace(interrupted, state=JobState.QUEUED))
+        self._save_again()  # a last try for states whose write failed
         for feed in self._listeners:
             await feed.close(LISTENER_CLOSE_GRACE)
         try:
