@@ -52,6 +52,7 @@ from bot.jobs import (
     Queued,
     Started,
 )
+from bot.options import choose, reroll
 from bot.service import PaintService
 from bot.settings import DiscordSettings
 from engine.protocol import PaintOptions
@@ -231,12 +232,8 @@ class AtelierDiscord(discord.Client):
             keep_colors: bool | None = None,
             brush: Literal["small", "medium", "large"] | None = None,
         ) -> None:
-            default = PaintOptions()
-            options = PaintOptions(
-                strength=default.strength if strength is None else strength,
-                quality=quality or "",  # "": the host's default quality
-                keep_colors=default.keep_colors if keep_colors is None else keep_colors,
-                brush=brush or default.brush,
+            options = choose(
+                strength=strength, quality=quality, keep_colors=keep_colors, brush=brush
             )
             await client.paint(interaction, photo, painting, options)
 
@@ -338,16 +335,15 @@ class AtelierDiscord(discord.Client):
             self._check_channel(interaction)
             self._check_permissions(interaction)
             await interaction.response.defer(ephemeral=True, thinking=True)
+            source = self.service.get(job_id)
             job = await self.service.reroll(
                 job_id,
                 user_id=str(interaction.user.id),
                 user_name=interaction.user.display_name,
                 change=change,
             )
-            label = {"stronger": "stronger", "softer": "softer", "keep_colors": "with new colours"}
-            await self._announce(
-                interaction, job, f"Painting it again, {label.get(change, change)}."
-            )
+            said = reroll(change).change(source.options)
+            await self._announce(interaction, job, f"Painting it again, {said}.")
         except Exception as error:
             await self._report_error(interaction, error)
 
@@ -693,7 +689,7 @@ class AtelierDiscord(discord.Client):
                 "content": f"<@{job.user_id}>, your painting is ready!",
                 "embed": views.result_embed(job, event.seconds, filename),
                 "file": discord.File(io.BytesIO(data), filename=filename),
-                "view": views.result_view(job.id),
+                "view": views.result_view(job),
                 "reference": reference,
             }
 

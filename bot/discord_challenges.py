@@ -60,8 +60,8 @@ from bot.discord_app import (
 )
 from bot.errors import InvalidImage
 from bot.jobs import Finished, Job
+from bot.options import choose
 from engine import images
-from engine.protocol import PaintOptions
 
 log = logging.getLogger(__name__)
 
@@ -326,12 +326,7 @@ class DiscordChallenges:
         self.client._check_channel(interaction)
         self.client._check_permissions(interaction)
         check_attachment(photo, "photo", self.client._input_limit(interaction))
-        default = PaintOptions()
-        options = PaintOptions(
-            strength=default.strength if strength is None else strength,
-            quality="",
-            keep_colors=default.keep_colors if keep_colors is None else keep_colors,
-        )
+        options = choose(strength=strength, keep_colors=keep_colors)
         await interaction.response.defer(ephemeral=True, thinking=True)
         data = await download(photo, "photo")
         job = await self.core.enter(

@@ -11,12 +11,14 @@ from __future__ import annotations
 import io
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import discord
 
 from bot.jobs import Job, JobState, QueueOverview
+from bot.options import DEFAULTS, REROLLS, reroll, rerolls_for
 from engine import images
 from engine.protocol import PaintOptions
 
@@ -32,7 +34,6 @@ QUIET_COLOUR: Final = discord.Colour.light_grey()
 PREVIEW_NAME: Final = "preview.jpg"
 ETA_GRANULARITY: Final = 10  # seconds: ETAs are rounded so tiny changes do not cause edits
 JOB_ID: Final = r"(?P<job>[A-Za-z0-9_-]{1,40})"
-REROLL_CHANGES: Final = ("stronger", "softer", "keep_colors")
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,6 +71,12 @@ def duration(seconds: float) -> str:
 
 def inputs_line(job: Job) -> str:
     return f"📷 {_clip(job.photo_name)}  ×  🖼️ {_clip(job.painting_name)}"
+
+
+def _and(items: Iterable[str]) -> str:
+    """``a, b and c``."""
+    *rest, last = items
+    return f"{', '.join(rest)} and {last}" if rest else last
 
 
 def _clip(name: str, limit: int = 60) -> str:
@@ -153,7 +160,8 @@ def result_embed(job: Job, seconds: float, filename: str) -> discord.Embed:
     if filename.endswith(".jpg"):
         embed.add_field(name="Note", value="Sent as a JPEG to fit Discord's upload limit.")
     embed.set_image(url=f"attachment://{filename}")
-    embed.set_footer(text=f"job {job.id} · Stronger/Softer/Keep colours paint it again")
+    labels = "/".join(way.label(job.options) for way in rerolls_for(job.options))
+    embed.set_footer(text=f"job {job.id} · {labels} paint it again")
     return embed
 
 
@@ -230,7 +238,8 @@ def help_embed() -> discord.Embed:
         name="Tips",
         value=(
             "PNG, JPEG, WebP, BMP, GIF or TIFF. One painting per member at a time. "
-            "Under a result, **Stronger**, **Softer** and **Keep colours** paint it again."
+            f"Under a result, {_and(f'**{way.label(DEFAULTS)}**' for way in REROLLS)} "
+            "paint it again."
         ),
         inline=False,
     )
@@ -273,23 +282,16 @@ class CancelButton(
         await _client(interaction).on_cancel_button(interaction, self.job_id)
 
 
-_REROLL_LABELS: Final = {
-    "stronger": ("Stronger", "➕"),
-    "softer": ("Softer", "➖"),
-    "keep_colors": ("Keep colours", "🎨"),
-}
-
-
 class RerollButton(
     discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=rf"atelier:reroll:(?P<change>stronger|softer|keep_colors):{JOB_ID}",
+    template=rf"atelier:reroll:(?P<change>{'|'.join(r.key for r in REROLLS)}):{JOB_ID}",
 ):
-    def __init__(self, job_id: str, change: str) -> None:
-        label, emoji = _REROLL_LABELS[change]
+    def __init__(self, job_id: str, change: str, options: PaintOptions = DEFAULTS) -> None:
+        way = reroll(change)
         super().__init__(
             discord.ui.Button(
-                label=label,
-                emoji=emoji,
+                label=way.label(options),
+                emoji=way.emoji,
                 style=discord.ButtonStyle.primary,
                 custom_id=f"atelier:reroll:{change}:{job_id}",
             )
@@ -346,11 +348,11 @@ def status_view(job_id: str) -> discord.ui.View:
     return view
 
 
-def result_view(job_id: str) -> discord.ui.View:
+def result_view(job: Job) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    for change in REROLL_CHANGES:
-        view.add_item(RerollButton(job_id, change))
-    view.add_item(DeleteButton(job_id))
+    for way in rerolls_for(job.options):
+        view.add_item(RerollButton(job.id, way.key, job.options))
+    view.add_item(DeleteButton(job.id))
     return view
 
 

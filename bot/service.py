@@ -60,6 +60,7 @@ from bot.jobs import (
     ServiceStatus,
     Started,
 )
+from bot.options import reroll as reroll_named
 from bot.settings import Limits
 from bot.store import Store
 from engine import images, protocol
@@ -75,8 +76,6 @@ INITIAL_SECONDS_PER_WORK = {"cpu": 2.0e-5, "gpu": 3.0e-7}
 SPEED_SMOOTHING = 0.3  # weight of the newest job in the moving average
 CANCEL_GRACE = 15.0  # seconds the engine gets to stop a job before it is restarted
 PURGE_INTERVAL = 3600.0
-
-REROLL_CHANGES = ("stronger", "softer", "keep_colors")
 
 
 def run_order(waiting: list[Job]) -> list[Job]:
@@ -253,8 +252,7 @@ class PaintService:
     async def reroll(self, job_id: str, *, user_id: str, user_name: str, change: str) -> Job:
         """A new painting from the inputs of ``job_id`` with one option changed."""
         source = self.get(job_id)
-        if change not in REROLL_CHANGES:
-            raise InvalidOptions(f"Unknown change {change!r}; use {', '.join(REROLL_CHANGES)}.")
+        way = reroll_named(change)
         if self._store.is_purged(job_id) or not _files_exist(
             source.photo_path, source.painting_path
         ):
@@ -262,13 +260,7 @@ class PaintService:
                 "The photo and painting of that result have been deleted after the retention "
                 "period. Please send them again with /paint."
             )
-        options = source.options
-        if change == "stronger":
-            options = replace(options, strength=min(protocol.STRENGTH_MAX, options.strength + 2))
-        elif change == "softer":
-            options = replace(options, strength=max(protocol.STRENGTH_MIN, options.strength - 2))
-        else:
-            options = replace(options, keep_colors=not options.keep_colors)
+        changed = way.apply(source.options)
         async with self._admission:
             self._check_limits(source.platform, source.chat_id, user_id)
             job = replace(
@@ -276,10 +268,10 @@ class PaintService:
                 id=_new_job_id(),
                 user_id=user_id,
                 user_name=user_name,
-                options=options,
+                options=changed,
                 state=JobState.QUEUED,
                 created_at=self._clock(),
-                work=self._estimate_work(source.width, source.height, options),
+                work=self._estimate_work(source.width, source.height, changed),
                 started_at=None,
                 finished_at=None,
                 result_path=None,

@@ -38,14 +38,10 @@ from aiogram.types import (
 
 from bot.errors import NotAllowed, UserFacingError
 from bot.jobs import Job, QueueOverview
+from bot.options import WORDS_HELP, reroll
 from bot.service import PaintService
 from bot.settings import TelegramSettings
-from bot.telegram_flows import (
-    BOT_API_DOWNLOAD_LIMIT,
-    OPTIONS_HELP,
-    PaintRequests,
-    member_name,
-)
+from bot.telegram_flows import BOT_API_DOWNLOAD_LIMIT, PaintRequests, member_name
 from bot.telegram_status import PLATFORM, Clock, Sleep, StatusBoard, duration
 
 log = logging.getLogger(__name__)
@@ -59,7 +55,7 @@ HELP = (
     "• Send /paint alone and I'll ask for the photo, then the painting.\n\n"
     "Photos and files both work (files keep full quality). Options go after /paint, e.g. "
     "/paint strength=7 quality=high keep_colors\n"
-    f"({OPTIONS_HELP}).\n\n"
+    f"({WORDS_HELP}).\n\n"
     "/queue shows who is waiting, /cancel stops your painting.\n\n"
     "Style challenges in groups: an admin sends the painting captioned "
     "/challenge start 3d Title; members send a photo captioned /challenge enter; "
@@ -72,11 +68,6 @@ COMMANDS = [
     BotCommand(command="challenge", description="Style challenges: start, enter, standings"),
     BotCommand(command="help", description="How to use the bot"),
 ]
-REROLL_NOTES = {
-    "stronger": "with a stronger style",
-    "softer": "with a softer style",
-    "keep_colors": "with the colours changed",
-}
 
 
 class TelegramApp:
@@ -260,7 +251,7 @@ class TelegramApp:
         )
         self.board.expect(job)
         try:
-            await query.answer(f"Painting it again {REROLL_NOTES.get(change, '')}…")
+            await query.answer(f"Painting it again, {reroll(change).change(source.options)}.")
         except TelegramAPIError as error:
             # E.g. pressed while the bot was down: the query expired, but the job is queued and
             # its status message must still be opened (its result waits for it).

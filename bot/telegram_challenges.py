@@ -50,13 +50,13 @@ from bot.challenges import (
 )
 from bot.errors import InvalidImage, UserFacingError
 from bot.jobs import Finished
+from bot.options import parse
 from bot.telegram_app import TelegramApp
 from bot.telegram_flows import (
     BOT_API_DOWNLOAD_LIMIT,
     ImageRef,
     image_in,
     member_name,
-    parse_options,
 )
 from bot.telegram_status import PLATFORM
 from engine import images
@@ -201,7 +201,7 @@ class TelegramChallenges:
 
     async def _enter(self, message: Message, args: str) -> None:
         challenge = self.core.require_open(PLATFORM, str(message.chat.id))
-        options = parse_options(args)
+        options = parse(args)
         ref = self._image(message, "photo", "/challenge enter")
         data = await self._download(ref)
         assert message.from_user is not None

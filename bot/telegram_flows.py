@@ -24,27 +24,17 @@ from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject
 from aiogram.types import ForceReply, Message, ReplyParameters, User
 
-from bot.errors import InvalidImage, InvalidOptions, UserFacingError
+from bot.errors import InvalidImage, UserFacingError
 from bot.jobs import PaintRequest
+from bot.options import parse
 from bot.service import PaintService
 from bot.telegram_status import PLATFORM, Sleep, StatusBoard
-from engine.protocol import (
-    BRUSHES,
-    QUALITIES,
-    STRENGTH_MAX,
-    STRENGTH_MIN,
-    OptionError,
-    PaintOptions,
-)
+from engine.protocol import PaintOptions
 
 # The cloud Bot API serves files up to 20 MB to bots (getFile); a self-hosted server in
 # --local mode has no such limit, so TelegramApp takes it as a parameter.
 BOT_API_DOWNLOAD_LIMIT = 20 * 1024 * 1024
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic")
-OPTIONS_HELP = (
-    f"strength={STRENGTH_MIN}…{STRENGTH_MAX}, quality={'|'.join(QUALITIES)}, "
-    f"brush={'|'.join(BRUSHES)}, keep_colors"
-)
 
 Report = Callable[[BaseException, int, int | None], Awaitable[None]]
 
@@ -87,30 +77,6 @@ def image_in(message: Message | None, *, limit: int) -> ImageRef | None:
             "(Telegram shrinks photos)."
         )
     return ref
-
-
-def parse_options(args: str | None) -> PaintOptions:
-    """``strength=7 quality=high keep_colors`` -> :class:`PaintOptions`, or InvalidOptions."""
-    values: dict[str, object] = {"quality": ""}  # "": the host's default quality
-    for word in (args or "").split():
-        name, has_value, value = word.lower().replace("-", "_").partition("=")
-        if name in ("keep_colors", "keep_colours") and not has_value:
-            values["keep_colors"] = True
-        elif name == "strength" and has_value:
-            try:
-                values["strength"] = int(value)
-            except ValueError:
-                raise InvalidOptions(
-                    f"strength must be a whole number from {STRENGTH_MIN} to {STRENGTH_MAX}."
-                ) from None
-        elif name in ("quality", "brush") and has_value:
-            values[name] = value
-        else:
-            raise InvalidOptions(f"I don't know the option “{word}”. Options: {OPTIONS_HELP}.")
-    try:
-        return PaintOptions(**values).validate()  # type: ignore[arg-type]
-    except OptionError as error:
-        raise InvalidOptions(f"{error}.") from None
 
 
 def member_name(user: User | None) -> str:
@@ -203,7 +169,7 @@ class PaintRequests:
 
     async def _on_paint(self, message: Message, command: CommandObject) -> None:
         """``/paint`` as a text, as a photo's caption, and/or in reply to the painting."""
-        options = parse_options(command.args)
+        options = parse(command.args)
         here = image_in(message, limit=self._limit)
         replied = image_in(message.reply_to_message, limit=self._limit)
         assert message.from_user is not None
@@ -265,7 +231,7 @@ class PaintRequests:
             if flow is not None:
                 await self._feed(flow, items)
             return  # an album that is not for us
-        options = parse_options(command.args)
+        options = parse(command.args)
         refs = [ref for m in items if (ref := image_in(m, limit=self._limit)) is not None]
         if len(refs) == 2:
             await self._paint(anchor.chat.id, user, refs[0], refs[1], options, anchor.message_id)

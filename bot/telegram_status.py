@@ -53,8 +53,8 @@ from bot.jobs import (
     Queued,
     Started,
 )
+from bot.options import rerolls_for
 from bot.service import PaintService
-from engine.protocol import STRENGTH_MAX, STRENGTH_MIN
 
 log = logging.getLogger(__name__)
 
@@ -134,16 +134,13 @@ def cancel_markup(job: Job) -> InlineKeyboardMarkup:
 
 
 def result_markup(job: Job) -> InlineKeyboardMarkup:
-    """ "Stronger", "Softer", "Keep colours": buttons carry the job id only."""
-    buttons = []
-    if job.options.strength < STRENGTH_MAX:
-        buttons.append(
-            InlineKeyboardButton(text="Stronger", callback_data=f"reroll:stronger:{job.id}")
+    """The re-roll buttons (Stronger, Softer, Keep colours, ...): they carry the job id only."""
+    buttons = [
+        InlineKeyboardButton(
+            text=way.label(job.options), callback_data=f"reroll:{way.key}:{job.id}"
         )
-    if job.options.strength > STRENGTH_MIN:
-        buttons.append(InlineKeyboardButton(text="Softer", callback_data=f"reroll:softer:{job.id}"))
-    label = "Painting's colours" if job.options.keep_colors else "Keep colours"
-    buttons.append(InlineKeyboardButton(text=label, callback_data=f"reroll:keep_colors:{job.id}"))
+        for way in rerolls_for(job.options)
+    ]
     return InlineKeyboardMarkup(inline_keyboard=[buttons])
 
 

@@ -642,3 +642,21 @@ def test_a_noisy_result_still_fits_the_upload_limit() -> None:
     assert name == "atelier-xyz.jpg"
     assert len(data) <= 120_000
     assert Image.open(io.BytesIO(data)).format == "JPEG"
+
+
+async def test_a_painting_in_the_photos_colours_offers_the_paintings_colours(
+    sim: DiscordSim, channel: simcord.ChannelHandle, alice: simcord.MemberActor
+) -> None:
+    await paint(sim, alice, channel, keep_colors=True)
+    job = await sim.running_job()
+    await sim.finish(job.id)
+    result_message = bot_messages(channel)[-1]
+    labels = [c.label for row in result_message.components for c in row.children]
+    assert labels == ["Stronger", "Softer", "Painting's colours", "Delete"]
+
+    answer = await alice.click(result_message, label="Painting's colours")
+    await sim.settle()
+    assert "Painting it again, with the painting's colours" in ephemeral_text(answer)
+    again = await sim.running_job()
+    assert again.parent_id == job.id
+    assert again.options.keep_colors is False
