@@ -37,7 +37,8 @@ import discord
 from discord import app_commands
 
 from bot import discord_views as views
-from bot.discord_views import StatusState
+from bot import replies
+from bot.discord_views import MARKDOWN, StatusState
 from bot.errors import InvalidImage, NotAllowed, UserFacingError
 from bot.jobs import (
     Cancelled,
@@ -52,7 +53,7 @@ from bot.jobs import (
     Queued,
     Started,
 )
-from bot.options import choose, reroll
+from bot.options import NOT_AN_IMAGE, choose, image_kind, reroll
 from bot.service import PaintService
 from bot.settings import DiscordSettings
 from engine.protocol import PaintOptions
@@ -65,24 +66,6 @@ Sleep = Callable[[float], Awaitable[None]]
 # Delivers a finished challenge painting itself (see bot.discord_challenges); False: not taken.
 ChallengeDelivery = Callable[[Finished], Awaitable[bool]]
 
-# Cheap check before downloading; the service decodes and checks the bytes properly.
-IMAGE_TYPES: Final = frozenset(
-    {
-        "image/png",
-        "image/jpeg",
-        "image/jpg",
-        "image/pjpeg",
-        "image/webp",
-        "image/bmp",
-        "image/x-bmp",
-        "image/x-ms-bmp",
-        "image/gif",
-        "image/tiff",
-        "image/mpo",
-    }
-)
-IMAGE_SUFFIXES: Final = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-ACCEPTED_TEXT: Final = "Send a PNG, JPEG, WebP, BMP, GIF or TIFF file."
 # Seconds between attempts to post a result after a Discord error (discord.py has already
 # retried rate limits and 5xx answers itself by then).
 RETRY_DELAYS: Final = (2.0, 5.0, 15.0, 30.0, 60.0)
@@ -752,20 +735,15 @@ class AtelierDiscord(discord.Client):
 
 def check_attachment(attachment: discord.Attachment, role: str, limit: int) -> None:
     """Refuse what is clearly not a usable image before downloading it."""
-    name = discord.utils.escape_markdown(attachment.filename)
-    content_type = (attachment.content_type or "").split(";")[0].strip().lower()
-    if content_type:
-        if not content_type.startswith("image/"):
-            raise InvalidImage(f"The {role} (**{name}**) isn't an image. {ACCEPTED_TEXT}")
-        if content_type not in IMAGE_TYPES:
-            kind = content_type.removeprefix("image/").upper()
-            raise InvalidImage(f"The {role} (**{name}**) is a {kind} image. {ACCEPTED_TEXT}")
-    elif not attachment.filename.lower().endswith(IMAGE_SUFFIXES):
-        raise InvalidImage(f"The {role} (**{name}**) doesn't look like an image. {ACCEPTED_TEXT}")
+    name = attachment.filename
+    kind = image_kind(attachment.content_type, name)
+    if kind is NOT_AN_IMAGE:
+        raise InvalidImage(replies.not_an_image(role, name, MARKDOWN))
+    if kind is not None:
+        raise InvalidImage(replies.unreadable_format(role, name, kind, MARKDOWN))
     if attachment.size > limit:
         raise InvalidImage(
-            f"The {role} (**{name}**) is {_megabytes(attachment.size)}; the most I accept is "
-            f"{_megabytes(limit)}. Try a smaller or more compressed version."
+            replies.too_big(role, name, attachment.size, limit, MARKDOWN, tip=replies.SMALLER)
         )
 
 
@@ -773,13 +751,8 @@ async def download(attachment: discord.Attachment, role: str) -> bytes:
     try:
         return await attachment.read()
     except DISCORD_TROUBLE:
-        raise InvalidImage(
-            f"I couldn't download the {role} from Discord. Please attach it again."
-        ) from None
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MB"
+        text = replies.not_downloaded(role, attachment.filename, "Discord", MARKDOWN)
+        raise InvalidImage(text) from None
 
 
 def _cancel_text(job: Job) -> str:

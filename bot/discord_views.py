@@ -40,6 +40,19 @@ JOB_ID: Final = r"(?P<job>[A-Za-z0-9_-]{1,40})"
 # Small formatting pieces
 
 
+class Markdown:
+    """Discord's markup for :mod:`bot.replies`: bold, escaped names, mentions, timestamps."""
+
+    def strong(self, text: str) -> str:
+        return f"**{text}**"
+
+    def quoted(self, text: str) -> str:
+        return f"**{discord.utils.escape_markdown(text)}**"
+
+
+MARKDOWN: Final = Markdown()
+
+
 def describe_options(options: PaintOptions) -> str:
     colours = "your photo's colours" if options.keep_colors else "the painting's colours"
     return (

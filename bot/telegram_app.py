@@ -102,6 +102,8 @@ class TelegramApp:
             flow_timeout=flow_timeout,
             download_limit=download_limit,
         )
+        # Refuse before downloading: Telegram's download cap for bots, or the host's limit.
+        self.image_limit = min(download_limit, service.limits.max_input_bytes)
         self.dispatcher = Dispatcher(name="atelier")
         self.dispatcher.include_routers(
             self.requests.router, self._control_router(), self._buttons_router()

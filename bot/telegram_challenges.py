@@ -48,16 +48,11 @@ from bot.challenges import (
     parse_duration,
     utc_time,
 )
-from bot.errors import InvalidImage, UserFacingError
+from bot.errors import InvalidImage
 from bot.jobs import Finished
 from bot.options import parse
 from bot.telegram_app import TelegramApp
-from bot.telegram_flows import (
-    BOT_API_DOWNLOAD_LIMIT,
-    ImageRef,
-    image_in,
-    member_name,
-)
+from bot.telegram_flows import ImageRef, download, image_in, member_name
 from bot.telegram_status import PLATFORM
 from engine import images
 
@@ -93,7 +88,7 @@ class TelegramChallenges:
     @property
     def _limit(self) -> int:
         """Refuse before downloading: Telegram's download cap for bots, or the host's limit."""
-        return min(BOT_API_DOWNLOAD_LIMIT, self.core.limits.max_input_bytes)
+        return self.app.image_limit
 
     async def is_organiser(self, chat_id: int, user_id: int) -> bool:
         member = await self.bot.get_chat_member(chat_id, user_id)
@@ -127,8 +122,8 @@ class TelegramChallenges:
             await message.reply(USAGE)
 
     def _image(self, message: Message, role: str, usage: str) -> ImageRef:
-        ref = image_in(message, limit=self._limit) or image_in(
-            message.reply_to_message, limit=self._limit
+        ref = image_in(message, role=role, limit=self._limit) or image_in(
+            message.reply_to_message, role=role, limit=self._limit
         )
         if ref is None:
             raise InvalidImage(
@@ -137,10 +132,7 @@ class TelegramChallenges:
         return ref
 
     async def _download(self, ref: ImageRef) -> bytes:
-        data = await self.bot.download(ref.file_id)
-        if data is None:
-            raise UserFacingError(f"I couldn't fetch “{ref.name}” from Telegram; please resend it.")
-        return data.read()
+        return await download(self.bot, ref, self._limit)
 
     async def _start(self, message: Message, args: str) -> None:
         await self._require_organiser(message, "start")

@@ -24,9 +24,11 @@ from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject
 from aiogram.types import ForceReply, Message, ReplyParameters, User
 
-from bot.errors import InvalidImage, UserFacingError
+from bot import replies
+from bot.errors import InvalidImage
 from bot.jobs import PaintRequest
-from bot.options import parse
+from bot.options import NOT_AN_IMAGE, image_kind, parse
+from bot.replies import PLAIN
 from bot.service import PaintService
 from bot.telegram_status import PLATFORM, Sleep, StatusBoard
 from engine.protocol import PaintOptions
@@ -34,7 +36,6 @@ from engine.protocol import PaintOptions
 # The cloud Bot API serves files up to 20 MB to bots (getFile); a self-hosted server in
 # --local mode has no such limit, so TelegramApp takes it as a parameter.
 BOT_API_DOWNLOAD_LIMIT = 20 * 1024 * 1024
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic")
 
 Report = Callable[[BaseException, int, int | None], Awaitable[None]]
 
@@ -46,37 +47,49 @@ class ImageRef:
     file_id: str
     size: int | None  # as declared by Telegram
     name: str
+    role: str  # "photo" or "painting"
 
 
-def image_in(message: Message | None, *, limit: int) -> ImageRef | None:
+def image_in(message: Message | None, *, role: str, limit: int) -> ImageRef | None:
     """The image ``message`` holds (None if it holds none), checked before any download.
 
-    Raises :class:`InvalidImage` for a file that is not an image or is too large to download.
+    Raises :class:`InvalidImage` for a file that is not an image we accept or is too large to
+    download; ``role`` ("photo", "painting") names it in that message.
     """
     if message is None:
         return None
     if message.photo:
         largest = max(message.photo, key=lambda size: size.width * size.height)
-        ref = ImageRef(largest.file_id, largest.file_size, "photo.jpg")
+        ref = ImageRef(largest.file_id, largest.file_size, "photo.jpg", role)
     elif message.document is not None:
         document = message.document
         name = document.file_name or "file"
-        mime = document.mime_type or ""
-        if not (mime.startswith("image/") or name.lower().endswith(IMAGE_SUFFIXES)):
-            raise InvalidImage(
-                f"“{name}” is not an image ({mime or 'unknown type'}). Send a JPEG, PNG or "
-                "WebP picture, as a photo or as a file."
-            )
-        ref = ImageRef(document.file_id, document.file_size, name)
+        kind = image_kind(document.mime_type, name)
+        if kind is NOT_AN_IMAGE:
+            raise InvalidImage(replies.not_an_image(role, name, PLAIN))
+        if kind is not None:
+            raise InvalidImage(replies.unreadable_format(role, name, kind, PLAIN))
+        ref = ImageRef(document.file_id, document.file_size, name, role)
     else:
         return None
     if ref.size is not None and ref.size > limit:
         raise InvalidImage(
-            f"“{ref.name}” is {ref.size / 2**20:.1f} MB, but the largest file I can take is "
-            f"{limit / 2**20:.0f} MB. Send a smaller file, or send it as a photo "
-            "(Telegram shrinks photos)."
+            replies.too_big(role, ref.name, ref.size, limit, PLAIN, tip=replies.SMALLER_OR_PHOTO)
         )
     return ref
+
+
+async def download(bot: Bot, ref: ImageRef, limit: int) -> bytes:
+    """The bytes of ``ref``; :class:`InvalidImage` when Telegram will not hand them out."""
+    try:
+        data = await bot.download(ref.file_id)
+    except TelegramBadRequest as error:
+        if "too big" in error.message:
+            raise InvalidImage(replies.too_big_to_fetch(ref.role, ref.name, limit, PLAIN)) from None
+        raise
+    if data is None:  # only when a destination is given
+        raise InvalidImage(replies.not_downloaded(ref.role, ref.name, "Telegram", PLAIN))
+    return data.read()
 
 
 def member_name(user: User | None) -> str:
@@ -170,8 +183,8 @@ class PaintRequests:
     async def _on_paint(self, message: Message, command: CommandObject) -> None:
         """``/paint`` as a text, as a photo's caption, and/or in reply to the painting."""
         options = parse(command.args)
-        here = image_in(message, limit=self._limit)
-        replied = image_in(message.reply_to_message, limit=self._limit)
+        here = image_in(message, role="photo", limit=self._limit)
+        replied = image_in(message.reply_to_message, role="painting", limit=self._limit)
         assert message.from_user is not None
         if here is not None and replied is not None:
             await self._paint(
@@ -232,7 +245,12 @@ class PaintRequests:
                 await self._feed(flow, items)
             return  # an album that is not for us
         options = parse(command.args)
-        refs = [ref for m in items if (ref := image_in(m, limit=self._limit)) is not None]
+        roles = ("photo", "painting")
+        refs = [
+            ref
+            for index, item in enumerate(items)
+            if (ref := image_in(item, role=roles[min(index, 1)], limit=self._limit)) is not None
+        ]
         if len(refs) == 2:
             await self._paint(anchor.chat.id, user, refs[0], refs[1], options, anchor.message_id)
         elif len(refs) == 1:  # e.g. a group with privacy mode delivers only the captioned item
@@ -288,7 +306,7 @@ class PaintRequests:
 
     async def _feed(self, flow: _Flow, messages: list[Message]) -> None:
         for message in messages:
-            ref = image_in(message, limit=self._limit)
+            ref = image_in(message, role=flow.missing, limit=self._limit)
             if ref is None:
                 continue
             flow.reply_to = message.message_id
@@ -355,15 +373,4 @@ class PaintRequests:
         await self._board.open(job, picture_of=photo_bytes, reply_to=reply_to)
 
     async def _download(self, ref: ImageRef) -> bytes:
-        try:
-            data = await self._bot.download(ref.file_id)
-        except TelegramBadRequest as error:
-            if "too big" in error.message:
-                raise InvalidImage(
-                    f"“{ref.name}” is too large for bots to fetch from Telegram (over "
-                    f"{self._limit / 2**20:.0f} MB). Send a smaller file."
-                ) from None
-            raise
-        if data is None:  # only when a destination is given
-            raise UserFacingError(f"I couldn't fetch “{ref.name}” from Telegram; please resend it.")
-        return data.read()
+        return await download(self._bot, ref, self._limit)

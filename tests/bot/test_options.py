@@ -97,3 +97,30 @@ def test_bad_caption_words_say_what_is_accepted(words: str, message: str) -> Non
     with pytest.raises(InvalidOptions) as refused:
         options.parse(words)
     assert refused.value.message.startswith(message)
+
+
+def test_the_images_accepted_are_the_formats_the_engine_reads() -> None:
+    from engine.images import ACCEPTED_FORMATS
+
+    names = {f.name.upper() for f in options.IMAGE_FORMATS}
+    assert names == set(ACCEPTED_FORMATS)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "filename", "kind"),
+    [
+        ("image/png", "cat.png", None),
+        ("image/jpeg; charset=binary", "IMG.JPG", None),
+        (None, "scan.TIFF", None),
+        ("application/octet-stream", "cat.webp", None),  # judged by its name; bytes checked later
+        ("image/heic", "IMG_0001.HEIC", "HEIC"),
+        ("image/svg+xml", "logo.svg", "SVG+XML"),
+        (None, "IMG_0001.heic", options.NOT_AN_IMAGE),
+        ("application/pdf", "notes.pdf", options.NOT_AN_IMAGE),
+        ("text/plain", "notes.txt", options.NOT_AN_IMAGE),
+    ],
+)
+def test_files_are_judged_before_downloading(
+    content_type: str | None, filename: str, kind: str | None
+) -> None:
+    assert options.image_kind(content_type, filename) == kind

@@ -434,10 +434,10 @@ async def test_oversized_and_non_image_files_are_refused_before_downloading(
         api.push_message(huge)
         too_big = await api.wait_call("sendMessage")
         assert "25.0 MB" in too_big.text
-        assert "20 MB" in too_big.text
+        assert "20.0 MB" in too_big.text
         assert too_big.params["reply_parameters"]["message_id"] == huge["message_id"]
         api.push_message(pdf)
-        not_image = await api.wait_call("sendMessage", where=lambda c: "not an image" in c.text)
+        not_image = await api.wait_call("sendMessage", where=lambda c: "isn't an image" in c.text)
         assert "notes.pdf" in not_image.text
     assert not api.calls_to("getFile")
     assert not api.downloads
@@ -628,3 +628,27 @@ async def test_a_failure_is_still_told_when_the_status_message_was_deleted(
     assert told.chat_id == -900
     assert "Vic" in told.text
     assert service.get(job_id).state is JobState.FAILED
+
+
+async def test_an_image_type_the_engine_cannot_read_is_refused_before_downloading(
+    api: FakeBotAPI, service: PaintService
+) -> None:
+    lou = api.user(2121, "Lou")
+    chat = api.private_chat(lou)
+    painting = api.document_message(lou, chat, PAINTING)
+    heic = api.document_message(
+        lou,
+        chat,
+        b"\x00\x00\x00\x18ftypheic",
+        file_name="IMG_0001.HEIC",
+        mime_type="image/heic",
+        caption="/paint",
+        reply_to=painting,
+    )
+    async with running(api, service):
+        api.push_message(heic)
+        refused = await api.wait_call("sendMessage")
+    assert "IMG_0001.HEIC" in refused.text
+    assert "HEIC" in refused.text.replace("IMG_0001.HEIC", "")
+    assert "PNG, JPEG, WebP, BMP, GIF or TIFF" in refused.text
+    assert not api.calls_to("getFile")

@@ -349,3 +349,29 @@ async def test_flood_control_on_an_entry_is_waited_out_not_turned_into_a_plain_r
     assert stored.message_ref == f"{GROUP_ID}/{entry.result['message_id']}"
     assert 6 in {round(s) for s in ticks.slept}
     assert not any(d.startswith("reroll:") for c in api.calls_to("sendPhoto") for _, d in c.buttons)
+
+
+async def test_an_entry_too_big_to_fetch_is_explained_as_for_paint(
+    api: FakeBotAPI,
+    service: PaintService,
+    store: Store,
+    data_dir: Path,
+    limits: Limits,
+    clock: FakeClock,
+    sleeper: ClockSleeper,
+) -> None:
+    group = Group(api)
+    admin, eve = group.user(1, "Ada"), group.user(6, "Eve")
+    api.admins[GROUP_ID] = {admin["id"]}
+    async with running(api, service, store, data_dir, limits, clock, sleeper) as core:
+        after = group.send_photo(admin, PAINTING, "/challenge start 3d Big ones")
+        await api.wait_call("sendPhoto", after=after)
+        # Telegram's getFile refuses files over its bot download limit, whatever was declared.
+        api.fail_next("getFile", description="Bad Request: file is too big")
+        after = group.send_photo(eve, jpeg_bytes((48, 40), (90, 80, 40)), "/challenge enter")
+        refused = await group.reply(after)
+        challenge = core.open_in("telegram", str(GROUP_ID))
+        assert challenge is not None
+        assert core.entries(challenge.id) == []
+    assert "too large for bots to fetch from Telegram" in refused.text
+    assert "something went wrong" not in refused.text
