@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import io
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -38,8 +37,8 @@ from discord import app_commands
 
 from bot import discord_views as views
 from bot import replies
-from bot.discord_views import MARKDOWN, StatusState
-from bot.errors import InvalidImage, NotAllowed, UserFacingError
+from bot.discord_views import MARKDOWN
+from bot.errors import InvalidImage, NotAllowed
 from bot.jobs import (
     Cancelled,
     Failed,
@@ -48,12 +47,10 @@ from bot.jobs import (
     JobEvent,
     JobState,
     PaintRequest,
-    PositionChanged,
     Progress,
-    Queued,
-    Started,
 )
 from bot.options import NOT_AN_IMAGE, choose, image_kind, reroll
+from bot.replies import StatusState, status_after
 from bot.service import PaintService
 from bot.settings import DiscordSettings
 from engine.protocol import PaintOptions
@@ -88,9 +85,6 @@ INVITE_PERMISSIONS: Final = discord.Permissions(
     manage_messages=True,
     **{name: True for name, _ in CHANNEL_PERMISSIONS},
 )
-
-
-RERUN_NOTE: Final = "Painting again: the bot restarted while this was being painted."
 
 
 class MissingPermissions(NotAllowed):
@@ -273,11 +267,11 @@ class AtelierDiscord(discord.Client):
                 painting_name=painting.filename,
             )
         )
-        await self._announce(interaction, job, "Your painting is in the queue.")
+        await self._announce(interaction, job, replies.IN_THE_QUEUE)
 
     async def cancel_mine(self, interaction: discord.Interaction) -> None:
         job = await self.service.cancel_mine(PLATFORM, str(interaction.user.id))
-        await self._reply(interaction, _cancel_text(job))
+        await self._reply(interaction, replies.cancelling(job, str(interaction.user.id)))
 
     async def show_queue(self, interaction: discord.Interaction) -> None:
         embed = views.queue_embed(
@@ -295,7 +289,7 @@ class AtelierDiscord(discord.Client):
             job = await self.service.cancel(
                 job_id, user_id=str(interaction.user.id), moderator=self.is_moderator(interaction)
             )
-            await self._reply(interaction, _cancel_text(job))
+            await self._reply(interaction, replies.cancelling(job, str(interaction.user.id)))
         except Exception as error:
             await self._report_error(interaction, error)
 
@@ -307,7 +301,7 @@ class AtelierDiscord(discord.Client):
             if interaction.message is not None:
                 with contextlib.suppress(discord.NotFound):
                     await interaction.message.delete()
-            await self._reply(interaction, "Deleted the painting.")
+            await self._reply(interaction, replies.DELETED)
         except Exception as error:
             await self._report_error(interaction, error)
 
@@ -325,8 +319,9 @@ class AtelierDiscord(discord.Client):
                 user_name=interaction.user.display_name,
                 change=change,
             )
-            said = reroll(change).change(source.options)
-            await self._announce(interaction, job, f"Painting it again, {said}.")
+            await self._announce(
+                interaction, job, replies.rerolling(reroll(change), source.options)
+            )
         except Exception as error:
             await self._report_error(interaction, error)
 
@@ -352,8 +347,7 @@ class AtelierDiscord(discord.Client):
         parent = getattr(channel, "parent_id", None)
         if interaction.channel_id in allowed or parent in allowed:
             return
-        where = ", ".join(f"<#{channel_id}>" for channel_id in sorted(allowed))
-        raise NotAllowed(f"I only paint in {where}. See you there!")
+        raise NotAllowed(replies.only_in([f"<#{channel_id}>" for channel_id in sorted(allowed)]))
 
     def _check_permissions(self, interaction: discord.Interaction) -> None:
         """Refuse early, and say what to grant, if the bot could not post the status or result."""
@@ -365,13 +359,7 @@ class AtelierDiscord(discord.Client):
             needed[1] = ("send_messages_in_threads", "Send Messages in Threads")
         missing = [label for name, label in needed if not getattr(permissions, name)]
         if missing:
-            names = ", ".join(f"**{label}**" for label in missing)
-            plural = "s" if len(missing) > 1 else ""
-            raise MissingPermissions(
-                f"I can't paint in this channel: I'm missing the {names} permission{plural} "
-                "here. Ask a server admin to grant it to my role in this channel, "
-                "or use me in another channel."
-            )
+            raise MissingPermissions(replies.missing_permissions(missing, MARKDOWN))
 
     def _input_limit(self, interaction: discord.Interaction) -> int:
         return min(self.service.limits.max_input_bytes, interaction.filesize_limit)
@@ -385,18 +373,11 @@ class AtelierDiscord(discord.Client):
         await self._report_error(interaction, original)
 
     async def _report_error(self, interaction: discord.Interaction, error: BaseException) -> None:
-        if isinstance(error, UserFacingError):
-            text = error.message
-        elif isinstance(error, app_commands.CheckFailure):
+        if isinstance(error, app_commands.CheckFailure):
             text = str(error) or "You can't use that here."
         else:
-            reference = secrets.token_hex(3)
-            name = interaction.command.name if interaction.command else "a button"
-            log.error("%s failed (reference %s)", name, reference, exc_info=error)
-            text = (
-                f"Sorry, something went wrong on my side (reference `{reference}`). "
-                "Please try again in a minute."
-            )
+            where = f"/{interaction.command.name}" if interaction.command else "a button"
+            text = replies.error_reply(error, where=f"discord {where}")
         await self._reply(interaction, text)
 
     async def _reply(self, interaction: discord.Interaction, text: str) -> None:
@@ -422,13 +403,9 @@ class AtelierDiscord(discord.Client):
         """Post the status message of a new job and tell the member where it is."""
         message = await self._post_status(job)
         if message is None:
-            await self._reply(
-                interaction,
-                f"{what} I couldn't post its progress here, but I'll post the result when it's "
-                "ready.",
-            )
+            await self._reply(interaction, replies.queued_elsewhere(what))
         else:
-            await self._reply(interaction, f"{what} Follow it here: {message.jump_url}")
+            await self._reply(interaction, replies.queued_here(what, message.jump_url))
 
     # -- status messages -----------------------------------------------------------------------
 
@@ -499,36 +476,11 @@ class AtelierDiscord(discord.Client):
             )
 
     def _next_status(self, board: _Board, event: JobEvent) -> StatusState:
-        status = board.status
-        if isinstance(event, Queued | PositionChanged):
-            return StatusState(JobState.QUEUED, position=event.position, eta=event.eta)
-        if isinstance(event, Started):
-            note = RERUN_NOTE if event.rerun else None
-            return StatusState(JobState.RUNNING, preview=status.preview, note=note)
-        if isinstance(event, Progress):
-            preview = status.preview
-            if event.preview_jpeg:
-                board.preview = event.preview_jpeg
-                preview += 1
-            return StatusState(
-                JobState.RUNNING,
-                percent=event.percent,
-                scale=event.scale,
-                scales=event.scales,
-                eta=event.eta,
-                note=event.note or (status.note if status.note == RERUN_NOTE else None),
-                preview=preview,
-            )
-        board.final = event
-        if isinstance(event, Finished):
-            return StatusState(JobState.DONE, seconds=event.seconds)
-        if isinstance(event, Failed):
-            return StatusState(JobState.FAILED, message=event.message)
-        if isinstance(event, Cancelled):
-            return StatusState(JobState.CANCELLED, by_user=event.by_user)
-        log.warning("job %s: unknown event %s skipped", event.job.id, type(event).__name__)
-        board.final = None
-        return status
+        if isinstance(event, Progress) and event.preview_jpeg:
+            board.preview = event.preview_jpeg
+        if isinstance(event, Finished | Failed | Cancelled):
+            board.final = event
+        return status_after(board.status, event)
 
     async def _run_board(self, board: _Board) -> None:
         """Edit one job's status message until the job ends, then deliver the outcome."""
@@ -640,7 +592,7 @@ class AtelierDiscord(discord.Client):
                 if await self._edit(board, changes) or board.lost:
                     break
         if isinstance(event, Failed) and (board.message_id is None or board.lost):
-            text = f"<@{job.user_id}>, your painting didn't work out: {event.message}"
+            text = replies.failed_without_status(job, event.message, MARKDOWN)
             await self._send(board, {"content": text})
 
     async def _deliver_to_challenge(self, event: Finished) -> bool:
@@ -669,7 +621,7 @@ class AtelierDiscord(discord.Client):
 
         def message() -> dict[str, Any]:
             return {
-                "content": f"<@{job.user_id}>, your painting is ready!",
+                "content": replies.ready(job, MARKDOWN),
                 "embed": views.result_embed(job, event.seconds, filename),
                 "file": discord.File(io.BytesIO(data), filename=filename),
                 "view": views.result_view(job),
@@ -753,12 +705,6 @@ async def download(attachment: discord.Attachment, role: str) -> bytes:
     except DISCORD_TROUBLE:
         text = replies.not_downloaded(role, attachment.filename, "Discord", MARKDOWN)
         raise InvalidImage(text) from None
-
-
-def _cancel_text(job: Job) -> str:
-    if job.state is JobState.RUNNING:
-        return "Stopping your painting; it will be cancelled in a moment."
-    return "Cancelled the painting."
 
 
 def _parse_ref(ref: str, default_channel: int) -> tuple[int, int | None]:

@@ -39,6 +39,7 @@ import discord
 from discord import app_commands
 
 from bot import discord_views as views
+from bot import replies
 from bot.challenges import (
     Challenge,
     ChallengeExists,
@@ -48,7 +49,6 @@ from bot.challenges import (
     NoChallenge,
     NotOrganiser,
     Outcome,
-    Standing,
     parse_duration,
 )
 from bot.discord_app import (
@@ -58,6 +58,7 @@ from bot.discord_app import (
     check_attachment,
     download,
 )
+from bot.discord_views import MARKDOWN
 from bot.errors import InvalidImage
 from bot.jobs import Finished, Job
 from bot.options import choose
@@ -66,8 +67,6 @@ from engine import images
 log = logging.getLogger(__name__)
 
 PAGE_SIZE: Final = 4
-MEDALS: Final = ("🥇", "🥈", "🥉")
-PLACES: Final = ("1st", "2nd", "3rd")
 
 _INSTANCES: weakref.WeakKeyDictionary[discord.Client, DiscordChallenges] = (
     weakref.WeakKeyDictionary()
@@ -76,11 +75,6 @@ _INSTANCES: weakref.WeakKeyDictionary[discord.Client, DiscordChallenges] = (
 
 def _ui(interaction: discord.Interaction[Any]) -> DiscordChallenges:
     return _INSTANCES[interaction.client]
-
-
-def when(moment: float) -> str:
-    """A Discord timestamp: the date and time in each member's zone, and how far off."""
-    return f"<t:{int(moment)}:f> (<t:{int(moment)}:R>)"
 
 
 class DiscordChallenges:
@@ -197,7 +191,7 @@ class DiscordChallenges:
             who = f"Manage Server or the {shown} role"
         else:
             who = "Manage Server"
-        raise NotOrganiser(f"Only organisers ({who}) can {action} challenges.")
+        raise NotOrganiser(replies.organisers_only(action, who))
 
     async def start(
         self,
@@ -212,14 +206,10 @@ class DiscordChallenges:
         channel_id = str(interaction.channel_id)
         existing = self.core.open_in(PLATFORM, channel_id)
         if existing is not None:
-            raise ChallengeExists(
-                f"This channel already has an open challenge: {existing.title}, ends "
-                f"{when(existing.ends_at)}.",
-                existing,
-            )
+            raise ChallengeExists(replies.challenge_exists(existing, MARKDOWN), existing)
         if not isinstance(interaction.channel, discord.TextChannel):
             # Threads, voice channels' chats, ...: the challenge needs a thread of its own.
-            raise NoChallenge("Start a challenge in a text channel; I'll open its thread.")
+            raise NoChallenge(replies.TEXT_CHANNELS_ONLY)
         self.client._check_channel(interaction)
         self.client._check_permissions(interaction)
         check_attachment(painting, "painting", self.client._input_limit(interaction))
@@ -253,12 +243,9 @@ class DiscordChallenges:
             if not isinstance(error, DISCORD_TROUBLE):
                 raise
             log.warning("challenge %d: could not be announced: %r", challenge.id, error)
-            raise NoChallenge(
-                "I couldn't post the challenge here (I need to send messages, attach files, "
-                "create public threads and manage messages to pin the painting)."
-            ) from None
+            raise NoChallenge(replies.CHALLENGE_NOT_POSTED) from None
         await self.client._reply(
-            interaction, f"The challenge **{challenge.title}** is on: {thread.mention}"
+            interaction, replies.challenge_on(challenge, thread.mention, MARKDOWN)
         )
 
     async def _open(
@@ -271,14 +258,13 @@ class DiscordChallenges:
         channel = interaction.channel
         assert isinstance(channel, discord.TextChannel)
         name = _image_name("challenge-painting", filename)
-        limit = self.core_entries_limit()
-        embed = discord.Embed(title=f"🏁 Style challenge: {challenge.title}", colour=views.ACCENT)
-        embed.description = (
-            f"Paint your own photo in the style of this painting: `/challenge enter photo:` "
-            f"here or in the thread (up to {limit} {'entry' if limit == 1 else 'entries'} "
-            "each). Vote for your favourite entry in the thread; votes stay hidden until "
-            f"the end.\n\nEnds {when(challenge.ends_at)}."
+        text = replies.announcement(
+            challenge,
+            how="`/challenge enter photo:` here or in the thread",
+            limit=self.core_entries_limit(),
+            markup=MARKDOWN,
         )
+        embed = views.text_embed(text, views.ACCENT)
         embed.set_image(url=f"attachment://{name}")
         embed.set_footer(text=f"Started by {interaction.user.display_name}")
         message = await channel.send(
@@ -288,8 +274,7 @@ class DiscordChallenges:
         thread = await message.create_thread(name=challenge.title[:100])
         self.core.set_thread(challenge.id, str(thread.id))
         pinned = await thread.send(
-            f"🖼️ The painting for **{challenge.title}**. Enter with `/challenge enter` and vote "
-            "with the buttons under each entry.",
+            replies.pinned_painting(challenge, MARKDOWN),
             file=discord.File(io.BytesIO(data), filename=name),
         )
         try:
@@ -307,10 +292,9 @@ class DiscordChallenges:
         by = str(interaction.user.id)
         if cancel:
             await self.core.cancel(challenge.id, by=by)
-            text = f"Cancelled the challenge **{challenge.title}**."
         else:
             await self.core.end(challenge.id, by=by)
-            text = f"Ended the challenge **{challenge.title}**; the results are being posted."
+        text = replies.challenge_closed_by_you(challenge, cancelled=cancel, markup=MARKDOWN)
         await self.client._reply(interaction, text)
 
     # -- members -------------------------------------------------------------------------------
@@ -337,9 +321,7 @@ class DiscordChallenges:
             photo_name=photo.filename,
             options=options,
         )
-        await self.client.announce_job(
-            interaction, job, f"Your entry for **{challenge.title}** is in the queue."
-        )
+        await self.client.announce_job(interaction, job, replies.entry_queued(challenge, MARKDOWN))
 
     async def deliver(self, event: Finished) -> bool:
         """Post a finished challenge painting as an entry; False when it is not one."""
@@ -352,19 +334,16 @@ class DiscordChallenges:
         data, filename = await asyncio.to_thread(
             views.encode_for_upload, event.result_png, limit, f"entry-{entry.id}"
         )
-        embed = discord.Embed(
-            title=f"Entry by {discord.utils.escape_markdown(entry.user_name)}",
-            colour=views.ACCENT,
-        )
-        embed.description = views.inputs_line(event.job)
+        text = replies.entry(entry, challenge, MARKDOWN)
+        embed = discord.Embed(title=text.headline, colour=views.ACCENT)
+        embed.description = replies.inputs(event.job, MARKDOWN)
         embed.set_image(url=f"attachment://{filename}")
-        embed.set_footer(
-            text=f"{challenge.title} · entry {entry.id} · votes are hidden until the end"
-        )
+        # Footers show no markdown: the plain sentence.
+        embed.set_footer(text=" ".join(replies.entry(entry, challenge, replies.PLAIN).lines))
         channel = self.client._messageable(channel_id)
         try:
             message = await channel.send(
-                f"<@{entry.user_id}>, your entry is in!",
+                replies.entry_in(entry, MARKDOWN),
                 embed=embed,
                 file=discord.File(io.BytesIO(data), filename=filename),
                 view=entry_view(entry.id),
@@ -381,16 +360,7 @@ class DiscordChallenges:
     async def on_vote(self, interaction: discord.Interaction[Any], entry_id: int) -> None:
         try:
             result = self.core.vote(entry_id, str(interaction.user.id))
-            name = discord.utils.escape_markdown(result.entry.user_name)
-            if result.unchanged:
-                text = f"Your vote is already on {name}'s entry."
-            elif result.moved_from is not None:
-                old = discord.utils.escape_markdown(result.moved_from.user_name)
-                text = f"Moved your vote from {old}'s entry to {name}'s."
-            else:
-                text = f"Voted for {name}'s entry."
-            text += " You can move it until the challenge ends; counts stay hidden until then."
-            await self.client._reply(interaction, text)
+            await self.client._reply(interaction, replies.voted(result, MARKDOWN))
         except Exception as error:
             await self.client._report_error(interaction, error)
 
@@ -402,52 +372,32 @@ class DiscordChallenges:
             if interaction.message is not None:
                 with contextlib.suppress(discord.HTTPException):
                     await interaction.message.delete()
-            mine = entry.user_id == str(interaction.user.id)
-            who = "your" if mine else f"{discord.utils.escape_markdown(entry.user_name)}'s"
-            await self.client._reply(interaction, f"Withdrew {who} entry and its votes.")
+            text = replies.withdrew(entry, str(interaction.user.id), MARKDOWN)
+            await self.client._reply(interaction, text)
         except Exception as error:
             await self.client._report_error(interaction, error)
 
     async def standings(self, interaction: discord.Interaction) -> None:
         challenge = self.core.latest_in(PLATFORM, str(interaction.channel_id))
         if challenge is None:
-            raise NoChallenge("There is no challenge here yet.")
+            raise NoChallenge(replies.no_challenge_yet("here"))
         running = challenge.state is ChallengeState.OPEN
         show_votes = not running or self.is_organiser(interaction)
         standings = self.core.standings(challenge.id)
-        embed = discord.Embed(title=f"🏁 {challenge.title}", colour=views.ACCENT)
-        lines = []
-        if running:
-            lines.append(f"Open until {when(challenge.ends_at)}.")
-            if not show_votes:
-                lines.append("Vote counts are hidden until the end.")
-        else:
-            lines.append("This challenge has ended.")
-        lines.append("")
-        if not standings:
-            lines.append("No entries yet." if running else "There were no entries.")
-        ordered = standings if show_votes else sorted(standings, key=lambda s: s.entry.id)
         guild = str(interaction.guild_id or "@me")
-        for index, standing in enumerate(ordered[:25], start=1):
-            lines.append(
-                _standing_line(index, standing, guild, votes=show_votes, final=not running)
-            )
-        embed.description = "\n".join(lines)
-        await interaction.response.send_message(embed=embed, ephemeral=True)
+        links = {s.entry.id: link for s in standings if (link := _jump(s.entry, guild))}
+        text = replies.standings(
+            challenge, standings, votes=show_votes, markup=MARKDOWN, links=links
+        )
+        await interaction.response.send_message(
+            embed=views.text_embed(text, views.ACCENT), ephemeral=True
+        )
 
     async def leaderboard(self, interaction: discord.Interaction) -> None:
         assert interaction.guild is not None
         rows = self.core.leaderboard(PLATFORM, str(interaction.guild.id))
-        embed = discord.Embed(title="🏆 Challenge leaderboard", colour=views.ACCENT)
-        if rows:
-            embed.description = "\n".join(
-                f"{index}. <@{row.user_id}>: {_count(row.wins, 'win')}, "
-                f"{_count(row.podiums, 'podium')}"
-                for index, row in enumerate(rows, start=1)
-            )
-        else:
-            embed.description = "No challenge has been decided in this server yet."
-        embed.set_footer(text="wins = first places · podiums = top-three places")
+        embed = views.text_embed(replies.leaderboard(rows, "server", MARKDOWN), views.ACCENT)
+        embed.set_footer(text=replies.LEADERBOARD_LEGEND)
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
     # -- gallery -------------------------------------------------------------------------------
@@ -472,7 +422,7 @@ class DiscordChallenges:
         pages = max(1, -(-total // self.page_size))
         whose = f"<@{member_id}>'s" if member_id else "this server's"
         if not jobs:
-            text = f"No paintings in {whose} gallery yet." if page == 0 else "No more paintings."
+            text = replies.gallery_empty(whose, page)
             await interaction.edit_original_response(
                 content=text, embeds=[], attachments=[], view=None
             )
@@ -490,7 +440,7 @@ class DiscordChallenges:
             embed.set_image(url=f"attachment://{filename}")
             embeds.append(embed)
             files.append(discord.File(io.BytesIO(data), filename=filename))
-        content = f"🖼️ {whose.capitalize()} gallery, page {page + 1} of {pages}"
+        content = replies.gallery_page(whose, page, pages)
         view = gallery_view(member_id or 0, page, pages)
         await interaction.edit_original_response(
             content=content, embeds=embeds, attachments=files, view=view
@@ -546,7 +496,7 @@ class DiscordChallenges:
         if challenge.thread_id is not None:
             thread = self.client._messageable(int(challenge.thread_id))
             try:
-                await thread.send(f"This challenge has ended; voting is closed. {message.jump_url}")
+                await thread.send(replies.thread_closed(message.jump_url))
                 await self.client.http.edit_channel(
                     int(challenge.thread_id), locked=True, reason="challenge ended"
                 )
@@ -554,38 +504,13 @@ class DiscordChallenges:
                 log.warning("challenge %d: could not lock its thread: %s", challenge.id, error)
 
     def _results(self, outcome: Outcome) -> tuple[str, list[discord.Embed], list[discord.File]]:
-        challenge = outcome.challenge
-        title = f"**{discord.utils.escape_markdown(challenge.title)}**"
-        if outcome.cancelled:
-            by = f" by <@{challenge.closed_by}>" if challenge.closed_by else ""
-            return f"✖️ The challenge {title} was cancelled{by}; there is no winner.", [], []
-        lines = [
-            f"🏆 The challenge {title} has ended: {_count(outcome.entries, 'entry')}, "
-            f"{_count(outcome.voters, 'voter')}."
-        ]
-        if not outcome.podium:
-            lines.append(
-                "No entries, so there is no winner."
-                if not outcome.entries
-                else "No votes were cast, so there is no winner."
-            )
-        else:
-            lines.append(
-                " · ".join(
-                    f"{MEDALS[s.place - 1]} <@{s.entry.user_id}> ({_count(s.votes, 'vote')})"
-                    for s in outcome.podium
-                    if s.place is not None
-                )
-            )
-        if outcome.tie_broken:
-            lines.append("Ties on votes went to the earlier entry.")
+        content = replies.outcome(outcome, MARKDOWN)
         embeds, files = [], []
         for standing in outcome.podium:
             assert standing.place is not None
             embed = discord.Embed(
-                title=f"{MEDALS[standing.place - 1]} {PLACES[standing.place - 1]}: "
-                f"{discord.utils.escape_markdown(standing.entry.user_name)}",
-                description=_count(standing.votes, "vote"),
+                title=replies.place(standing, MARKDOWN),
+                description=replies.count(standing.votes, "vote"),
                 colour=views.DONE_COLOUR,
             )
             image = standing.entry.image()
@@ -594,7 +519,7 @@ class DiscordChallenges:
                 embed.set_image(url=f"attachment://{filename}")
                 files.append(discord.File(io.BytesIO(image), filename=filename))
             embeds.append(embed)
-        return "\n".join(lines), embeds, files
+        return content, embeds, files
 
 
 # ----------------------------------------------------------------------------------------------
@@ -604,22 +529,6 @@ class DiscordChallenges:
 def _image_name(stem: str, original: str) -> str:
     suffix = original.rsplit(".", 1)[-1].lower() if "." in original else "png"
     return f"{stem}.{suffix if suffix.isalnum() else 'png'}"
-
-
-def _count(number: int, noun: str) -> str:
-    plural = "entries" if noun == "entry" else f"{noun}s"
-    return f"{number} {noun if number == 1 else plural}"
-
-
-def _standing_line(index: int, standing: Standing, guild: str, *, votes: bool, final: bool) -> str:
-    entry = standing.entry
-    link = _jump(entry, guild)
-    name = f"<@{entry.user_id}>"
-    shown = f"[entry {entry.id}]({link})" if link else f"entry {entry.id}"
-    if not votes:
-        return f"• {name}: {shown}"
-    medal = f"{MEDALS[standing.place - 1]} " if final and standing.place else ""
-    return f"{index}. {medal}{name}: {shown}, {_count(standing.votes, 'vote')}"
 
 
 def _jump(entry: Entry, guild: str) -> str | None:
@@ -643,7 +552,7 @@ def _sees_thread(thread: discord.Thread, member: discord.Member) -> bool:
 
 def _gallery_line(job: Job) -> str:
     when_done = f" · <t:{int(job.finished_at)}:R>" if job.finished_at else ""
-    return f"<@{job.user_id}>: {views.inputs_line(job)}{when_done}"
+    return f"<@{job.user_id}>: {replies.inputs(job, MARKDOWN)}{when_done}"
 
 
 class VoteButton(

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import io
 import logging
-import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import discord
 
+from bot import replies
 from bot.jobs import Job, JobState, QueueOverview
 from bot.options import DEFAULTS, REROLLS, reroll, rerolls_for
+from bot.replies import StatusState
 from engine import images
 from engine.protocol import PaintOptions
 
@@ -34,14 +34,19 @@ QUIET_COLOUR: Final = discord.Colour.light_grey()
 PREVIEW_NAME: Final = "preview.jpg"
 ETA_GRANULARITY: Final = 10  # seconds: ETAs are rounded so tiny changes do not cause edits
 JOB_ID: Final = r"(?P<job>[A-Za-z0-9_-]{1,40})"
+PLATFORM: Final = "discord"
 
 
 # --------------------------------------------------------------------------------------------
-# Small formatting pieces
+# Markup
 
 
+@dataclass(frozen=True)
 class Markdown:
-    """Discord's markup for :mod:`bot.replies`: bold, escaped names, mentions, timestamps."""
+    """Discord's markup for :mod:`bot.replies`: bold, escaped names, mentions, and timestamps
+    that every member sees in their own time zone and words ("in 3 minutes")."""
+
+    now: float = 0.0  # unix seconds
 
     def strong(self, text: str) -> str:
         return f"**{text}**"
@@ -49,116 +54,59 @@ class Markdown:
     def quoted(self, text: str) -> str:
         return f"**{discord.utils.escape_markdown(text)}**"
 
+    def name(self, text: str, limit: int = 60) -> str:
+        return replies.clip(discord.utils.escape_markdown(text), limit)
+
+    def emphasis(self, text: str) -> str:
+        return f"_{discord.utils.escape_markdown(text)}_"
+
+    def member(self, user_id: str, name: str | None) -> str | None:
+        return f"<@{user_id}>"
+
+    def moment(self, seconds_from_now: float) -> str:
+        return f"<t:{replies.rounded_moment(seconds_from_now, self.now, ETA_GRANULARITY)}:R>"
+
+    def date(self, moment: float) -> str:
+        return f"<t:{int(moment)}:f> (<t:{int(moment)}:R>)"
+
+    def link(self, text: str, url: str | None) -> str:
+        return f"[{text}]({url})" if url else text
+
 
 MARKDOWN: Final = Markdown()
 
 
-def describe_options(options: PaintOptions) -> str:
-    colours = "your photo's colours" if options.keep_colors else "the painting's colours"
-    return (
-        f"strength {options.strength} · {options.quality} quality · "
-        f"{options.brush} brush · {colours}"
-    )
-
-
-def relative_time(seconds_from_now: float, now: float) -> str:
-    """A Discord timestamp that every member sees in their own words ("in 3 minutes")."""
-    moment = math.ceil((now + max(0.0, seconds_from_now)) / ETA_GRANULARITY) * ETA_GRANULARITY
-    return f"<t:{moment}:R>"
-
-
-def progress_bar(percent: float, width: int = 12) -> str:
-    filled = max(0, min(width, round(width * percent / 100)))
-    return "▰" * filled + "▱" * (width - filled)
-
-
-def duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, rest = divmod(seconds, 60)
-    return (
-        f"{minutes} min {rest:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
-    )
-
-
-def inputs_line(job: Job) -> str:
-    return f"📷 {_clip(job.photo_name)}  ×  🖼️ {_clip(job.painting_name)}"
-
-
-def _and(items: Iterable[str]) -> str:
-    """``a, b and c``."""
-    *rest, last = items
-    return f"{', '.join(rest)} and {last}" if rest else last
-
-
-def _clip(name: str, limit: int = 60) -> str:
-    name = discord.utils.escape_markdown(name)
-    return name if len(name) <= limit else name[: limit - 1] + "…"
+def text_embed(text: replies.Text, colour: discord.Colour) -> discord.Embed:
+    return discord.Embed(title=text.headline, description="\n".join(text.lines), colour=colour)
 
 
 # --------------------------------------------------------------------------------------------
 # The status message
 
-
-@dataclass(frozen=True)
-class StatusState:
-    """What the status message of one job should say. Comparing two tells whether to edit."""
-
-    state: JobState
-    position: int | None = None
-    eta: float | None = None  # seconds until done when the state was recorded
-    percent: float = 0.0
-    scale: int = 0
-    scales: int = 0
-    note: str | None = None
-    preview: int = 0  # how many previews were received so far (0 = none)
-    message: str | None = None  # failure message
-    by_user: str | None = None  # who cancelled
-    seconds: float | None = None  # painting time when done
+STATUS_COLOURS: Final = {
+    JobState.QUEUED: ACCENT,
+    JobState.RUNNING: ACCENT,
+    JobState.DONE: DONE_COLOUR,
+    JobState.CANCELLED: QUIET_COLOUR,
+    JobState.FAILED: PROBLEM_COLOUR,
+}
 
 
 def status_embed(job: Job, status: StatusState, now: float) -> discord.Embed:
     """The embed of the status message; ``now`` is unix time (for relative timestamps)."""
-    owner = f"<@{job.user_id}>"
-    if status.state is JobState.QUEUED:
-        lines = [f"{owner}, your painting is **#{status.position or '?'}** in the queue."]
-        if status.eta is not None:
-            lines.append(f"Expected to be ready {relative_time(status.eta, now)}.")
-        embed = discord.Embed(title="🎨 Waiting in the queue", colour=ACCENT)
-    elif status.state is JobState.RUNNING:
-        percent = round(status.percent)
-        lines = [f"{progress_bar(status.percent)} **{percent}%**"]
-        if status.scales:
-            lines.append(f"Scale {status.scale + 1} of {status.scales}")
-        if status.eta is not None:
-            lines.append(f"Ready {relative_time(status.eta, now)}")
-        if status.note:
-            lines.append(f"_{discord.utils.escape_markdown(status.note)}_")
-        embed = discord.Embed(title=f"🖌️ Painting… {percent}%", colour=ACCENT)
-        if status.preview:
-            embed.set_image(url=f"attachment://{PREVIEW_NAME}")
-    elif status.state is JobState.DONE:
-        took = f" in {duration(status.seconds)}" if status.seconds is not None else ""
-        lines = [f"Finished{took}. The painting is below, {owner}."]
-        embed = discord.Embed(title="✅ Done", colour=DONE_COLOUR)
-    elif status.state is JobState.CANCELLED:
-        who = f"<@{status.by_user}>" if status.by_user and status.by_user != job.user_id else owner
-        lines = [f"Cancelled by {who}."]
-        embed = discord.Embed(title="✖️ Cancelled", colour=QUIET_COLOUR)
-    else:
-        lines = [status.message or "Something went wrong on my side.", "", "Try again with /paint."]
-        embed = discord.Embed(title="⚠️ This painting didn't work out", colour=PROBLEM_COLOUR)
-    embed.description = "\n".join(lines)
-    embed.add_field(name="Inputs", value=inputs_line(job), inline=False)
-    embed.set_footer(text=f"{describe_options(job.options)} · job {job.id}")
+    markup = Markdown(now)
+    embed = text_embed(replies.status(job, status, markup), STATUS_COLOURS[status.state])
+    if status.state is JobState.RUNNING and status.preview:
+        embed.set_image(url=f"attachment://{PREVIEW_NAME}")
+    embed.add_field(name="Inputs", value=replies.inputs(job, markup), inline=False)
+    embed.set_footer(text=f"{replies.summary(job.options)} · job {job.id}")
     return embed
 
 
 def status_key(job: Job, status: StatusState, now: float) -> tuple[Any, ...]:
     """What a member would see; an edit is only worth making when this changes."""
-    embed = status_embed(job, status, now)
-    return (embed.title, embed.description, status.preview, status.state.terminal)
+    text = replies.status(job, status, Markdown(now))
+    return (text, status.preview, status.state.terminal)
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,56 +114,23 @@ def status_key(job: Job, status: StatusState, now: float) -> tuple[Any, ...]:
 
 
 def result_embed(job: Job, seconds: float, filename: str) -> discord.Embed:
-    embed = discord.Embed(title="🖼️ Your painting is ready", colour=DONE_COLOUR)
-    embed.description = inputs_line(job)
-    embed.add_field(name="Settings", value=describe_options(job.options), inline=False)
-    embed.add_field(name="Painted in", value=duration(seconds), inline=True)
+    embed = discord.Embed(title=replies.RESULT_TITLE, colour=DONE_COLOUR)
+    embed.description = replies.inputs(job, MARKDOWN)
+    embed.add_field(name="Settings", value=replies.summary(job.options), inline=False)
+    embed.add_field(name="Painted in", value=replies.elapsed(seconds), inline=True)
     if filename.endswith(".jpg"):
-        embed.add_field(name="Note", value="Sent as a JPEG to fit Discord's upload limit.")
+        embed.add_field(name="Note", value=replies.SENT_AS_JPEG)
     embed.set_image(url=f"attachment://{filename}")
-    labels = "/".join(way.label(job.options) for way in rerolls_for(job.options))
-    embed.set_footer(text=f"job {job.id} · {labels} paint it again")
+    embed.set_footer(text=f"job {job.id} · {replies.rerolls_hint(job.options)}")
     return embed
 
 
 def queue_embed(overview: QueueOverview, user_id: str, chat_id: str, now: float) -> discord.Embed:
     """The queue as one member sees it: names only of members in the same chat."""
-
-    def who(job: Job) -> str:
-        if job.user_id == user_id:
-            return "you"
-        if job.chat_id == chat_id:
-            return _clip(job.user_name, 40)
-        return "a member elsewhere"
-
-    embed = discord.Embed(title="🎨 The queue", colour=ACCENT)
-    lines: list[str] = []
-    running = overview.running
-    if running is not None:
-        percent = round(overview.running_percent or 0)
-        lines.append(f"**Painting now:** {who(running)} · {percent}%")
-    else:
-        lines.append("**Painting now:** nothing; the easel is free.")
-    if overview.waiting:
-        lines.append("")
-        lines.append(f"**Waiting ({len(overview.waiting)}):**")
-        for position, job in enumerate(overview.waiting[:10], start=1):
-            eta = overview.etas.get(job.id)
-            when = f" · ready {relative_time(eta, now)}" if eta is not None else ""
-            lines.append(f"{position}. {who(job)}{when}")
-        if len(overview.waiting) > 10:
-            lines.append(f"…and {len(overview.waiting) - 10} more")
-    else:
-        lines.append("Nobody is waiting.")
-    positions = [i for i, job in enumerate(overview.waiting, start=1) if job.user_id == user_id]
-    if positions:
-        lines.append("")
-        lines.append(f"Your position: **#{positions[0]}**.")
-    elif running is None or running.user_id != user_id:
-        lines.append("")
-        lines.append("You have nothing in the queue. Start with /paint.")
-    embed.description = "\n".join(lines)
-    return embed
+    text = replies.queue(
+        overview, platform=PLATFORM, user_id=user_id, chat_id=chat_id, markup=Markdown(now)
+    )
+    return text_embed(text, ACCENT)
 
 
 def help_embed() -> discord.Embed:
@@ -250,9 +165,8 @@ def help_embed() -> discord.Embed:
     embed.add_field(
         name="Tips",
         value=(
-            "PNG, JPEG, WebP, BMP, GIF or TIFF. One painting per member at a time. "
-            f"Under a result, {_and(f'**{way.label(DEFAULTS)}**' for way in REROLLS)} "
-            "paint it again."
+            f"{replies.ACCEPTED} One painting per member at a time. "
+            f"{replies.rerolls_help(MARKDOWN)}"
         ),
         inline=False,
     )

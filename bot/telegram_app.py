@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 
 from aiogram import Bot, Dispatcher, F, Router
@@ -36,13 +35,14 @@ from aiogram.types import (
     ReplyParameters,
 )
 
-from bot.errors import NotAllowed, UserFacingError
-from bot.jobs import Job, QueueOverview
+from bot import replies
+from bot.errors import NotAllowed
 from bot.options import WORDS_HELP, reroll
+from bot.replies import PLAIN
 from bot.service import PaintService
 from bot.settings import TelegramSettings
 from bot.telegram_flows import BOT_API_DOWNLOAD_LIMIT, PaintRequests, member_name
-from bot.telegram_status import PLATFORM, Clock, Sleep, StatusBoard, duration
+from bot.telegram_status import PLATFORM, Clock, Sleep, StatusBoard
 
 log = logging.getLogger(__name__)
 
@@ -150,15 +150,7 @@ class TelegramApp:
         callback: CallbackQuery | None = None,
     ) -> None:
         """Tell the member what went wrong: their mistake, or ours with a reference id."""
-        if isinstance(error, UserFacingError):
-            text = error.message
-        else:
-            reference = secrets.token_hex(4)
-            log.error("telegram: unexpected error, reference %s", reference, exc_info=error)
-            text = (
-                "Sorry, something went wrong on my side. Please try again; if it keeps "
-                f"happening, tell the admins reference {reference}."
-            )
+        text = replies.error_reply(error, where="telegram")
         try:
             if callback is not None:
                 await callback.answer(text[:200], show_alert=True)
@@ -210,15 +202,21 @@ class TelegramApp:
     async def _on_cancel(self, message: Message) -> None:
         assert message.from_user is not None
         if self.requests.cancel_flow(message.chat.id, message.from_user.id):
-            await message.reply("Stopped. Send /paint whenever you want to try again.")
+            await message.reply(replies.FLOW_STOPPED)
             return
         job = await self._service.cancel_mine(PLATFORM, str(message.from_user.id))
-        await message.reply(f"Cancelling your painting ({job.id}).")
+        await message.reply(replies.cancelling(job, str(message.from_user.id)))
 
     async def _on_queue(self, message: Message) -> None:
         assert message.from_user is not None
-        overview = self._service.overview()
-        await message.reply(queue_text(overview, str(message.from_user.id), str(message.chat.id)))
+        text = replies.queue(
+            self._service.overview(),
+            platform=PLATFORM,
+            user_id=str(message.from_user.id),
+            chat_id=str(message.chat.id),
+            markup=PLAIN,
+        )
+        await message.reply(text.joined())
 
     # -- buttons -------------------------------------------------------------------------------
 
@@ -238,9 +236,9 @@ class TelegramApp:
             chat_type = message.chat.type if message is not None else "private"
             moderator = await self.is_moderator(int(job.chat_id), chat_type, user_id)
             if not moderator:
-                raise NotAllowed(f"Only {job.user_name} or a moderator can cancel this painting.")
-        await self._service.cancel(job_id, user_id=str(user_id), moderator=moderator)
-        await query.answer("Cancelling…")
+                raise NotAllowed(replies.owner_only(job, "cancel"))
+        job = await self._service.cancel(job_id, user_id=str(user_id), moderator=moderator)
+        await query.answer(replies.cancelling(job, str(user_id)))
 
     async def _on_reroll_button(self, query: CallbackQuery) -> None:
         _, change, job_id = (query.data or "").split(":", 2)
@@ -253,7 +251,7 @@ class TelegramApp:
         )
         self.board.expect(job)
         try:
-            await query.answer(f"Painting it again, {reroll(change).change(source.options)}.")
+            await query.answer(replies.rerolling(reroll(change), source.options))
         except TelegramAPIError as error:
             # E.g. pressed while the bot was down: the query expired, but the job is queued and
             # its status message must still be opened (its result waits for it).
@@ -262,40 +260,3 @@ class TelegramApp:
         await self.board.open(
             job, picture_of=self._service.input_bytes(source, "photo"), reply_to=reply_to
         )
-
-
-def queue_text(overview: QueueOverview, user_id: str, chat_id: str) -> str:
-    """The queue as one member sees it (as on Discord): names only of members in this chat."""
-
-    def mine(job: Job) -> bool:
-        return job.platform == PLATFORM and job.user_id == user_id
-
-    def who(job: Job) -> str:
-        if mine(job):
-            return "you"
-        if job.platform == PLATFORM and job.chat_id == chat_id:
-            return job.user_name
-        return "a member elsewhere"
-
-    lines = ["🎨 The queue"]
-    running = overview.running
-    if running is not None:
-        lines.append(f"Painting now: {who(running)} · {overview.running_percent or 0:.0f}%")
-    else:
-        lines.append("Painting now: nothing; the easel is free.")
-    if overview.waiting:
-        lines.append(f"Waiting ({len(overview.waiting)}):")
-        for position, job in enumerate(overview.waiting[:10], start=1):
-            eta = overview.etas.get(job.id)
-            when = f" · ready in {duration(eta)}" if eta is not None else ""
-            lines.append(f"{position}. {who(job)}{when}")
-        if len(overview.waiting) > 10:
-            lines.append(f"…and {len(overview.waiting) - 10} more")
-    else:
-        lines.append("Nobody is waiting.")
-    positions = [i for i, job in enumerate(overview.waiting, start=1) if mine(job)]
-    if positions:
-        lines.append(f"Your position: #{positions[0]}.")
-    elif running is None or not mine(running):
-        lines.append("You have nothing in the queue. Start with /paint.")
-    return "\n".join(lines)

@@ -36,21 +36,19 @@ from aiogram.types import (
     ReplyParameters,
 )
 
+from bot import replies
 from bot.challenges import (
-    Challenge,
     Challenges,
     ChallengeState,
     NoChallenge,
     NotOrganiser,
     Outcome,
-    Standing,
-    describe_duration,
     parse_duration,
-    utc_time,
 )
 from bot.errors import InvalidImage
 from bot.jobs import Finished
 from bot.options import parse
+from bot.replies import PLAIN, Plain
 from bot.telegram_app import TelegramApp
 from bot.telegram_flows import ImageRef, download, image_in, member_name
 from bot.telegram_status import PLATFORM
@@ -58,7 +56,6 @@ from engine import images
 
 log = logging.getLogger(__name__)
 
-MEDALS = ("🥇", "🥈", "🥉")
 USAGE = (
     "Style challenges:\n"
     "• /challenge start 3d Title: as the caption of the painting (or in reply to it); "
@@ -97,9 +94,7 @@ class TelegramChallenges:
     async def _require_organiser(self, message: Message, action: str) -> None:
         assert message.from_user is not None
         if not await self.is_organiser(message.chat.id, message.from_user.id):
-            raise NotOrganiser(
-                f"Only organisers (the group's administrators) can {action} challenges."
-            )
+            raise NotOrganiser(replies.organisers_only(action, "the group's administrators"))
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -145,7 +140,7 @@ class TelegramChallenges:
         chat_id = str(message.chat.id)
         existing = self.core.open_in(PLATFORM, chat_id)
         if existing is not None:
-            raise self.core.exists_error(existing)
+            raise self.core.exists_error(existing, self._plain())
         ref = self._image(message, "painting", "/challenge start 3d Title")
         data = await self._download(ref)
         try:
@@ -169,14 +164,13 @@ class TelegramChallenges:
             organiser_name=member_name(message.from_user),
             duration=seconds,
         )
-        limit = self.core.limits.challenge_entries
-        caption = (
-            f"🏁 Style challenge: {challenge.title}\n\n"
-            "Paint your own photo in the style of this painting: send it with the caption "
-            f"/challenge enter (up to {limit} {'entry' if limit == 1 else 'entries'} each). "
-            "Vote with the button under your favourite entry; votes stay hidden until the end."
-            f"\n\nEnds {utc_time(challenge.ends_at)} (in {describe_duration(seconds)})."
+        text = replies.announcement(
+            challenge,
+            how="send it with the caption /challenge enter",
+            limit=self.core.limits.challenge_entries,
+            markup=self._plain(),
         )
+        caption = "\n\n".join((text.headline, "\n".join(text.lines)))
         try:
             sent = await self.bot.send_photo(
                 message.chat.id,
@@ -213,23 +207,21 @@ class TelegramChallenges:
         who get them in a private message (a group reply would show them to every member)."""
         challenge = self.core.latest_in(PLATFORM, str(message.chat.id))
         if challenge is None:
-            raise NoChallenge("There is no challenge in this group yet.")
+            raise NoChallenge(replies.no_challenge_yet("in this group"))
         assert message.from_user is not None
         running = challenge.state is ChallengeState.OPEN
         standings = self.core.standings(challenge.id)
-        lines = _standings_lines(challenge, standings, votes=not running)
+        markup = self._plain()
+        lines = [replies.standings(challenge, standings, votes=not running, markup=markup).joined()]
         if running and await self.is_organiser(message.chat.id, message.from_user.id):
-            counts = _standings_lines(challenge, standings, votes=True)
+            counts = replies.standings(challenge, standings, votes=True, markup=markup)
             try:
-                await self.bot.send_message(message.from_user.id, "\n".join(counts))
-                lines.append("\nI've sent you the vote counts in a private message.")
+                await self.bot.send_message(message.from_user.id, counts.joined())
+                lines.append(replies.COUNTS_SENT)
             except TelegramAPIError as error:  # e.g. they never started a chat with the bot
                 log.info("challenge %d: counts not sent privately: %s", challenge.id, error)
-                lines.append(
-                    "\nTo see the vote counts while it runs, start a private chat with me, "
-                    "then ask again here."
-                )
-        await message.reply("\n".join(lines))
+                lines.append(replies.COUNTS_NEED_A_CHAT)
+        await message.reply("\n\n".join(lines))
 
     async def _end(self, message: Message, *, cancel: bool) -> None:
         await self._require_organiser(message, "cancel" if cancel else "end")
@@ -243,15 +235,9 @@ class TelegramChallenges:
 
     async def _leaderboard(self, message: Message) -> None:
         rows = self.core.leaderboard(PLATFORM, str(message.chat.id))
-        if not rows:
-            await message.reply("No challenge has been decided in this group yet.")
-            return
-        lines = ["🏆 Challenge leaderboard (wins = first places, podiums = top three)"]
-        lines += [
-            f"{index}. {row.user_name}: {_count(row.wins, 'win')}, {_count(row.podiums, 'podium')}"
-            for index, row in enumerate(rows, start=1)
-        ]
-        await message.reply("\n".join(lines))
+        text = replies.leaderboard(rows, "group", PLAIN)
+        legend = (replies.LEADERBOARD_LEGEND,) if rows else ()
+        await message.reply("\n".join((text.joined(), *legend)))
 
     # -- entries and votes ---------------------------------------------------------------------
 
@@ -276,10 +262,7 @@ class TelegramChallenges:
                 lambda: self.bot.send_photo(
                     chat_id,
                     BufferedInputFile(event.result_png, f"entry-{entry.id}.png"),
-                    caption=(
-                        f"🖼️ Entry {entry.id} by {entry.user_name} for “{challenge.title}”. "
-                        "Votes stay hidden until the end."
-                    ),
+                    caption=replies.entry(entry, challenge, PLAIN).joined(),
                     reply_markup=entry_markup(entry.id),
                     reply_parameters=reply,
                 ),
@@ -295,14 +278,7 @@ class TelegramChallenges:
     async def _on_vote(self, query: CallbackQuery) -> None:
         entry_id = _entry_id(query.data, "vote:")
         result = self.core.vote(entry_id, str(query.from_user.id))
-        name = result.entry.user_name
-        if result.unchanged:
-            text = f"Your vote is already on {name}'s entry."
-        elif result.moved_from is not None:
-            text = f"Moved your vote from {result.moved_from.user_name}'s entry to {name}'s."
-        else:
-            text = f"Voted for {name}'s entry. You can move your vote until the end."
-        await query.answer(text)
+        await query.answer(replies.voted(result, PLAIN))
 
     async def _on_withdraw(self, query: CallbackQuery) -> None:
         entry_id = _entry_id(query.data, "withdraw:")
@@ -319,39 +295,13 @@ class TelegramChallenges:
                 await self.bot.delete_message(int(chat), int(message_id))
             except Exception:
                 log.warning("entry %d: could not delete its message", entry.id, exc_info=True)
-        mine = entry.user_id == str(user_id)
-        whose = "your" if mine else f"{entry.user_name}'s"
-        await query.answer(f"Withdrew {whose} entry.")
+        await query.answer(replies.withdrew(entry, str(user_id), PLAIN))
 
     # -- the end -------------------------------------------------------------------------------
 
     async def announce(self, outcome: Outcome) -> None:
-        challenge = outcome.challenge
-        chat_id = int(challenge.chat_id)
-        if outcome.cancelled:
-            await self.bot.send_message(
-                chat_id, f"✖️ The challenge “{challenge.title}” was cancelled; there is no winner."
-            )
-            return
-        lines = [
-            f"🏆 The challenge “{challenge.title}” has ended: {_count(outcome.entries, 'entry')}, "
-            f"{_count(outcome.voters, 'voter')}. Voting is closed."
-        ]
-        if not outcome.podium:
-            lines.append(
-                "No votes were cast, so there is no winner."
-                if outcome.entries
-                else "No entries, so there is no winner."
-            )
-        for standing in outcome.podium:
-            assert standing.place is not None
-            lines.append(
-                f"{MEDALS[standing.place - 1]} {standing.entry.user_name}: "
-                f"{_count(standing.votes, 'vote')}"
-            )
-        if outcome.tie_broken:
-            lines.append("Ties on votes went to the earlier entry.")
-        await self.bot.send_message(chat_id, "\n".join(lines))
+        chat_id = int(outcome.challenge.chat_id)
+        await self.bot.send_message(chat_id, replies.outcome(outcome, PLAIN))
         for standing in outcome.podium:
             image = standing.entry.image()
             if image is None or standing.place is None:
@@ -360,33 +310,13 @@ class TelegramChallenges:
                 chat_id,
                 BufferedInputFile(image, f"place-{standing.place}.png"),
                 caption=(
-                    f"{MEDALS[standing.place - 1]} {standing.entry.user_name}, "
-                    f"{_count(standing.votes, 'vote')}"
+                    f"{replies.place(standing, PLAIN)}, {replies.count(standing.votes, 'vote')}"
                 ),
             )
 
-
-def _standings_lines(challenge: Challenge, standings: list[Standing], *, votes: bool) -> list[str]:
-    running = challenge.state is ChallengeState.OPEN
-    lines = [f"🏁 {challenge.title}"]
-    if running:
-        lines.append(f"Open until {utc_time(challenge.ends_at)}.")
-        if not votes:
-            lines.append("Vote counts are hidden until the end.")
-    else:
-        lines.append("This challenge has ended.")
-    if not standings:
-        lines.append("No entries yet." if running else "There were no entries.")
-    ordered = standings if votes else sorted(standings, key=lambda s: s.entry.id)
-    for index, standing in enumerate(ordered[:30], start=1):
-        name = standing.entry.user_name
-        if votes:
-            medal = f"{MEDALS[standing.place - 1]} " if standing.place and not running else ""
-            count = _count(standing.votes, "vote")
-            lines.append(f"{index}. {medal}{name} (entry {standing.entry.id}): {count}")
-        else:
-            lines.append(f"• {name} (entry {standing.entry.id})")
-    return lines
+    def _plain(self) -> Plain:
+        """Plain text, with dates relative to the challenges' clock."""
+        return Plain(now=self.core.now())
 
 
 def entry_markup(entry_id: int) -> InlineKeyboardMarkup:
@@ -403,10 +333,5 @@ def entry_markup(entry_id: int) -> InlineKeyboardMarkup:
 def _entry_id(data: str | None, prefix: str) -> int:
     raw = (data or "").removeprefix(prefix)
     if not raw.isdigit():
-        raise NoChallenge("That button is no longer valid.")
+        raise NoChallenge(replies.STALE_BUTTON)
     return int(raw)
-
-
-def _count(number: int, noun: str) -> str:
-    plural = "entries" if noun == "entry" else f"{noun}s"
-    return f"{number} {noun if number == 1 else plural}"

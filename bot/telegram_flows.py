@@ -256,10 +256,7 @@ class PaintRequests:
         elif len(refs) == 1:  # e.g. a group with privacy mode delivers only the captioned item
             await self._start_flow(anchor, options, photo=refs[0], painting=None)
         else:
-            raise InvalidImage(
-                f"An album for /paint needs exactly two images, your photo first and then the "
-                f"painting; this one has {len(refs)}."
-            )
+            raise InvalidImage(replies.album_needs_two(len(refs)))
 
     # -- the guided flow -----------------------------------------------------------------------
 
@@ -285,13 +282,7 @@ class PaintRequests:
         await self._prompt(flow)
 
     async def _prompt(self, flow: _Flow) -> None:
-        if flow.missing == "photo":
-            text = (
-                "Send me the photo to paint, as a photo or as a file (reply to this message "
-                "in a group). /cancel stops."
-            )
-        else:
-            text = "Now send the painting whose style I should use, as a photo or as a file."
+        text = replies.ASK_PHOTO if flow.missing == "photo" else replies.ASK_PAINTING
         if flow.timer is not None:
             flow.timer.cancel()
         flow.timer = asyncio.create_task(self._flow_timeout_later(flow))
@@ -332,8 +323,7 @@ class PaintRequests:
         try:
             await self._bot.send_message(
                 flow.chat_id,
-                f"I didn't get your {flow.missing} within {minutes} min, so I stopped waiting. "
-                "Send /paint whenever you want to try again.",
+                replies.gave_up(flow.missing, minutes),
                 reply_parameters=ReplyParameters(
                     message_id=flow.reply_to, allow_sending_without_reply=True
                 ),

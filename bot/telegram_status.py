@@ -42,18 +42,19 @@ from aiogram.types import (
 )
 from PIL import Image, ImageOps
 
+from bot import replies
 from bot.jobs import (
-    Cancelled,
     Failed,
     Finished,
     Job,
     JobEvent,
+    JobState,
     PositionChanged,
     Progress,
     Queued,
-    Started,
 )
 from bot.options import rerolls_for
+from bot.replies import PLAIN, StatusState, status_after
 from bot.service import PaintService
 
 log = logging.getLogger(__name__)
@@ -75,57 +76,11 @@ CAPTION_LIMIT = 1024  # Telegram's limit for media captions
 # what the status message says (pure)
 
 
-def duration(seconds: float) -> str:
-    """``"about 40 s"``, ``"about 3 min"``, ``"about 1 h 5 min"``."""
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"about {max(5, round(seconds / 5) * 5)} s"
-    minutes = round(seconds / 60)
-    if minutes < 60:
-        return f"about {minutes} min"
-    return f"about {minutes // 60} h {minutes % 60} min"
-
-
-def describe_options(job: Job) -> str:
-    options = job.options
-    parts = [f"strength {options.strength}", f"{options.quality or 'standard'} quality"]
-    if options.keep_colors:
-        parts.append("photo's colours kept")
-    if options.brush != "medium":
-        parts.append(f"{options.brush} brush")
-    return ", ".join(parts)
-
-
-def caption_for(event: JobEvent) -> str:
-    """The status caption for ``event``."""
-    job = event.job
-    head = f"🎨 {job.user_name}'s painting ({describe_options(job)})"
-    match event:
-        case Queued(position=position, eta=eta) | PositionChanged(position=position, eta=eta):
-            where = "next in line" if position == 1 else f"position {position} in the queue"
-            line = f"Waiting: {where}."
-            if eta is not None:
-                line += f" Ready in {duration(eta)}."
-        case Started(rerun=rerun):
-            line = "Painting again after an interruption…" if rerun else "Painting started…"
-        case Progress(percent=percent, scale=scale, scales=scales, eta=eta, note=note):
-            line = f"Painting: {percent:.0f}%"
-            if scales > 1:
-                line += f" (pass {scale + 1} of {scales})"
-            line += "."
-            if eta is not None:
-                line += f" {duration(eta).capitalize()} left."
-            if note:
-                line += f"\n{note}"
-        case Finished(seconds=seconds):
-            line = f"Done in {seconds:.0f} s. Here it is ⬇️"
-        case Failed(message=message):
-            line = f"Couldn't paint this one: {message}"
-        case Cancelled():
-            line = "Cancelled."
-        case _:
-            line = ""
-    return f"{head}\n{line}"[:CAPTION_LIMIT]
+def status_caption(job: Job, state: StatusState) -> str:
+    """The caption of a status message: the sentences of :mod:`bot.replies`, then whose it is."""
+    text = replies.status(job, state, PLAIN)
+    footer = f"For {job.user_name} · {replies.summary(job.options)}"
+    return "\n".join((text.headline, *text.lines, footer))[:CAPTION_LIMIT]
 
 
 def cancel_markup(job: Job) -> InlineKeyboardMarkup:
@@ -145,7 +100,13 @@ def result_markup(job: Job) -> InlineKeyboardMarkup:
 
 
 def result_caption(job: Job, seconds: float) -> str:
-    return f"🖼 For {job.user_name}: {describe_options(job)}, painted in {seconds:.0f} s."
+    lines = (
+        f"🖼️ {replies.ready(job, PLAIN)}",
+        replies.inputs(job, PLAIN),
+        replies.summary(job.options),
+        replies.painted_in(seconds),
+    )
+    return "\n".join(lines)[:CAPTION_LIMIT]
 
 
 def status_picture(data: bytes) -> bytes:
@@ -183,6 +144,7 @@ class _Status:
 
     job_id: str
     chat_id: int
+    state: StatusState = field(default_factory=lambda: StatusState(JobState.QUEUED))
     message_id: int | None = None
     want_caption: str = ""
     want_markup: InlineKeyboardMarkup | None = None
@@ -346,11 +308,12 @@ class StatusBoard:
         return status
 
     def _want(self, status: _Status, event: JobEvent) -> None:
-        status.want_caption = caption_for(event)
+        status.state = status_after(status.state, event)
+        status.want_caption = status_caption(event.job, status.state)
         status.final = event.job.state.terminal
         status.want_markup = None if status.final else cancel_markup(event.job)
         if isinstance(event, Failed):
-            status.failure = status.want_caption
+            status.failure = replies.failed_without_status(event.job, event.message, PLAIN)
         if isinstance(event, Progress) and event.preview_jpeg:
             status.want_preview = event.preview_jpeg
             status.want_version += 1
@@ -492,7 +455,7 @@ class StatusBoard:
             lambda: self._bot.send_document(
                 chat_id,
                 BufferedInputFile(event.result_png, f"atelier-{job.id}.png"),
-                caption="Full quality, as a file.",
+                caption=replies.FULL_QUALITY,
                 reply_markup=result_markup(job) if photo_message_id is None else None,
                 reply_parameters=document_reply,
             ),

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from bot.jobs import JobState
+from bot.replies import STATUS_HEADLINES
 from bot.service import PaintService
 from bot.settings import Limits, Secret, TelegramSettings
 from bot.store import Store
@@ -102,7 +103,7 @@ def manual_service(
 
 
 def is_status(call: Call) -> bool:
-    return call.method == "sendPhoto" and call.text.startswith("🎨")
+    return call.method == "sendPhoto" and call.text.startswith(STATUS_HEADLINES)
 
 
 def is_result(call: Call) -> bool:
@@ -289,7 +290,7 @@ async def test_progress_is_paced_shows_previews_and_never_repeats(
         await engine.wait_started(job_id)
         await service.drained()
         shown = api.messages[(erin["id"], status_id)]
-        await api.wait_until(lambda: "started" in shown["caption"])
+        await api.wait_until(lambda: shown["caption"].startswith("🖌️ Painting… 0%"))
         assert [b["callback_data"] for b in shown["reply_markup"]["inline_keyboard"][0]] == [
             f"cancel:{job_id}"
         ]
@@ -304,7 +305,7 @@ async def test_progress_is_paced_shows_previews_and_never_repeats(
         ticks.advance(4)
         media = await api.wait_call("editMessageMedia")
         assert "30%" in media.text
-        assert "about 2 min left" in media.text.lower()
+        assert "Ready in about 2 min" in media.text
         assert media.upload("media") == jpeg_bytes()
         assert not any("20%" in c.text or "10%" in c.text for c in edits_of(api, status_id))
 
@@ -352,7 +353,8 @@ async def test_cancel_button_is_for_the_owner_and_moderators(
         assert service.get(job_id).state is JobState.RUNNING
 
         api.press(admin, status_message, f"cancel:{job_id}")
-        await api.wait_call("answerCallbackQuery", where=lambda c: "Cancelling" in c.params["text"])
+        stopping = "Stopping Frank's painting; it will be cancelled in a moment."
+        await api.wait_call("answerCallbackQuery", where=lambda c: c.params["text"] == stopping)
         cancelled = await api.wait_call("editMessageCaption", where=lambda c: "Cancelled" in c.text)
         assert cancelled.buttons == []
     assert service.get(job_id).state is JobState.CANCELLED
@@ -376,7 +378,7 @@ async def test_cancel_queue_and_help_commands(
         assert "Painting now: you · 0%" in queue.text
         assert "Nobody is waiting." in queue.text
         api.push_message(api.text_message(ivy, chat, "/cancel"))
-        await api.wait_call("sendMessage", where=lambda c: "Cancelling your painting" in c.text)
+        await api.wait_call("sendMessage", where=lambda c: "Stopping your painting" in c.text)
         await api.wait_call("editMessageCaption", where=lambda c: "Cancelled" in c.text)
         api.push_message(api.text_message(ivy, chat, "/cancel"))
         nothing = await api.wait_call("sendMessage", where=lambda c: "no painting" in c.text)

@@ -191,7 +191,10 @@ async def test_a_group_challenge_from_start_to_leaderboard(
             "Voted for Alice's entry."
         )
         moved = await group.answer(carol, bob_entry.result, "vote:2")
-        assert moved == "Moved your vote from Alice's entry to Bob's."
+        assert moved == (
+            "Moved your vote from Alice's entry to Bob's. "
+            "You can move it until the challenge ends; counts stay hidden until then."
+        )
         await group.answer(alice, bob_entry.result, "vote:2")
 
         member_view = await group.reply(group.send(alice, "/challenge standings"))
@@ -202,8 +205,8 @@ async def test_a_group_challenge_from_start_to_leaderboard(
         admin_view = await api.wait_call(
             "sendMessage", where=lambda c: c.chat_id == admin["id"], after=after
         )
-        assert "1. Bob (entry 2): 2 votes" in admin_view.text
-        assert "2. Alice (entry 1): 0 votes" in admin_view.text
+        assert "1. Bob: entry 2, 2 votes" in admin_view.text
+        assert "2. Alice: entry 1, 0 votes" in admin_view.text
         in_group = await api.wait_call(
             "sendMessage", where=lambda c: c.chat_id == GROUP_ID, after=after
         )
@@ -232,7 +235,8 @@ async def test_a_group_challenge_from_start_to_leaderboard(
         third = await enter(group, carol, 120)
         refused = await group.answer(bob, third.result, "withdraw:3")
         assert "Only the member who entered it" in refused
-        assert await group.answer(carol, third.result, "withdraw:3") == "Withdrew your entry."
+        withdrawn = await group.answer(carol, third.result, "withdraw:3")
+        assert withdrawn == "Withdrew your entry and its votes."
         deleted = await api.wait_call("deleteMessage")
         assert int(deleted.params["message_id"]) == third.result["message_id"]
 
@@ -243,10 +247,10 @@ async def test_a_group_challenge_from_start_to_leaderboard(
         heading = await api.wait_call(
             "sendMessage", where=lambda c: "has ended" in c.text, after=after
         )
-        assert "🥇 Bob: 2 votes" in heading.text
+        assert "🥇 Bob (2 votes)" in heading.text
         assert "Alice" not in heading.text  # no votes, no place
         winner = await api.wait_call("sendPhoto", after=after)
-        assert winner.text == "🥇 Bob, 2 votes"
+        assert winner.text == "🥇 1st: Bob, 2 votes"
         assert winner.upload("photo") == service.result_png(service.get(bob_entry_job(core, 2)))
         late = await group.answer(carol, alice_entry.result, "vote:1")
         assert late == "Voting has closed."
@@ -286,7 +290,7 @@ async def test_deadline_passing_while_stopped_is_announced_at_start(
         heading = await api.wait_call(
             "sendMessage", where=lambda c: "has ended" in c.text, after=after
         )
-        assert "🥇 Alice: 1 vote" in heading.text
+        assert "🥇 Alice (1 vote)" in heading.text
         await api.wait_call("sendPhoto", after=after)
         # Buttons from before the restart answer from the store.
         assert await group.answer(bob, entry.result, "vote:1") == "Voting has closed."
