@@ -60,6 +60,7 @@ from bot.jobs import (
     Standing,
     VoteResult,
 )
+from bot.pacing import nap
 from bot.service import PaintService
 from bot.settings import Limits
 from bot.store import Store
@@ -258,16 +259,8 @@ class Challenges:
             row = self._db.execute(
                 "SELECT MIN(ends_at) AS t FROM challenges WHERE state = 'open'"
             ).fetchone()
-            if row["t"] is None:
-                await self._wake.wait()
-                continue
-            sleeper = asyncio.ensure_future(self._sleep(max(0.0, row["t"] - self._clock())))
-            waker = asyncio.ensure_future(self._wake.wait())
-            try:
-                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeper.cancel()
-                waker.cancel()
+            due = None if row["t"] is None else max(0.0, row["t"] - self._clock())
+            await nap(self._sleep, due, self._wake)  # a new challenge wakes it
 
     async def close_due(self) -> list[Challenge]:
         """Close every open challenge whose deadline has passed; announce each."""

@@ -27,8 +27,8 @@ import contextlib
 import io
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
 import aiohttp
@@ -50,6 +50,7 @@ from bot.jobs import (
     Progress,
 )
 from bot.options import NOT_AN_IMAGE, choose, image_kind, reroll
+from bot.pacing import Blocked, Lost, Paced, Pacer
 from bot.replies import StatusState, status_after
 from bot.service import PaintService
 from bot.settings import DiscordSettings
@@ -91,29 +92,20 @@ class MissingPermissions(NotAllowed):
     """The bot lacks a permission it needs in this channel; the message names them."""
 
 
-@dataclass(eq=False)
-class _Board:
-    """One job's status message: what it should say and what it said last."""
+@dataclass(eq=False, kw_only=True)
+class _Board(Paced):
+    """One job's status message: what it should say and what it showed last."""
 
     job: Job
     status: StatusState
     channel_id: int
+    now: Clock  # unix time, for the relative timestamps members see
     message_id: int | None = None
-    lost: bool = False  # the status message was deleted or can no longer be edited
-    shown: tuple[Any, ...] | None = None
-    last_edit: float | None = None  # on the adapter's clock
     preview: bytes | None = None
     preview_sent: int = 0
-    final: JobEvent | None = None
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-    waiting: bool = False
 
-    @property
-    def idle(self) -> bool:
-        if self.task is None or self.task.done():
-            return True
-        return self.waiting and not self.changed.is_set()
+    def wanted(self) -> Hashable:
+        return views.status_key(self.job, self.status, self.now())
 
 
 class AtelierDiscord(discord.Client):
@@ -138,12 +130,11 @@ class AtelierDiscord(discord.Client):
         self.service = service
         self.tree = app_commands.CommandTree(self)
         self.tree.error(self._on_tree_error)
-        self._clock = clock
-        self._sleep = sleep
         self._now = wall_clock
-        self._edit_interval = edit_interval
         self._retry_delays = retry_delays
-        self._boards: dict[str, _Board] = {}
+        self._pacer: Pacer[_Board] = Pacer(
+            self._edit_status, clock=clock, sleep=sleep, interval=edit_interval
+        )
         self._upload_limits: dict[int, int] = {}  # channel id -> limit the platform reported
         self.challenge_delivery: ChallengeDelivery | None = None
         self._add_commands()
@@ -167,9 +158,7 @@ class AtelierDiscord(discord.Client):
             log.info("synced %d global commands", len(synced))
 
     async def close(self) -> None:
-        for board in list(self._boards.values()):
-            if board.task is not None and not board.task.done():
-                board.task.cancel()
+        await self._pacer.close()
         await super().close()
 
     async def wait_idle(self, max_turns: int = 100_000) -> None:
@@ -178,11 +167,10 @@ class AtelierDiscord(discord.Client):
         For tests and orderly shutdown; gives the loop turns, never sleeps on the wall clock.
         """
         for _ in range(max_turns):
-            if all(board.idle for board in self._boards.values()):
+            if self._pacer.idle:
                 return
             await asyncio.sleep(0)
-        busy = [job_id for job_id, board in self._boards.items() if not board.idle]
-        raise TimeoutError(f"status boards still busy: {busy}")
+        raise TimeoutError("status messages still busy")
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -410,19 +398,17 @@ class AtelierDiscord(discord.Client):
     # -- status messages -----------------------------------------------------------------------
 
     async def _post_status(self, job: Job) -> discord.Message | None:
-        board = self._boards.get(job.id)
+        board = self._pacer.get(job.id)
         if board is None:
             job = self.service.get(job.id)
-            board = self._boards[job.id] = _Board(
-                job=job, status=self._status_from_service(job), channel_id=int(job.chat_id)
-            )
+            board = self._pacer.add(self._board(job, self._status_from_service(job)))
         now = self._now()
-        key = views.status_key(board.job, board.status, now)
-        terminal = board.status.state.terminal
+        posted = replace(board.status, preview=0)  # previews come by editing
+        key = views.status_key(board.job, posted, now)
         channel = self._messageable(board.channel_id)
         try:
-            embed = views.status_embed(board.job, board.status, now)
-            if terminal:
+            embed = views.status_embed(board.job, posted, now)
+            if board.status.state.terminal:
                 message = await channel.send(embed=embed)
             else:
                 message = await channel.send(embed=embed, view=views.status_view(job.id))
@@ -431,13 +417,19 @@ class AtelierDiscord(discord.Client):
             board.lost = True
             return None
         board.message_id = message.id
-        board.shown = key
-        board.last_edit = self._clock()
-        board.changed.set()
-        if terminal and board.task is None:
-            self._boards.pop(job.id, None)
+        self._pacer.posted(board, key)
         await self.service.attach_status(job.id, f"{message.channel.id}/{message.id}")
         return message
+
+    def _board(self, job: Job, status: StatusState) -> _Board:
+        return _Board(
+            key=job.id,
+            lane=int(job.chat_id),
+            job=job,
+            status=status,
+            channel_id=int(job.chat_id),
+            now=self._now,
+        )
 
     def _status_from_service(self, job: Job) -> StatusState:
         if job.state is JobState.QUEUED:
@@ -453,146 +445,73 @@ class AtelierDiscord(discord.Client):
         return StatusState(job.state)
 
     async def _on_job_event(self, event: JobEvent) -> None:
-        """The service's listener: update the job's board and make sure its task runs.
+        """The service's listener: update the job's board; the pacer makes the edits.
 
         Does no I/O itself, so the service's event feed never waits on Discord.
         """
         job = event.job
         if job.platform != PLATFORM or self.is_closed():
             return
-        board = self._boards.get(job.id)
-        if board is None:
-            board = self._boards[job.id] = _Board(
-                job=job, status=StatusState(job.state), channel_id=int(job.chat_id)
-            )
+        board = self._pacer.get(job.id) or self._pacer.add(self._board(job, StatusState(job.state)))
         if board.message_id is None and job.status_ref and not board.lost:
             board.channel_id, board.message_id = _parse_ref(job.status_ref, board.channel_id)
+            board.posted = board.message_id is not None
+        before = board.status.state
         board.job = job
-        board.status = self._next_status(board, event)
-        board.changed.set()
-        if board.task is None or board.task.done():
-            board.task = asyncio.create_task(
-                self._run_board(board), name=f"discord-status-{job.id}"
-            )
-
-    def _next_status(self, board: _Board, event: JobEvent) -> StatusState:
+        board.status = status_after(board.status, event)
         if isinstance(event, Progress) and event.preview_jpeg:
             board.preview = event.preview_jpeg
-        if isinstance(event, Finished | Failed | Cancelled):
-            board.final = event
-        return status_after(board.status, event)
-
-    async def _run_board(self, board: _Board) -> None:
-        """Edit one job's status message until the job ends, then deliver the outcome."""
-        try:
-            while True:
-                board.changed.clear()
-                if board.final is not None:
-                    await self._deliver(board)
-                    self._boards.pop(board.job.id, None)
-                    return
-                wait = self._edit_wait(board)
-                if wait is None:
-                    await self._wait(board, None)
-                elif wait > 0:
-                    await self._wait(board, wait)
-                else:
-                    await self._edit_status(board)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("job %s: status updates stopped", board.job.id)
-
-    def _edit_wait(self, board: _Board) -> float | None:
-        """Seconds until the next edit may be made; None when there is nothing to show."""
-        if board.message_id is None or board.lost:
-            return None
-        if views.status_key(board.job, board.status, self._now()) == board.shown:
-            return None
-        if board.last_edit is None:
-            return 0.0
-        return max(0.0, board.last_edit + self._edit_interval - self._clock())
-
-    async def _wait(self, board: _Board, seconds: float | None) -> None:
-        """Wait for news about the job, or for ``seconds`` if given, whichever comes first."""
-        board.waiting = True
-        try:
-            if seconds is None:
-                await board.changed.wait()
-                return
-            changed = asyncio.ensure_future(board.changed.wait())
-            slept = asyncio.ensure_future(self._sleep(seconds))
-            try:
-                await asyncio.wait((changed, slept), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                changed.cancel()
-                slept.cancel()
-        finally:
-            board.waiting = False
-
-    async def _pause(self, board: _Board, seconds: float) -> None:
-        """Back off before trying Discord again; news about the job does not cut this short."""
-        board.waiting = True
-        try:
-            await self._sleep(seconds)
-        finally:
-            board.waiting = False
+        if isinstance(event, Finished | Failed | Cancelled) and not board.final:
+            board.final = True
+            self._pacer.spawn(self._deliver(board, event), name=f"discord-deliver-{job.id}")
+        self._pacer.changed(board, urgent=board.status.state is not before)
 
     def _status_message(self, board: _Board) -> discord.PartialMessage:
         assert board.message_id is not None
         channel = self.get_partial_messageable(board.channel_id)
         return channel.get_partial_message(board.message_id)
 
-    async def _edit_status(self, board: _Board) -> None:
-        now = self._now()
-        key = views.status_key(board.job, board.status, now)
-        changes: dict[str, Any] = {
-            "embed": views.status_embed(board.job, board.status, now),
-            "view": views.status_view(board.job.id),
-        }
+    async def _edit_status(self, board: _Board) -> Hashable:
+        """The pacer's edit: show the board's state; :class:`Lost` or :class:`Blocked` if not."""
+        key = board.wanted()
         preview = board.status.preview
-        if preview and preview != board.preview_sent and board.preview:
-            changes["attachments"] = [views.preview_file(board.preview)]
-        if await self._edit(board, changes):
-            board.shown = key
-            board.preview_sent = preview
-        board.last_edit = self._clock()
-
-    async def _edit(self, board: _Board, changes: dict[str, Any]) -> bool:
-        """Edit the status message; False (and the job carries on) when Discord refuses."""
+        changes: dict[str, Any] = {
+            "embed": views.status_embed(board.job, board.status, self._now())
+        }
+        if board.status.state.terminal:
+            changes |= {"view": None, "attachments": []}
+        else:
+            changes["view"] = views.status_view(board.job.id)
+            if preview and preview != board.preview_sent and board.preview:
+                changes["attachments"] = [views.preview_file(board.preview)]
         try:
             await self._status_message(board).edit(**changes)
-            return True
         except discord.NotFound:
             log.info("job %s: the status message was deleted; carrying on", board.job.id)
-            board.lost = True
+            raise Lost from None
         except discord.Forbidden as error:
             log.warning("job %s: can no longer edit the status message: %s", board.job.id, error)
-            board.lost = True
+            raise Lost from None
+        except discord.HTTPException as error:
+            if 400 <= error.status < 500 and error.status != 429:
+                log.warning("job %s: Discord refused a status edit: %r", board.job.id, error)
+                raise Lost from None
+            log.warning("job %s: editing the status message failed: %r", board.job.id, error)
+            raise Blocked from None
         except DISCORD_TROUBLE as error:
             log.warning("job %s: editing the status message failed: %r", board.job.id, error)
-        return False
+            raise Blocked from None
+        board.preview_sent = preview
+        return key
 
     # -- outcomes ------------------------------------------------------------------------------
 
-    async def _deliver(self, board: _Board) -> None:
-        event = board.final
-        job = board.job
+    async def _deliver(self, board: _Board, event: JobEvent) -> None:
+        """Post the result of a finished job, or say that it failed where no status shows it."""
         if isinstance(event, Finished) and not await self._deliver_to_challenge(event):
             await self._post_result(board, event)
-        if board.message_id is not None and not board.lost:
-            changes: dict[str, Any] = {
-                "embed": views.status_embed(job, board.status, self._now()),
-                "view": None,
-                "attachments": [],
-            }
-            for delay in (0.0, *self._retry_delays[:2]):
-                if delay:
-                    await self._pause(board, delay)
-                if await self._edit(board, changes) or board.lost:
-                    break
         if isinstance(event, Failed) and (board.message_id is None or board.lost):
-            text = replies.failed_without_status(job, event.message, MARKDOWN)
+            text = replies.failed_without_status(board.job, event.message, MARKDOWN)
             await self._send(board, {"content": text})
 
     async def _deliver_to_challenge(self, event: Finished) -> bool:
@@ -649,7 +568,7 @@ class AtelierDiscord(discord.Client):
         channel = self._messageable(int(job.chat_id))
         for attempt, delay in enumerate((0.0, *self._retry_delays)):
             if delay:
-                await self._pause(board, delay)
+                await self._pacer.pause(delay)
             kwargs = message() if callable(message) else dict(message)
             try:
                 await channel.send(**kwargs)

@@ -19,10 +19,9 @@ Telegram's limits are respected here and nowhere else:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -49,11 +48,11 @@ from bot.jobs import (
     Job,
     JobEvent,
     JobState,
-    PositionChanged,
     Progress,
     Queued,
 )
 from bot.options import rerolls_for
+from bot.pacing import Blocked, Lost, Paced, Pacer
 from bot.replies import PLAIN, StatusState, status_after
 from bot.service import PaintService
 
@@ -138,50 +137,29 @@ def parse_ref(ref: str | None) -> tuple[int, int] | None:
 # the status board
 
 
-@dataclass
-class _Status:
-    """What one status message shows and what it should show."""
+@dataclass(eq=False, kw_only=True)
+class _Status(Paced):
+    """One status message: what it should show (the pacer knows what it shows)."""
 
-    job_id: str
+    job: Job
     chat_id: int
     state: StatusState = field(default_factory=lambda: StatusState(JobState.QUEUED))
     message_id: int | None = None
-    want_caption: str = ""
-    want_markup: InlineKeyboardMarkup | None = None
-    want_preview: bytes | None = None
-    want_version: int = 0  # bumped with every new preview image
-    shown_caption: str | None = None
-    shown_markup: InlineKeyboardMarkup | None = None
-    shown_version: int = 0
-    dead: bool = False  # the message was deleted or can no longer be edited
-    final: bool = False  # the job is over; forgotten once its last state is shown
+    preview: bytes | None = None  # the newest preview image
+    preview_shown: int = 0
     opening: bool = False  # open() is sending the message; results wait for it
     failure: str | None = None  # a failure the member has yet to see (no message to edit)
     opened: asyncio.Event = field(default_factory=asyncio.Event)
 
-    @property
-    def dirty(self) -> bool:
-        return (
-            self.message_id is not None
-            and not self.dead
-            and (
-                self.want_version != self.shown_version
-                or self.want_caption != self.shown_caption
-                or self.want_markup != self.shown_markup
-            )
-        )
+    def wanted(self) -> Hashable:
+        return self.showing(self.state.preview)
 
+    def showing(self, preview: int) -> Hashable:
+        """What a member sees: the caption, whether it has buttons, which preview."""
+        return (status_caption(self.job, self.state), self.final, preview)
 
-@dataclass
-class _Gate:
-    """Per-chat pacing: when the last edit went out and until when flood control blocks us."""
-
-    last_edit: float = float("-inf")
-    blocked_until: float = float("-inf")
-    urgent: bool = False  # a state change is waiting: skip the interval (not flood control)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    timer: asyncio.Task[None] | None = None
+    def markup(self) -> InlineKeyboardMarkup | None:
+        return None if self.final else cancel_markup(self.job)
 
 
 class StatusBoard:
@@ -198,28 +176,20 @@ class StatusBoard:
     ) -> None:
         self._bot = bot
         self._service = service
-        self._clock = clock
-        self._sleep = sleep
-        self._interval = interval
-        self._statuses: dict[str, _Status] = {}
-        self._gates: dict[int, _Gate] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._pacer: Pacer[_Status] = Pacer(
+            self._edit, clock=clock, sleep=sleep, interval=interval, retry_pause=OUTAGE_PAUSE
+        )
         self._closed = False
         self.challenge_delivery: ChallengeDelivery | None = None
 
     async def close(self) -> None:
         self._closed = True
-        tasks = [*self._tasks, *(g.timer for g in self._gates.values() if g.timer)]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._pacer.close()
 
     def wanted_caption(self, job_id: str) -> str | None:
         """What the status of ``job_id`` should say now (for tests and logs)."""
-        status = self._statuses.get(job_id)
-        return status.want_caption if status else None
+        status = self._pacer.get(job_id)
+        return status_caption(status.job, status.state) if status else None
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -246,7 +216,7 @@ class StatusBoard:
     async def _open(
         self, status: _Status, job: Job, *, picture_of: bytes, reply_to: int | None
     ) -> None:
-        if not status.want_caption:
+        if status.state.position is None and status.state.state is JobState.QUEUED:
             position = self._service.position(job.id)
             eta = self._service.overview().etas.get(job.id)
             self._want(status, Queued(job=job, position=position or 1, eta=eta))
@@ -256,9 +226,9 @@ class StatusBoard:
             if reply_to is not None
             else None
         )
-        gate = self._gate(status.chat_id)
-        async with gate.lock:
-            caption, markup = status.want_caption, status.want_markup
+        async with self._pacer.lock(status.chat_id):
+            shown = status.showing(preview=0)  # the member's photo; previews come by editing
+            caption, markup = status_caption(status.job, status.state), status.markup()
             message = await self._send(
                 status.chat_id,
                 lambda: self._bot.send_photo(
@@ -269,113 +239,65 @@ class StatusBoard:
                     reply_parameters=reply,
                 ),
             )
-            gate.last_edit = self._clock()
             status.message_id = message.message_id
-            status.shown_caption, status.shown_markup = caption, markup
+            self._pacer.posted(status, shown)
         await self._service.attach_status(job.id, f"{status.chat_id}/{message.message_id}")
-        if status.dirty:
-            self._schedule(status.chat_id, urgent=True)
-        elif status.final:
-            self._statuses.pop(job.id, None)
 
     # -- events --------------------------------------------------------------------------------
 
     async def on_event(self, event: JobEvent) -> None:
-        """The service listener: update the wanted state, then edit (paced) and deliver."""
+        """The service listener: update the wanted state; the pacer edits, results go out."""
         job = event.job
         if job.platform != PLATFORM or self._closed:
             return
         status = self._status(job)
+        before = status.state.state
         self._want(status, event)
         if isinstance(event, Finished):
-            self._spawn(self._deliver(event, status))
+            self._pacer.spawn(self._deliver(event, status), name=f"telegram-deliver-{job.id}")
         elif isinstance(event, Failed):
-            self._spawn(self._fail_without_status(status))
-        if status.message_id is not None:
-            self._schedule(status.chat_id, urgent=not isinstance(event, Progress | PositionChanged))
+            self._pacer.spawn(self._fail_without_status(status), name=f"telegram-fail-{job.id}")
+        self._pacer.changed(status, urgent=status.state.state is not before)
 
     def _status(self, job: Job) -> _Status:
-        status = self._statuses.get(job.id)
+        status = self._pacer.get(job.id)
         if status is None:
-            status = _Status(job_id=job.id, chat_id=int(job.chat_id))
+            status = self._pacer.add(
+                _Status(key=job.id, lane=int(job.chat_id), job=job, chat_id=int(job.chat_id))
+            )
             ref = parse_ref(job.status_ref)
             if ref is not None:  # a recovered job, or one whose message was sent already
                 status.chat_id, status.message_id = ref
+                status.posted = True
                 status.opened.set()
-            self._statuses[job.id] = status
         elif status.message_id is None and (ref := parse_ref(job.status_ref)) is not None:
             status.chat_id, status.message_id = ref
+            status.posted = True
         return status
 
     def _want(self, status: _Status, event: JobEvent) -> None:
+        status.job = event.job
         status.state = status_after(status.state, event)
-        status.want_caption = status_caption(event.job, status.state)
         status.final = event.job.state.terminal
-        status.want_markup = None if status.final else cancel_markup(event.job)
         if isinstance(event, Failed):
             status.failure = replies.failed_without_status(event.job, event.message, PLAIN)
         if isinstance(event, Progress) and event.preview_jpeg:
-            status.want_preview = event.preview_jpeg
-            status.want_version += 1
+            status.preview = event.preview_jpeg
 
-    # -- pacing --------------------------------------------------------------------------------
+    # -- edits (paced) -------------------------------------------------------------------------
 
-    def _gate(self, chat_id: int) -> _Gate:
-        return self._gates.setdefault(chat_id, _Gate())
-
-    def _schedule(self, chat_id: int, *, urgent: bool) -> None:
-        gate = self._gate(chat_id)
-        if urgent:
-            gate.urgent = True
-            gate.wake.set()
-        if gate.timer is None or gate.timer.done():
-            gate.timer = asyncio.create_task(self._pace(chat_id), name=f"tg-status-{chat_id}")
-
-    async def _pace(self, chat_id: int) -> None:
-        """Flush the chat's dirty statuses, no sooner than the interval (or flood control)."""
-        gate = self._gate(chat_id)
-        while any(s.dirty for s in self._in_chat(chat_id)):
-            now = self._clock()
-            ready = gate.blocked_until
-            if not gate.urgent:
-                ready = max(ready, gate.last_edit + self._interval)
-            if ready > now:
-                gate.wake.clear()
-                await self._nap(ready - now, gate.wake)
-                continue
-            gate.urgent = False
-            async with gate.lock:
-                for status in self._in_chat(chat_id):
-                    if gate.blocked_until > self._clock():
-                        break  # flood control: the rest wait with the loop above
-                    if status.dirty:
-                        await self._edit(gate, status)
-        for status in self._in_chat(chat_id):
-            if status.dead or (status.final and status.message_id is not None):
-                self._statuses.pop(status.job_id, None)
-
-    async def _nap(self, seconds: float, wake: asyncio.Event) -> None:
-        """Sleep ``seconds`` on the injected clock, or until ``wake`` is set."""
-        sleeper = asyncio.ensure_future(self._sleep(seconds))
-        waker = asyncio.ensure_future(wake.wait())
-        try:
-            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (sleeper, waker):
-                task.cancel()
-
-    def _in_chat(self, chat_id: int) -> list[_Status]:
-        return [s for s in self._statuses.values() if s.chat_id == chat_id]
-
-    async def _edit(self, gate: _Gate, status: _Status) -> None:
+    async def _edit(self, status: _Status) -> Hashable:
+        """The pacer's edit: show the wanted state; :class:`Blocked` or :class:`Lost` if not."""
         assert status.message_id is not None
-        caption, markup, version = status.want_caption, status.want_markup, status.want_version
-        preview = status.want_preview if version != status.shown_version else None
+        shown = status.wanted()
+        caption, markup = status_caption(status.job, status.state), status.markup()
+        version = status.state.preview
+        new_preview = status.preview is not None and version != status.preview_shown
         try:
-            if preview is not None:
+            if new_preview and status.preview is not None:
                 await self._bot.edit_message_media(
                     media=InputMediaPhoto(
-                        media=BufferedInputFile(preview, "preview.jpg"), caption=caption
+                        media=BufferedInputFile(status.preview, "preview.jpg"), caption=caption
                     ),
                     chat_id=status.chat_id,
                     message_id=status.message_id,
@@ -389,27 +311,26 @@ class StatusBoard:
                     reply_markup=markup,
                 )
         except TelegramRetryAfter as error:
-            gate.blocked_until = self._clock() + error.retry_after
             log.warning(
                 "telegram flood control in chat %s: waiting %ss", status.chat_id, error.retry_after
             )
-            return
+            raise Blocked(error.retry_after) from None
         except TelegramBadRequest as error:
             if "not modified" not in error.message:
                 log.warning(
-                    "status of job %s can no longer be edited: %s", status.job_id, error.message
+                    "status of job %s can no longer be edited: %s", status.key, error.message
                 )
-                status.dead = True
                 if status.final and status.failure:
-                    self._spawn(self._tell_failure(status))
-                return
+                    self._pacer.spawn(
+                        self._tell_failure(status), name=f"telegram-fail-{status.key}"
+                    )
+                raise Lost from None
         except (TelegramNetworkError, TelegramServerError) as error:
             # An outage: try again later rather than give up on the message.
-            gate.blocked_until = self._clock() + max(self._interval, OUTAGE_PAUSE)
-            log.warning("status of job %s not edited (%s); retrying later", status.job_id, error)
-            return
-        gate.last_edit = self._clock()
-        status.shown_caption, status.shown_markup, status.shown_version = caption, markup, version
+            log.warning("status of job %s not edited (%s); retrying later", status.key, error)
+            raise Blocked from None
+        status.preview_shown = version
+        return shown
 
     # -- results -------------------------------------------------------------------------------
 
@@ -480,15 +401,12 @@ class StatusBoard:
 
     async def _send(self, chat_id: int, call: Callable[[], Awaitable[T]]) -> T:
         """Make a call that must not be lost, waiting out flood control and outages."""
-        gate = self._gate(chat_id)
         for attempt in range(1, SEND_ATTEMPTS + 1):
-            wait = gate.blocked_until - self._clock()
-            if wait > 0:
-                await self._sleep(wait)
+            await self._pacer.unblocked(chat_id)
             try:
                 return await call()
             except TelegramRetryAfter as error:
-                gate.blocked_until = self._clock() + error.retry_after
+                self._pacer.block(chat_id, error.retry_after)
                 log.warning(
                     "telegram flood control in chat %s (try %d): waiting %ss",
                     chat_id,
@@ -510,16 +428,5 @@ class StatusBoard:
                     error,
                     pause,
                 )
-                await self._sleep(pause)
+                await self._pacer.pause(pause)
         raise AssertionError("unreachable")
-
-    def _spawn(self, work: Awaitable[None]) -> None:
-        async def guarded() -> None:
-            try:
-                await work
-            except Exception:
-                log.exception("telegram: delivering a result or a failure failed")
-
-        task = asyncio.create_task(guarded())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)

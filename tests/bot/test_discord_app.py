@@ -174,12 +174,17 @@ async def test_paint_goes_from_acknowledgement_to_result(
     assert job.status_ref == f"{channel.id}/{status.id}"
     assert [c.label for row in status.components for c in row.children] == ["Cancel"]
 
-    # The first edit after the message was posted waits for the edit interval.
+    # The job started while its status message was being posted: a change of state is shown
+    # at once, without waiting for the edit interval.
+    [started] = edits_of(sim, status)
+    assert started.json["embeds"][0]["title"] == "🖌️ Painting… 0%"
+
+    # Progress waits for the edit interval after the last edit.
     await sim.engine.progress(job.id, 10, eta=120)
     await sim.settle()
-    assert edits_of(sim, status) == []
+    assert len(edits_of(sim, status)) == 1
     await sim.advance(4)
-    [_edit] = edits_of(sim, status)
+    assert len(edits_of(sim, status)) == 2
     embed = status_embed(channel.history()[-1])
     assert embed.title == "🖌️ Painting… 10%"
     assert RELATIVE.search(embed.description or "")
@@ -188,9 +193,9 @@ async def test_paint_goes_from_acknowledgement_to_result(
     await sim.engine.progress(job.id, 30, preview=True, eta=90)
     await sim.engine.progress(job.id, 40, preview=True, eta=80)
     await sim.settle()
-    assert len(edits_of(sim, status)) == 1
-    await sim.advance(4)
     assert len(edits_of(sim, status)) == 2
+    await sim.advance(4)
+    assert len(edits_of(sim, status)) == 3
     status = await channel_message(channel, status.id)
     assert status_embed(status).title == "🖌️ Painting… 40%"
     assert status_embed(status).image.url is not None
@@ -198,7 +203,7 @@ async def test_paint_goes_from_acknowledgement_to_result(
 
     # Nothing changed: no edit however long we wait.
     await sim.advance(30)
-    assert len(edits_of(sim, status)) == 2
+    assert len(edits_of(sim, status)) == 3
 
     await sim.finish(job.id, seconds=42)
     messages = bot_messages(channel)
