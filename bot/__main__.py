@@ -79,20 +79,16 @@ async def run(settings: Settings) -> None:
     try:
         # Adapters first: they subscribe to the service, so jobs recovered at start reach them.
         if settings.discord is not None:
-            from bot.discord_app import AtelierDiscord
-            from bot.discord_challenges import DiscordChallenges
+            from bot.discord import build_client
 
-            discord_client = AtelierDiscord(settings.discord, service)
-            DiscordChallenges(discord_client, challenges)
+            discord_client = build_client(settings.discord, service, challenges)
             stack.push_async_callback(discord_client.close)
             token = settings.discord.token.value
             runners["Discord"] = asyncio.create_task(discord_client.start(token))
         if settings.telegram is not None:
-            from bot.telegram_app import TelegramApp
-            from bot.telegram_challenges import TelegramChallenges
+            from bot.telegram import build_app
 
-            telegram = TelegramApp(settings.telegram, service)
-            TelegramChallenges(telegram, challenges)
+            telegram = build_app(settings.telegram, service, challenges)
             stack.push_async_callback(telegram.close)
             runners["Telegram"] = asyncio.create_task(telegram.run())
         log.info("starting the engine (device %s)", settings.engine.device)

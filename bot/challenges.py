@@ -353,6 +353,10 @@ class Challenges:
         """Unix time on the challenges' clock (deadlines are measured on it)."""
         return self._clock()
 
+    async def check_painting(self, data: bytes) -> None:
+        """Refuse a challenge painting the engine could not use, before anything is posted."""
+        await self._service.check_image(data, "painting")
+
     def exists_error(
         self, challenge: Challenge, markup: replies.Markup | None = None
     ) -> ChallengeExists:

@@ -78,6 +78,27 @@ class Job:
 
 
 @dataclass(frozen=True)
+class MessageRef:
+    """A message on a platform, stored as ``"chat_id/message_id"`` (a job's status message,
+    a challenge's announcement, an entry)."""
+
+    chat_id: int
+    message_id: int
+
+    @classmethod
+    def parse(cls, ref: str | None) -> MessageRef | None:
+        """The reference in ``ref``; None when there is none or it is malformed."""
+        chat, _, message = (ref or "").partition("/")
+        try:
+            return cls(int(chat), int(message))
+        except ValueError:
+            return None
+
+    def __str__(self) -> str:
+        return f"{self.chat_id}/{self.message_id}"
+
+
+@dataclass(frozen=True)
 class JobEvent:
     job: Job
 

@@ -216,8 +216,8 @@ class PaintService:
         except protocol.OptionError as error:
             raise InvalidOptions(replies.option_refused(error)) from None
         self._check_limits(request.platform, request.chat_id, request.user_id)
-        photo = await self._validate(request.photo, "photo")
-        await self._validate(request.painting, "painting")
+        photo = await self.check_image(request.photo, "photo")
+        await self.check_image(request.painting, "painting")
         async with self._admission:
             # Checked again: other submissions may have been admitted while we validated.
             # Inputs are saved only once admitted, so a refusal leaves no orphan file behind.
@@ -393,7 +393,8 @@ class PaintService:
         if in_chat >= self._limits.queue_per_chat:
             raise QueueFull(replies.chat_queue_full(in_chat, self._remaining_running()))
 
-    async def _validate(self, data: bytes, role: str) -> images.ImageInfo:
+    async def check_image(self, data: bytes, role: str) -> images.ImageInfo:
+        """Decode ``data`` by the engine's rules (in a thread); :class:`InvalidImage` if unfit."""
         try:
             return await asyncio.to_thread(
                 images.probe, data, role=role, max_bytes=self._limits.max_input_bytes

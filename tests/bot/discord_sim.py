@@ -20,7 +20,9 @@ from typing import Any
 import discord
 import simcord
 
-from bot.discord_app import AtelierDiscord
+from bot.challenges import Challenges
+from bot.discord import AtelierDiscord, build_client
+from bot.discord.status import StatusMessages
 from bot.jobs import Failed, Finished, Job, JobEvent
 from bot.service import PaintService
 from bot.settings import DiscordSettings, Limits, Secret
@@ -100,7 +102,7 @@ class DiscordSim:
         for _ in range(3):
             await self.env.settle()
             await self.service.drained()
-            await self.bot.wait_idle()
+            await self.bot.feature(StatusMessages).wait_idle()
         await self.env.settle()
 
     async def finish(self, job_id: str, seconds: float = 2.0) -> None:
@@ -152,16 +154,23 @@ class DiscordSim:
 
 
 def make_bot(
-    settings: DiscordSettings, service: PaintService, clock: FakeClock, sleeper: ClockSleeper
+    settings: DiscordSettings,
+    service: PaintService,
+    clock: FakeClock,
+    sleeper: ClockSleeper,
+    challenges: Challenges | None = None,
+    page_size: int = 4,
 ) -> AtelierDiscord:
-    return AtelierDiscord(
+    return build_client(
         settings,
         service,
+        challenges,
         clock=clock,
         wall_clock=clock,
         edit_interval=EDIT_INTERVAL,
         sleep=sleeper.sleep,
         retry_delays=RETRY_DELAYS,
+        page_size=page_size,
     )
 
 

@@ -20,8 +20,9 @@ import simcord
 from PIL import Image
 
 from bot import errors
-from bot.discord_app import AtelierDiscord, MissingPermissions
-from bot.discord_views import encode_for_upload
+from bot.discord import AtelierDiscord
+from bot.discord.client import MissingPermissions
+from bot.discord.embeds import encode_for_upload
 from bot.jobs import Cancelled, Finished, JobState
 from bot.service import PaintService
 from bot.settings import Limits

@@ -26,8 +26,8 @@ from bot.challenges import (
     EntryLimit,
     NotOrganiser,
 )
-from bot.discord_app import AtelierDiscord
-from bot.discord_challenges import _INSTANCES, DiscordChallenges
+from bot.discord import AtelierDiscord
+from bot.discord.challenges import DiscordChallenges
 from bot.jobs import Finished, Job
 from bot.service import PaintService
 from bot.settings import Limits
@@ -98,11 +98,11 @@ class World:
             clock=sim.clock,
         )
         sim.services.append(sim.service)
-        sim.bot = make_bot(sim.settings, sim.service, sim.clock, sim.sleeper)
         self.core = make_core(
             sim.store, sim.service, sim.data_dir, sim.limits, sim.clock, sim.sleeper
         )
-        self.ui = DiscordChallenges(sim.bot, self.core, page_size=2)
+        sim.bot = make_bot(sim.settings, sim.service, sim.clock, sim.sleeper, self.core, 2)
+        self.ui = sim.bot.feature(DiscordChallenges)
         sim.service.add_listener(sim.events)
         await sim.service.start()
         await self.core.start()
@@ -148,8 +148,8 @@ async def simcord_bot(
     event_log: EventLog,
     core: Challenges,
 ) -> AtelierDiscord:
-    bot = make_bot(discord_settings(organiser_role="Organisers"), service, clock, sleeper)
-    DiscordChallenges(bot, core, page_size=2)
+    settings = discord_settings(organiser_role="Organisers")
+    bot = make_bot(settings, service, clock, sleeper, core, page_size=2)
     service.add_listener(event_log)
     await core.start()
     return bot
@@ -182,7 +182,7 @@ async def world(
         settings=simcord_bot.settings,
         events=event_log,
     )
-    world = World(sim, core, _INSTANCES[simcord_bot])
+    world = World(sim, core, simcord_bot.feature(DiscordChallenges))
     yield world
     await world.core.close()
     for other in sim.services:

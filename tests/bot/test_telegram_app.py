@@ -22,7 +22,7 @@ from bot.replies import STATUS_HEADLINES
 from bot.service import PaintService
 from bot.settings import Limits, Secret, TelegramSettings
 from bot.store import Store
-from bot.telegram_app import TelegramApp
+from bot.telegram import TelegramApp, build_app
 from tests.bot.fake_bot_api import NOT_MODIFIED, Call, FakeBotAPI
 from tests.fakes import FakeClock, FakeEngine, jpeg_bytes, png_bytes
 
@@ -85,7 +85,7 @@ async def running(
         token=Secret(api.token), api_base=api.base, moderators=frozenset(moderators)
     )
     options = {"edit_interval": 0.0, "album_wait": 0.2, "polling_timeout": 1, **options}
-    app = TelegramApp(settings, service, **options)
+    app = build_app(settings, service, **options)
     task = asyncio.create_task(app.run())
     try:
         yield app
@@ -654,3 +654,17 @@ async def test_an_image_type_the_engine_cannot_read_is_refused_before_downloadin
     assert "HEIC" in refused.text.replace("IMG_0001.HEIC", "")
     assert "PNG, JPEG, WebP, BMP, GIF or TIFF" in refused.text
     assert not api.calls_to("getFile")
+
+
+def test_typed_button_data_reads_buttons_posted_before_it_was_typed() -> None:
+    from bot.telegram.challenges import VoteButton, WithdrawButton
+    from bot.telegram.status import CancelButton, RerollButton
+
+    # The strings the buttons of earlier versions carry, still in members' chats.
+    assert CancelButton.unpack("cancel:Ab-_09xyz") == CancelButton(job="Ab-_09xyz")
+    assert RerollButton.unpack("reroll:keep_colors:Ab-_09") == RerollButton(
+        change="keep_colors", job="Ab-_09"
+    )
+    assert VoteButton.unpack("vote:12") == VoteButton(entry=12)
+    assert WithdrawButton.unpack("withdraw:3") == WithdrawButton(entry=3)
+    assert RerollButton(change="softer", job="x1").pack() == "reroll:softer:x1"

@@ -19,8 +19,7 @@ from bot.challenges import Challenges, ChallengeState
 from bot.service import PaintService
 from bot.settings import Limits, Secret, TelegramSettings
 from bot.store import Store
-from bot.telegram_app import TelegramApp
-from bot.telegram_challenges import TelegramChallenges
+from bot.telegram import build_app
 from tests.bot.discord_sim import ClockSleeper
 from tests.bot.fake_bot_api import Call, FakeBotAPI
 from tests.bot.test_telegram_app import ManualClock
@@ -66,7 +65,6 @@ async def running(
     """The bot with challenges, polling the fake server, until the block ends."""
     settings = TelegramSettings(token=Secret(api.token), api_base=api.base)
     paced = {"clock": pacing, "sleep": pacing.sleep} if pacing else {}
-    app = TelegramApp(settings, service, edit_interval=0.0, polling_timeout=1, **paced)
     core = Challenges(
         store=store,
         service=service,
@@ -75,7 +73,7 @@ async def running(
         clock=clock,
         sleep=sleeper.sleep,
     )
-    TelegramChallenges(app, core)
+    app = build_app(settings, service, core, edit_interval=0.0, polling_timeout=1, **paced)
     await core.start()
     task = asyncio.create_task(app.run())
     try:

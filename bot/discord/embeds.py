@@ -1,9 +1,7 @@
-"""What the Discord adapter shows: embeds, persistent buttons and upload encoding.
+"""How things look on Discord: the markup of :mod:`bot.replies`, embeds, uploads.
 
-Everything here is about how a job looks on Discord; :mod:`bot.discord_app` decides when.
-Buttons are :class:`discord.ui.DynamicItem` subclasses whose custom id carries the job id only
-(``atelier:<action>:<job id>``), so they keep working after a restart: the state they act on
-lives in the store, and the client re-registers the templates in ``setup_hook``.
+The sentences are :mod:`bot.replies`; this module only marks them up (bold, escaped names,
+mentions, timestamps every member reads in their own time zone) and lays them out in embeds.
 """
 
 from __future__ import annotations
@@ -11,19 +9,14 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import discord
 
 from bot import replies
 from bot.jobs import Job, JobState, QueueOverview
-from bot.options import DEFAULTS, REROLLS, reroll, rerolls_for
 from bot.replies import StatusState
 from engine import images
-from engine.protocol import PaintOptions
-
-if TYPE_CHECKING:
-    from bot.discord_app import AtelierDiscord
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +26,6 @@ PROBLEM_COLOUR: Final = discord.Colour.red()
 QUIET_COLOUR: Final = discord.Colour.light_grey()
 PREVIEW_NAME: Final = "preview.jpg"
 ETA_GRANULARITY: Final = 10  # seconds: ETAs are rounded so tiny changes do not cause edits
-JOB_ID: Final = r"(?P<job>[A-Za-z0-9_-]{1,40})"
 PLATFORM: Final = "discord"
 
 
@@ -171,116 +163,6 @@ def help_embed() -> discord.Embed:
         inline=False,
     )
     return embed
-
-
-# --------------------------------------------------------------------------------------------
-# Persistent buttons
-
-
-def _client(interaction: discord.Interaction[Any]) -> AtelierDiscord:
-    client: AtelierDiscord = interaction.client
-    return client
-
-
-class CancelButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"atelier:cancel:{JOB_ID}"
-):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Cancel",
-                emoji="✖️",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"atelier:cancel:{job_id}",
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls,
-        interaction: discord.Interaction[Any],
-        item: discord.ui.Item[Any],
-        match: Any,
-    ) -> CancelButton:
-        return cls(match["job"])
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _client(interaction).on_cancel_button(interaction, self.job_id)
-
-
-class RerollButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=rf"atelier:reroll:(?P<change>{'|'.join(r.key for r in REROLLS)}):{JOB_ID}",
-):
-    def __init__(self, job_id: str, change: str, options: PaintOptions = DEFAULTS) -> None:
-        way = reroll(change)
-        super().__init__(
-            discord.ui.Button(
-                label=way.label(options),
-                emoji=way.emoji,
-                style=discord.ButtonStyle.primary,
-                custom_id=f"atelier:reroll:{change}:{job_id}",
-            )
-        )
-        self.job_id = job_id
-        self.change = change
-
-    @classmethod
-    async def from_custom_id(
-        cls,
-        interaction: discord.Interaction[Any],
-        item: discord.ui.Item[Any],
-        match: Any,
-    ) -> RerollButton:
-        return cls(match["job"], match["change"])
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _client(interaction).on_reroll_button(interaction, self.job_id, self.change)
-
-
-class DeleteButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"atelier:delete:{JOB_ID}"
-):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Delete",
-                emoji="🗑️",
-                style=discord.ButtonStyle.danger,
-                custom_id=f"atelier:delete:{job_id}",
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls,
-        interaction: discord.Interaction[Any],
-        item: discord.ui.Item[Any],
-        match: Any,
-    ) -> DeleteButton:
-        return cls(match["job"])
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _client(interaction).on_delete_button(interaction, self.job_id)
-
-
-BUTTONS: Final = (CancelButton, RerollButton, DeleteButton)
-
-
-def status_view(job_id: str) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    view.add_item(CancelButton(job_id))
-    return view
-
-
-def result_view(job: Job) -> discord.ui.View:
-    view = discord.ui.View(timeout=None)
-    for way in rerolls_for(job.options):
-        view.add_item(RerollButton(job.id, way.key, job.options))
-    view.add_item(DeleteButton(job.id))
-    return view
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,92 +10,36 @@
 Images may come as photos (the largest size is used) or as files. Files are checked before they
 are downloaded (declared size against the Bot API's download limit, image type); the service
 validates the bytes. Options travel in the caption: ``/paint strength=7 quality=high keep_colors``.
+``/cancel`` stops a guided /paint, or else the member's painting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from aiogram import Bot, F, Router
-from aiogram.exceptions import TelegramBadRequest
+from aiogram import F, Router
 from aiogram.filters import Command, CommandObject
-from aiogram.types import ForceReply, Message, ReplyParameters, User
+from aiogram.types import ForceReply, Message, User
 
 from bot import replies
 from bot.errors import InvalidImage
 from bot.jobs import PaintRequest
-from bot.options import NOT_AN_IMAGE, image_kind, parse
-from bot.replies import PLAIN
+from bot.options import parse
+from bot.pacing import Sleep
 from bot.service import PaintService
-from bot.telegram_status import PLATFORM, Sleep, StatusBoard
+from bot.telegram.app import (
+    PLATFORM,
+    Feature,
+    ImageRef,
+    TelegramApp,
+    image_in,
+    member_name,
+    replying_to,
+)
+from bot.telegram.status import StatusBoard
 from engine.protocol import PaintOptions
-
-# The cloud Bot API serves files up to 20 MB to bots (getFile); a self-hosted server in
-# --local mode has no such limit, so TelegramApp takes it as a parameter.
-BOT_API_DOWNLOAD_LIMIT = 20 * 1024 * 1024
-
-Report = Callable[[BaseException, int, int | None], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """An image a member sent, not yet downloaded."""
-
-    file_id: str
-    size: int | None  # as declared by Telegram
-    name: str
-    role: str  # "photo" or "painting"
-
-
-def image_in(message: Message | None, *, role: str, limit: int) -> ImageRef | None:
-    """The image ``message`` holds (None if it holds none), checked before any download.
-
-    Raises :class:`InvalidImage` for a file that is not an image we accept or is too large to
-    download; ``role`` ("photo", "painting") names it in that message.
-    """
-    if message is None:
-        return None
-    if message.photo:
-        largest = max(message.photo, key=lambda size: size.width * size.height)
-        ref = ImageRef(largest.file_id, largest.file_size, "photo.jpg", role)
-    elif message.document is not None:
-        document = message.document
-        name = document.file_name or "file"
-        kind = image_kind(document.mime_type, name)
-        if kind is NOT_AN_IMAGE:
-            raise InvalidImage(replies.not_an_image(role, name, PLAIN))
-        if kind is not None:
-            raise InvalidImage(replies.unreadable_format(role, name, kind, PLAIN))
-        ref = ImageRef(document.file_id, document.file_size, name, role)
-    else:
-        return None
-    if ref.size is not None and ref.size > limit:
-        raise InvalidImage(
-            replies.too_big(role, ref.name, ref.size, limit, PLAIN, tip=replies.SMALLER_OR_PHOTO)
-        )
-    return ref
-
-
-async def download(bot: Bot, ref: ImageRef, limit: int) -> bytes:
-    """The bytes of ``ref``; :class:`InvalidImage` when Telegram will not hand them out."""
-    try:
-        data = await bot.download(ref.file_id)
-    except TelegramBadRequest as error:
-        if "too big" in error.message:
-            raise InvalidImage(replies.too_big_to_fetch(ref.role, ref.name, limit, PLAIN)) from None
-        raise
-    if data is None:  # only when a destination is given
-        raise InvalidImage(replies.not_downloaded(ref.role, ref.name, "Telegram", PLAIN))
-    return data.read()
-
-
-def member_name(user: User | None) -> str:
-    if user is None:
-        return "Someone"
-    return user.full_name or (f"@{user.username}" if user.username else str(user.id))
 
 
 @dataclass
@@ -122,30 +66,27 @@ class _Flow:
         return "photo" if self.photo is None else "painting"
 
 
-class PaintRequests:
+class PaintRequests(Feature):
     """The /paint router: turns messages into jobs, opening a status message for each."""
 
     def __init__(
         self,
-        bot: Bot,
+        app: TelegramApp,
         service: PaintService,
         board: StatusBoard,
         *,
-        report: Report,
-        sleep: Sleep,
-        album_wait: float,
-        flow_timeout: float,
-        download_limit: int = BOT_API_DOWNLOAD_LIMIT,
+        sleep: Sleep = asyncio.sleep,
+        album_wait: float = 1.0,
+        flow_timeout: float = 300.0,
     ) -> None:
-        self._bot = bot
+        self._app = app
+        self._bot = app.bot
         self._service = service
         self._board = board
-        self._report = report
         self._sleep = sleep
         self._album_wait = album_wait
         self._flow_timeout = flow_timeout
-        # Refuse before downloading: Telegram's bot download cap or the host's own limit.
-        self._limit = min(download_limit, service.limits.max_input_bytes)
+        self._limit = app.image_limit
         self._albums: dict[str, _Album] = {}
         self._flows: dict[tuple[int, int], _Flow] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -157,7 +98,9 @@ class PaintRequests:
         )
         self.router.message.register(self._on_album_item, F.media_group_id, images)
         self.router.message.register(self._on_paint, Command("paint"))
+        self.router.message.register(self._on_cancel, Command("cancel"))
         self.router.message.register(self._on_flow_image, images, self._in_flow)
+        app.add_feature(self)
 
     async def close(self) -> None:
         tasks = [*self._tasks]
@@ -179,6 +122,14 @@ class PaintRequests:
         return True
 
     # -- handlers ------------------------------------------------------------------------------
+
+    async def _on_cancel(self, message: Message) -> None:
+        assert message.from_user is not None
+        if self.cancel_flow(message.chat.id, message.from_user.id):
+            await message.reply(replies.FLOW_STOPPED)
+            return
+        job = await self._service.cancel_mine(PLATFORM, str(message.from_user.id))
+        await message.reply(replies.cancelling(job, str(message.from_user.id)))
 
     async def _on_paint(self, message: Message, command: CommandObject) -> None:
         """``/paint`` as a text, as a photo's caption, and/or in reply to the painting."""
@@ -232,7 +183,7 @@ class PaintRequests:
         try:
             await self._on_album(items, anchor, album.command)
         except Exception as error:
-            await self._report(error, anchor.chat.id, anchor.message_id)
+            await self._app.report(error, anchor.chat.id, anchor.message_id)
 
     async def _on_album(
         self, items: list[Message], anchor: Message, command: CommandObject | None
@@ -290,9 +241,7 @@ class PaintRequests:
             flow.chat_id,
             text,
             reply_markup=ForceReply(selective=True, input_field_placeholder=f"your {flow.missing}"),
-            reply_parameters=ReplyParameters(
-                message_id=flow.reply_to, allow_sending_without_reply=True
-            ),
+            reply_parameters=replying_to(flow.reply_to),
         )
 
     async def _feed(self, flow: _Flow, messages: list[Message]) -> None:
@@ -324,12 +273,10 @@ class PaintRequests:
             await self._bot.send_message(
                 flow.chat_id,
                 replies.gave_up(flow.missing, minutes),
-                reply_parameters=ReplyParameters(
-                    message_id=flow.reply_to, allow_sending_without_reply=True
-                ),
+                reply_parameters=replying_to(flow.reply_to),
             )
         except Exception as error:
-            await self._report(error, flow.chat_id, None)
+            await self._app.report(error, flow.chat_id, None)
 
     # -- submitting ----------------------------------------------------------------------------
 
@@ -363,4 +310,4 @@ class PaintRequests:
         await self._board.open(job, picture_of=photo_bytes, reply_to=reply_to)
 
     async def _download(self, ref: ImageRef) -> bytes:
-        return await download(self._bot, ref, self._limit)
+        return await self._app.download(ref)

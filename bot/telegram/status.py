@@ -1,19 +1,16 @@
-"""Telegram status messages: one photo message per painting, edited in place as the job moves.
+"""Telegram status messages and results, with the buttons under them and what they do.
 
 The status message is a photo (first the member's photo, then the engine's previews) whose
-caption carries queue position, ETA and percent, with an inline "Cancel" button while the job is
-alive. Its reference (``"chat_id/message_id"``) is stored on the job, so after a restart the
-events of a recovered job keep editing the same message.
+caption says what :mod:`bot.replies` says about the job, with an inline "Cancel" button while
+the job is alive. Its reference (``"chat_id/message_id"``) is stored on the job, so after a
+restart the events of a recovered job keep editing the same message. Edits are paced by the
+one :class:`~bot.pacing.Pacer` (a chat is a lane); "message is not modified" (e.g. after a
+restart, when what is shown is unknown) counts as success, ``RetryAfter`` blocks the chat, and
+results wait out flood control and outages, so neither loses a painting.
 
-Telegram's limits are respected here and nowhere else:
-
-- edits in one chat are at least ``interval`` seconds apart; events in between are coalesced
-  (the latest state wins) and flushed by a timer, except state changes (queued, started,
-  finished, ...), which go out at once;
-- an edit to exactly what is shown is never sent; "message is not modified" (e.g. after a
-  restart, when what is shown is unknown) counts as success;
-- ``RetryAfter`` blocks the chat for the time Telegram asks; edits wait and coalesce, results
-  are retried after the wait, so flood control never loses a painting.
+Buttons are aiogram :class:`~aiogram.filters.callback_data.CallbackData` carrying a job id only
+(``cancel:<job>``, ``reroll:<change>:<job>``: the same strings as buttons posted before they
+were typed, so those keep working).
 """
 
 from __future__ import annotations
@@ -21,50 +18,53 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from aiogram import Bot
+from aiogram import Router
 from aiogram.exceptions import (
+    TelegramAPIError,
     TelegramBadRequest,
     TelegramNetworkError,
     TelegramRetryAfter,
     TelegramServerError,
 )
+from aiogram.filters.callback_data import CallbackData
 from aiogram.types import (
     BufferedInputFile,
+    CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     InputMediaPhoto,
-    ReplyParameters,
 )
 from PIL import Image, ImageOps
 
 from bot import replies
+from bot.errors import NotAllowed
 from bot.jobs import (
     Failed,
     Finished,
     Job,
     JobEvent,
     JobState,
+    MessageRef,
     Progress,
     Queued,
 )
-from bot.options import rerolls_for
-from bot.pacing import Blocked, Lost, Paced, Pacer
+from bot.options import reroll, rerolls_for
+from bot.pacing import Blocked, Clock, Lost, Paced, Pacer, Sleep
 from bot.replies import PLAIN, StatusState, status_after
 from bot.service import PaintService
+from bot.telegram.app import PLATFORM, Feature, TelegramApp, member_name, replying_to
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
-# Delivers a finished challenge painting itself (bot.telegram_challenges); False: not taken.
-ChallengeDelivery = Callable[[Finished], Awaitable[bool]]
+# Posts a finished challenge painting as an entry (bot.telegram.challenges); False: not one.
+EntryDelivery = Callable[[Finished], Awaitable[bool]]
 T = TypeVar("T")
 
-PLATFORM = "telegram"
 SEND_ATTEMPTS = 5  # tries of one result upload through flood control
 STATUS_PICTURE_SIDE = 640
 OUTAGE_PAUSE = 5.0  # seconds before an edit that failed on a network or server error is retried
@@ -82,16 +82,28 @@ def status_caption(job: Job, state: StatusState) -> str:
     return "\n".join((text.headline, *text.lines, footer))[:CAPTION_LIMIT]
 
 
+class CancelButton(CallbackData, prefix="cancel"):
+    job: str
+
+
+class RerollButton(CallbackData, prefix="reroll"):
+    change: str
+    job: str
+
+
 def cancel_markup(job: Job) -> InlineKeyboardMarkup:
-    button = InlineKeyboardButton(text="Cancel", callback_data=f"cancel:{job.id}")
-    return InlineKeyboardMarkup(inline_keyboard=[[button]])
+    data = CancelButton(job=job.id).pack()
+    return InlineKeyboardMarkup(
+        inline_keyboard=[[InlineKeyboardButton(text="Cancel", callback_data=data)]]
+    )
 
 
 def result_markup(job: Job) -> InlineKeyboardMarkup:
     """The re-roll buttons (Stronger, Softer, Keep colours, ...): they carry the job id only."""
     buttons = [
         InlineKeyboardButton(
-            text=way.label(job.options), callback_data=f"reroll:{way.key}:{job.id}"
+            text=way.label(job.options),
+            callback_data=RerollButton(change=way.key, job=job.id).pack(),
         )
         for way in rerolls_for(job.options)
     ]
@@ -123,16 +135,6 @@ def status_picture(data: bytes) -> bytes:
     return out.getvalue()
 
 
-def parse_ref(ref: str | None) -> tuple[int, int] | None:
-    if not ref:
-        return None
-    chat, _, message = ref.partition("/")
-    try:
-        return int(chat), int(message)
-    except ValueError:
-        return None
-
-
 # ----------------------------------------------------------------------------------------------
 # the status board
 
@@ -162,34 +164,36 @@ class _Status(Paced):
         return None if self.final else cancel_markup(self.job)
 
 
-class StatusBoard:
-    """Keeps every Telegram job's status message in step with the service's events."""
+class StatusBoard(Feature):
+    """Keeps every Telegram job's status message in step with the service; sends results."""
 
     def __init__(
         self,
-        bot: Bot,
+        app: TelegramApp,
         service: PaintService,
         *,
-        clock: Clock,
-        sleep: Sleep,
-        interval: float,
+        deliver_entry: EntryDelivery | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        interval: float = 4.0,
     ) -> None:
-        self._bot = bot
+        self._app = app
+        self._bot = app.bot
         self._service = service
+        self._deliver_entry = deliver_entry
         self._pacer: Pacer[_Status] = Pacer(
             self._edit, clock=clock, sleep=sleep, interval=interval, retry_pause=OUTAGE_PAUSE
         )
         self._closed = False
-        self.challenge_delivery: ChallengeDelivery | None = None
+        self.router = Router(name="status")
+        self.router.callback_query.register(self._on_cancel, CancelButton.filter())
+        self.router.callback_query.register(self._on_reroll, RerollButton.filter())
+        app.add_feature(self)
+        service.add_listener(self.on_event)
 
     async def close(self) -> None:
         self._closed = True
         await self._pacer.close()
-
-    def wanted_caption(self, job_id: str) -> str | None:
-        """What the status of ``job_id`` should say now (for tests and logs)."""
-        status = self._pacer.get(job_id)
-        return status_caption(status.job, status.state) if status else None
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -221,15 +225,11 @@ class StatusBoard:
             eta = self._service.overview().etas.get(job.id)
             self._want(status, Queued(job=job, position=position or 1, eta=eta))
         picture = await asyncio.to_thread(status_picture, picture_of)
-        reply = (
-            ReplyParameters(message_id=reply_to, allow_sending_without_reply=True)
-            if reply_to is not None
-            else None
-        )
+        reply = replying_to(reply_to)
         async with self._pacer.lock(status.chat_id):
             shown = status.showing(preview=0)  # the member's photo; previews come by editing
             caption, markup = status_caption(status.job, status.state), status.markup()
-            message = await self._send(
+            message = await self.send(
                 status.chat_id,
                 lambda: self._bot.send_photo(
                     status.chat_id,
@@ -241,7 +241,8 @@ class StatusBoard:
             )
             status.message_id = message.message_id
             self._pacer.posted(status, shown)
-        await self._service.attach_status(job.id, f"{status.chat_id}/{message.message_id}")
+        ref = MessageRef(status.chat_id, message.message_id)
+        await self._service.attach_status(job.id, str(ref))
 
     # -- events --------------------------------------------------------------------------------
 
@@ -265,14 +266,12 @@ class StatusBoard:
             status = self._pacer.add(
                 _Status(key=job.id, lane=int(job.chat_id), job=job, chat_id=int(job.chat_id))
             )
-            ref = parse_ref(job.status_ref)
+            ref = MessageRef.parse(job.status_ref)
             if ref is not None:  # a recovered job, or one whose message was sent already
-                status.chat_id, status.message_id = ref
-                status.posted = True
+                status.chat_id, status.message_id, status.posted = ref.chat_id, ref.message_id, True
                 status.opened.set()
-        elif status.message_id is None and (ref := parse_ref(job.status_ref)) is not None:
-            status.chat_id, status.message_id = ref
-            status.posted = True
+        elif status.message_id is None and (ref := MessageRef.parse(job.status_ref)):
+            status.chat_id, status.message_id, status.posted = ref.chat_id, ref.message_id, True
         return status
 
     def _want(self, status: _Status, event: JobEvent) -> None:
@@ -340,20 +339,16 @@ class StatusBoard:
         chat_id = int(job.chat_id)
         if status.opening:
             await status.opened.wait()
-        if job.challenge_id is not None and self.challenge_delivery is not None:
+        if job.challenge_id is not None and self._deliver_entry is not None:
             try:
-                if await self.challenge_delivery(event):
+                if await self._deliver_entry(event):
                     return
             except Exception:
                 log.exception("job %s: posting the challenge entry failed", job.id)
-        reply = (
-            ReplyParameters(message_id=status.message_id, allow_sending_without_reply=True)
-            if status.message_id is not None
-            else None
-        )
+        reply = replying_to(status.message_id)
         photo_message_id: int | None = None
         try:
-            message = await self._send(
+            message = await self.send(
                 chat_id,
                 lambda: self._bot.send_photo(
                     chat_id,
@@ -366,12 +361,8 @@ class StatusBoard:
             photo_message_id = message.message_id
         except TelegramBadRequest as error:  # e.g. too large for a photo; the file still goes
             log.warning("job %s: result as photo refused: %s", job.id, error.message)
-        document_reply = (
-            ReplyParameters(message_id=photo_message_id, allow_sending_without_reply=True)
-            if photo_message_id is not None
-            else reply
-        )
-        await self._send(
+        document_reply = replying_to(photo_message_id) or reply
+        await self.send(
             chat_id,
             lambda: self._bot.send_document(
                 chat_id,
@@ -393,14 +384,11 @@ class StatusBoard:
         """The status message is gone (deleted, or never posted): send the failure instead."""
         text, status.failure = status.failure, None
         if text:
-            await self._send(status.chat_id, lambda: self._bot.send_message(status.chat_id, text))
+            await self.send(status.chat_id, lambda: self._bot.send_message(status.chat_id, text))
 
     async def send(self, chat_id: int, call: Callable[[], Awaitable[T]]) -> T:
-        """Make a call that must not be lost (e.g. a challenge entry), paced like the rest."""
-        return await self._send(chat_id, call)
-
-    async def _send(self, chat_id: int, call: Callable[[], Awaitable[T]]) -> T:
-        """Make a call that must not be lost, waiting out flood control and outages."""
+        """Make a call that must not be lost (a result, a challenge entry), waiting out flood
+        control (which blocks the chat's status edits too) and outages."""
         for attempt in range(1, SEND_ATTEMPTS + 1):
             await self._pacer.unblocked(chat_id)
             try:
@@ -430,3 +418,38 @@ class StatusBoard:
                 )
                 await self._pacer.pause(pause)
         raise AssertionError("unreachable")
+
+    # -- what the buttons do -------------------------------------------------------------------
+
+    async def _on_cancel(self, query: CallbackQuery, callback_data: CancelButton) -> None:
+        job = self._service.get(callback_data.job)
+        user_id = query.from_user.id
+        moderator = False
+        if job.user_id != str(user_id):
+            message = query.message
+            chat_type = message.chat.type if message is not None else "private"
+            moderator = await self._app.is_moderator(int(job.chat_id), chat_type, user_id)
+            if not moderator:
+                raise NotAllowed(replies.owner_only(job, "cancel"))
+        job = await self._service.cancel(job.id, user_id=str(user_id), moderator=moderator)
+        await query.answer(replies.cancelling(job, str(user_id)))
+
+    async def _on_reroll(self, query: CallbackQuery, callback_data: RerollButton) -> None:
+        source = self._service.get(callback_data.job)
+        job = await self._service.reroll(
+            source.id,
+            user_id=str(query.from_user.id),
+            user_name=member_name(query.from_user),
+            change=callback_data.change,
+        )
+        self.expect(job)
+        try:
+            await query.answer(replies.rerolling(reroll(callback_data.change), source.options))
+        except TelegramAPIError as error:
+            # E.g. pressed while the bot was down: the query expired, but the job is queued and
+            # its status message must still be opened (its result waits for it).
+            log.info("telegram: could not answer a re-roll press: %s", error)
+        reply_to = query.message.message_id if query.message is not None else None
+        await self.open(
+            job, picture_of=self._service.input_bytes(source, "photo"), reply_to=reply_to
+        )

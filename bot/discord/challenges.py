@@ -1,29 +1,17 @@
-"""Style challenges on Discord: the /challenge group, /gallery, /leaderboard and their buttons.
+"""Style challenges on Discord: the /challenge group, /leaderboard and the entry buttons.
 
-    client = AtelierDiscord(settings.discord, service)
-    DiscordChallenges(client, challenges)      # before client.start(): adds commands and hooks
+- ``/challenge start painting title duration`` (organisers: Manage Server or the organiser
+  role) posts the announcement, opens a thread on it with the painting pinned. ``/challenge
+  enter photo [strength] [keep_colors]`` (in the channel or the thread) queues the entry; its
+  status message and the entry (with **Vote** and **Withdraw**) go to the thread. ``/challenge
+  standings`` shows organisers the counts while it runs, everyone the entries; ``end`` and
+  ``cancel`` are for organisers. ``/leaderboard``: wins and podiums per member in the server.
+- The status messages hand a finished challenge painting to :meth:`DiscordChallenges.deliver`
+  (their ``deliver_entry``); one finished after its challenge closed is an ordinary painting.
+- :meth:`DiscordChallenges.announce` posts the top three with their images and votes in the
+  channel when a challenge closes, says so in the thread and locks it.
 
-- ``/challenge start painting title duration`` (organisers: Manage Server or the configured
-  organiser role) posts the announcement in the channel, opens a thread on it with the painting
-  pinned, and stores the challenge. ``/challenge enter photo [strength] [keep_colors]`` (in the
-  channel or the thread) queues the entry; its status message and, once painted, the entry
-  itself (with **Vote** and **Withdraw** buttons) go to the thread. ``/challenge standings``
-  shows organisers the counts while it runs and everyone the entries; ``/challenge end`` and
-  ``/challenge cancel`` are for organisers.
-- The adapter hands every finished challenge painting to :meth:`DiscordChallenges.deliver`
-  (``AtelierDiscord.challenge_delivery``); one that finished after its challenge closed is
-  delivered as an ordinary painting.
-- When a challenge closes, :meth:`DiscordChallenges.announce` posts the top three with their
-  images and vote counts in the channel, says so in the thread and locks it.
-- ``/gallery [member]``: the server's recent paintings, four a page, Previous/Next. The jobs
-  table has no server id, so "the server" is every channel and active thread of the guild that
-  the member can see, plus the (archived) threads of challenges in those channels; a painting
-  made in a private channel never shows to a member who cannot read that channel.
-- ``/leaderboard``: wins (first places) and podiums (top three) per member in this server.
-
-Buttons carry ids only (``atelier:vote:<entry>``, ``atelier:withdraw:<entry>``,
-``atelier:gallery:<prev|next>:<member or 0>:<page>``); the state lives in SQLite, so they work
-after a restart.
+Buttons carry ids only (``atelier:vote:<entry>``, ``atelier:withdraw:<entry>``).
 """
 
 from __future__ import annotations
@@ -32,17 +20,14 @@ import asyncio
 import contextlib
 import io
 import logging
-import weakref
-from typing import Any, Final
+from typing import Any
 
 import discord
 from discord import app_commands
 
-from bot import discord_views as views
 from bot import replies
 from bot.challenges import (
     Challenge,
-    ChallengeExists,
     Challenges,
     ChallengeState,
     Entry,
@@ -51,50 +36,32 @@ from bot.challenges import (
     Outcome,
     parse_duration,
 )
-from bot.discord_app import (
+from bot.discord import embeds
+from bot.discord.client import (
     DISCORD_TROUBLE,
     PLATFORM,
     AtelierDiscord,
-    check_attachment,
-    download,
+    ButtonPress,
+    Feature,
+    has_role,
 )
-from bot.discord_views import MARKDOWN
-from bot.errors import InvalidImage
-from bot.jobs import Finished, Job
+from bot.discord.embeds import MARKDOWN
+from bot.discord.paint import check_attachment, download
+from bot.discord.status import StatusMessages
+from bot.jobs import Finished, MessageRef
 from bot.options import choose
-from engine import images
 
 log = logging.getLogger(__name__)
 
-PAGE_SIZE: Final = 4
 
-_INSTANCES: weakref.WeakKeyDictionary[discord.Client, DiscordChallenges] = (
-    weakref.WeakKeyDictionary()
-)
+class DiscordChallenges(Feature):
+    """The challenge commands and the entry buttons on an :class:`AtelierDiscord` client."""
 
-
-def _ui(interaction: discord.Interaction[Any]) -> DiscordChallenges:
-    return _INSTANCES[interaction.client]
-
-
-class DiscordChallenges:
-    """Adds the challenge commands and buttons to an :class:`AtelierDiscord` client."""
-
-    def __init__(
-        self, client: AtelierDiscord, challenges: Challenges, *, page_size: int = PAGE_SIZE
-    ) -> None:
+    def __init__(self, client: AtelierDiscord, challenges: Challenges) -> None:
         self.client = client
         self.core = challenges
-        self.page_size = page_size
-        _INSTANCES[client] = self
-        self._ready = asyncio.Event()  # announcements wait for the gateway (catch-up at start)
-
-        @client.event
-        async def on_ready() -> None:
-            self._ready.set()
-
-        client.challenge_delivery = self.deliver
-        client.add_dynamic_items(VoteButton, WithdrawButton, GalleryButton)
+        client.add_feature(self)
+        client.add_dynamic_items(VoteButton, WithdrawButton)
         challenges.on_closed(PLATFORM, self.announce)
         self._add_commands()
 
@@ -149,15 +116,6 @@ class DiscordChallenges:
         async def cancel(interaction: discord.Interaction) -> None:
             await ui.end(interaction, cancel=True)
 
-        @app_commands.command(name="gallery", description="Recent paintings of this server")
-        @app_commands.describe(member="Only this member's paintings")
-        @app_commands.allowed_contexts(guilds=True, dms=False, private_channels=False)
-        @app_commands.allowed_installs(guilds=True, users=False)
-        async def gallery(
-            interaction: discord.Interaction, member: discord.Member | None = None
-        ) -> None:
-            await ui.gallery(interaction, member.id if member else None, 0, edit=False)
-
         @app_commands.command(name="leaderboard", description="Challenge wins in this server")
         @app_commands.allowed_contexts(guilds=True, dms=False, private_channels=False)
         @app_commands.allowed_installs(guilds=True, users=False)
@@ -165,22 +123,17 @@ class DiscordChallenges:
             await ui.leaderboard(interaction)
 
         self.client.tree.add_command(group)
-        self.client.tree.add_command(gallery)
         self.client.tree.add_command(leaderboard)
 
     # -- organisers ----------------------------------------------------------------------------
 
     def is_organiser(self, interaction: discord.Interaction[Any]) -> bool:
         """Manage Server, or the configured organiser role (name or id)."""
-        user = interaction.user
-        if not isinstance(user, discord.Member):
+        if not isinstance(interaction.user, discord.Member):
             return False
         if interaction.permissions.manage_guild:
             return True
-        role = (self.client.settings.organiser_role or "").strip()
-        if not role:
-            return False
-        return any(str(r.id) == role or r.name.casefold() == role.casefold() for r in user.roles)
+        return has_role(interaction, self.client.settings.organiser_role)
 
     def require_organiser(self, interaction: discord.Interaction[Any], action: str) -> None:
         if self.is_organiser(interaction):
@@ -206,24 +159,15 @@ class DiscordChallenges:
         channel_id = str(interaction.channel_id)
         existing = self.core.open_in(PLATFORM, channel_id)
         if existing is not None:
-            raise ChallengeExists(replies.challenge_exists(existing, MARKDOWN), existing)
+            raise self.core.exists_error(existing, MARKDOWN)
         if not isinstance(interaction.channel, discord.TextChannel):
             # Threads, voice channels' chats, ...: the challenge needs a thread of its own.
             raise NoChallenge(replies.TEXT_CHANNELS_ONLY)
-        self.client._check_channel(interaction)
-        self.client._check_permissions(interaction)
-        check_attachment(painting, "painting", self.client._input_limit(interaction))
+        self.client.guard(interaction)
+        check_attachment(painting, "painting", self.client.input_limit(interaction))
         await interaction.response.defer(ephemeral=True, thinking=True)
         data = await download(painting, "painting")
-        try:
-            await asyncio.to_thread(
-                images.probe,
-                data,
-                role="painting",
-                max_bytes=self.client.service.limits.max_input_bytes,
-            )
-        except images.ImageError as error:
-            raise InvalidImage(error.message) from None
+        await self.core.check_painting(data)
         challenge = self.core.create(
             platform=PLATFORM,
             community_id=str(interaction.guild.id),
@@ -244,7 +188,7 @@ class DiscordChallenges:
                 raise
             log.warning("challenge %d: could not be announced: %r", challenge.id, error)
             raise NoChallenge(replies.CHALLENGE_NOT_POSTED) from None
-        await self.client._reply(
+        await self.client.reply(
             interaction, replies.challenge_on(challenge, thread.mention, MARKDOWN)
         )
 
@@ -261,16 +205,16 @@ class DiscordChallenges:
         text = replies.announcement(
             challenge,
             how="`/challenge enter photo:` here or in the thread",
-            limit=self.core_entries_limit(),
+            limit=self.core.limits.challenge_entries,
             markup=MARKDOWN,
         )
-        embed = views.text_embed(text, views.ACCENT)
+        embed = embeds.text_embed(text, embeds.ACCENT)
         embed.set_image(url=f"attachment://{name}")
         embed.set_footer(text=f"Started by {interaction.user.display_name}")
         message = await channel.send(
             embed=embed, file=discord.File(io.BytesIO(data), filename=name)
         )
-        self.core.set_message(challenge.id, f"{channel.id}/{message.id}")
+        self.core.set_message(challenge.id, str(MessageRef(channel.id, message.id)))
         thread = await message.create_thread(name=challenge.title[:100])
         self.core.set_thread(challenge.id, str(thread.id))
         pinned = await thread.send(
@@ -283,9 +227,6 @@ class DiscordChallenges:
             log.warning("challenge %d: could not pin the painting: %s", challenge.id, error)
         return thread
 
-    def core_entries_limit(self) -> int:
-        return self.client.service.limits.challenge_entries
-
     async def end(self, interaction: discord.Interaction, *, cancel: bool) -> None:
         self.require_organiser(interaction, "cancel" if cancel else "end")
         challenge = self.core.require_open(PLATFORM, str(interaction.channel_id))
@@ -295,7 +236,7 @@ class DiscordChallenges:
         else:
             await self.core.end(challenge.id, by=by)
         text = replies.challenge_closed_by_you(challenge, cancelled=cancel, markup=MARKDOWN)
-        await self.client._reply(interaction, text)
+        await self.client.reply(interaction, text)
 
     # -- members -------------------------------------------------------------------------------
 
@@ -307,9 +248,8 @@ class DiscordChallenges:
         keep_colors: bool | None,
     ) -> None:
         challenge = self.core.require_open(PLATFORM, str(interaction.channel_id))
-        self.client._check_channel(interaction)
-        self.client._check_permissions(interaction)
-        check_attachment(photo, "photo", self.client._input_limit(interaction))
+        self.client.guard(interaction)
+        check_attachment(photo, "photo", self.client.input_limit(interaction))
         options = choose(strength=strength, keep_colors=keep_colors)
         await interaction.response.defer(ephemeral=True, thinking=True)
         data = await download(photo, "photo")
@@ -321,7 +261,8 @@ class DiscordChallenges:
             photo_name=photo.filename,
             options=options,
         )
-        await self.client.announce_job(interaction, job, replies.entry_queued(challenge, MARKDOWN))
+        status = self.client.feature(StatusMessages)
+        await status.announce(interaction, job, replies.entry_queued(challenge, MARKDOWN))
 
     async def deliver(self, event: Finished) -> bool:
         """Post a finished challenge painting as an entry; False when it is not one."""
@@ -330,17 +271,17 @@ class DiscordChallenges:
             return False
         challenge = self.core.get(entry.challenge_id)
         channel_id = int(challenge.entries_chat)
-        limit = self.client._upload_limit(channel_id)
+        limit = self.client.upload_limit(channel_id)
         data, filename = await asyncio.to_thread(
-            views.encode_for_upload, event.result_png, limit, f"entry-{entry.id}"
+            embeds.encode_for_upload, event.result_png, limit, f"entry-{entry.id}"
         )
         text = replies.entry(entry, challenge, MARKDOWN)
-        embed = discord.Embed(title=text.headline, colour=views.ACCENT)
+        embed = discord.Embed(title=text.headline, colour=embeds.ACCENT)
         embed.description = replies.inputs(event.job, MARKDOWN)
         embed.set_image(url=f"attachment://{filename}")
         # Footers show no markdown: the plain sentence.
         embed.set_footer(text=" ".join(replies.entry(entry, challenge, replies.PLAIN).lines))
-        channel = self.client._messageable(channel_id)
+        channel = self.client.messageable(channel_id)
         try:
             message = await channel.send(
                 replies.entry_in(entry, MARKDOWN),
@@ -354,28 +295,20 @@ class DiscordChallenges:
             log.warning("challenge %d: entry %d not posted: %r", challenge.id, entry.id, error)
             self.core.discard_entry(entry.id)
             return False
-        self.core.set_entry_message(entry.id, f"{message.channel.id}/{message.id}")
+        self.core.set_entry_message(entry.id, str(MessageRef(message.channel.id, message.id)))
         return True
 
-    async def on_vote(self, interaction: discord.Interaction[Any], entry_id: int) -> None:
-        try:
-            result = self.core.vote(entry_id, str(interaction.user.id))
-            await self.client._reply(interaction, replies.voted(result, MARKDOWN))
-        except Exception as error:
-            await self.client._report_error(interaction, error)
+    async def vote(self, interaction: discord.Interaction[Any], entry_id: int) -> None:
+        result = self.core.vote(entry_id, str(interaction.user.id))
+        await self.client.reply(interaction, replies.voted(result, MARKDOWN))
 
-    async def on_withdraw(self, interaction: discord.Interaction[Any], entry_id: int) -> None:
-        try:
-            entry = self.core.withdraw(
-                entry_id, str(interaction.user.id), organiser=self.is_organiser(interaction)
-            )
-            if interaction.message is not None:
-                with contextlib.suppress(discord.HTTPException):
-                    await interaction.message.delete()
-            text = replies.withdrew(entry, str(interaction.user.id), MARKDOWN)
-            await self.client._reply(interaction, text)
-        except Exception as error:
-            await self.client._report_error(interaction, error)
+    async def withdraw(self, interaction: discord.Interaction[Any], entry_id: int) -> None:
+        by = str(interaction.user.id)
+        entry = self.core.withdraw(entry_id, by, organiser=self.is_organiser(interaction))
+        if interaction.message is not None:
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.message.delete()
+        await self.client.reply(interaction, replies.withdrew(entry, by, MARKDOWN))
 
     async def standings(self, interaction: discord.Interaction) -> None:
         challenge = self.core.latest_in(PLATFORM, str(interaction.channel_id))
@@ -390,111 +323,34 @@ class DiscordChallenges:
             challenge, standings, votes=show_votes, markup=MARKDOWN, links=links
         )
         await interaction.response.send_message(
-            embed=views.text_embed(text, views.ACCENT), ephemeral=True
+            embed=embeds.text_embed(text, embeds.ACCENT), ephemeral=True
         )
 
     async def leaderboard(self, interaction: discord.Interaction) -> None:
         assert interaction.guild is not None
         rows = self.core.leaderboard(PLATFORM, str(interaction.guild.id))
-        embed = views.text_embed(replies.leaderboard(rows, "server", MARKDOWN), views.ACCENT)
+        embed = embeds.text_embed(replies.leaderboard(rows, "server", MARKDOWN), embeds.ACCENT)
         embed.set_footer(text=replies.LEADERBOARD_LEGEND)
         await interaction.response.send_message(embed=embed, ephemeral=True)
-
-    # -- gallery -------------------------------------------------------------------------------
-
-    async def gallery(
-        self, interaction: discord.Interaction[Any], member_id: int | None, page: int, *, edit: bool
-    ) -> None:
-        # Acknowledge first: reading and uploading four paintings can take longer than the
-        # 3 seconds Discord allows for the first answer.
-        if edit:
-            await interaction.response.defer()
-        else:
-            await interaction.response.defer(ephemeral=True, thinking=True)
-        chats = self._visible_chats(interaction)
-        jobs, total = self.core.gallery(
-            PLATFORM,
-            chat_ids=chats,
-            user_id=str(member_id) if member_id else None,
-            offset=page * self.page_size,
-            limit=self.page_size,
-        )
-        pages = max(1, -(-total // self.page_size))
-        whose = f"<@{member_id}>'s" if member_id else "this server's"
-        if not jobs:
-            text = replies.gallery_empty(whose, page)
-            await interaction.edit_original_response(
-                content=text, embeds=[], attachments=[], view=None
-            )
-            return
-        # Every painting of the page must fit in one message under the upload limit.
-        budget = interaction.filesize_limit // len(jobs)
-        embeds, files = [], []
-        for job in jobs:
-            png = await asyncio.to_thread(self.client.service.result_png, job)
-            data, filename = await asyncio.to_thread(
-                views.encode_for_upload, png, budget, f"gallery-{job.id}"
-            )
-            filename = filename.removeprefix("atelier-")
-            embed = discord.Embed(colour=views.ACCENT, description=_gallery_line(job))
-            embed.set_image(url=f"attachment://{filename}")
-            embeds.append(embed)
-            files.append(discord.File(io.BytesIO(data), filename=filename))
-        content = replies.gallery_page(whose, page, pages)
-        view = gallery_view(member_id or 0, page, pages)
-        await interaction.edit_original_response(
-            content=content, embeds=embeds, attachments=files, view=view
-        )
-
-    def _visible_chats(self, interaction: discord.Interaction[Any]) -> set[str]:
-        """The server's channels and threads that the member can see.
-
-        A painting made in a private channel stays there: it never shows in the gallery of a
-        member who cannot read that channel.
-        """
-        guild = interaction.guild
-        assert guild is not None
-        user = interaction.user
-        member = user if isinstance(user, discord.Member) else guild.get_member(user.id)
-        if member is None:
-            return set()
-        chats = {str(c.id) for c in guild.channels if c.permissions_for(member).view_channel}
-        chats |= {str(t.id) for t in guild.threads if _sees_thread(t, member)}
-        # Archived challenge threads are not in the cache; they are as visible as their channel.
-        threads = self.core.threads_of(PLATFORM, str(guild.id))
-        for thread, channel in threads.items():
-            if channel in chats and guild.get_thread(int(thread)) is None:
-                chats.add(thread)
-        return chats
-
-    async def on_gallery(
-        self, interaction: discord.Interaction[Any], member_id: int, page: int
-    ) -> None:
-        try:
-            await self.gallery(interaction, member_id or None, max(0, page), edit=True)
-        except Exception as error:
-            await self.client._report_error(interaction, error)
 
     # -- the end -------------------------------------------------------------------------------
 
     async def announce(self, outcome: Outcome) -> None:
         """Post how a challenge ended in its channel, say so in its thread, lock the thread."""
         if not self.client.is_ready():
-            await self._ready.wait()
+            await self.client.until_ready()
         challenge = outcome.challenge
-        channel = self.client._messageable(int(challenge.chat_id))
+        channel = self.client.messageable(int(challenge.chat_id))
         content, embeds, files = self._results(outcome)
         extra: dict[str, Any] = {}
-        if challenge.message_ref:
-            _, _, message_id = challenge.message_ref.partition("/")
+        ref = MessageRef.parse(challenge.message_ref)
+        if ref is not None:
             extra["reference"] = discord.MessageReference(
-                message_id=int(message_id),
-                channel_id=int(challenge.chat_id),
-                fail_if_not_exists=False,
+                message_id=ref.message_id, channel_id=ref.chat_id, fail_if_not_exists=False
             )
         message = await channel.send(content, embeds=embeds, files=files, **extra)
         if challenge.thread_id is not None:
-            thread = self.client._messageable(int(challenge.thread_id))
+            thread = self.client.messageable(int(challenge.thread_id))
             try:
                 await thread.send(replies.thread_closed(message.jump_url))
                 await self.client.http.edit_channel(
@@ -505,21 +361,22 @@ class DiscordChallenges:
 
     def _results(self, outcome: Outcome) -> tuple[str, list[discord.Embed], list[discord.File]]:
         content = replies.outcome(outcome, MARKDOWN)
-        embeds, files = [], []
+        places: list[discord.Embed] = []
+        files: list[discord.File] = []
         for standing in outcome.podium:
             assert standing.place is not None
             embed = discord.Embed(
                 title=replies.place(standing, MARKDOWN),
                 description=replies.count(standing.votes, "vote"),
-                colour=views.DONE_COLOUR,
+                colour=embeds.DONE_COLOUR,
             )
             image = standing.entry.image()
             if image is not None:
                 filename = f"place-{standing.place}.png"
                 embed.set_image(url=f"attachment://{filename}")
                 files.append(discord.File(io.BytesIO(image), filename=filename))
-            embeds.append(embed)
-        return content, embeds, files
+            places.append(embed)
+        return content, places, files
 
 
 # ----------------------------------------------------------------------------------------------
@@ -532,31 +389,16 @@ def _image_name(stem: str, original: str) -> str:
 
 
 def _jump(entry: Entry, guild: str) -> str | None:
-    if not entry.message_ref:
+    ref = MessageRef.parse(entry.message_ref)
+    if ref is None:
         return None
-    channel, _, message = entry.message_ref.partition("/")
-    return f"https://discord.com/channels/{guild}/{channel}/{message}"
-
-
-def _sees_thread(thread: discord.Thread, member: discord.Member) -> bool:
-    try:
-        permissions = thread.permissions_for(member)
-    except discord.ClientException:  # the parent channel is not known
-        return False
-    if not permissions.view_channel:
-        return False
-    if thread.type is discord.ChannelType.private_thread:
-        return thread.owner_id == member.id or permissions.manage_threads
-    return True
-
-
-def _gallery_line(job: Job) -> str:
-    when_done = f" · <t:{int(job.finished_at)}:R>" if job.finished_at else ""
-    return f"<@{job.user_id}>: {replies.inputs(job, MARKDOWN)}{when_done}"
+    return f"https://discord.com/channels/{guild}/{ref.chat_id}/{ref.message_id}"
 
 
 class VoteButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"atelier:vote:(?P<entry>\d{1,18})"
+    ButtonPress,
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=r"atelier:vote:(?P<entry>\d{1,18})",
 ):
     def __init__(self, entry_id: int) -> None:
         super().__init__(
@@ -575,11 +417,12 @@ class VoteButton(
     ) -> VoteButton:
         return cls(int(match["entry"]))
 
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _ui(interaction).on_vote(interaction, self.entry_id)
+    async def pressed(self, interaction: discord.Interaction[Any], client: AtelierDiscord) -> None:
+        await client.feature(DiscordChallenges).vote(interaction, self.entry_id)
 
 
 class WithdrawButton(
+    ButtonPress,
     discord.ui.DynamicItem[discord.ui.Button[Any]],
     template=r"atelier:withdraw:(?P<entry>\d{1,18})",
 ):
@@ -599,46 +442,12 @@ class WithdrawButton(
     ) -> WithdrawButton:
         return cls(int(match["entry"]))
 
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _ui(interaction).on_withdraw(interaction, self.entry_id)
-
-
-class GalleryButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"atelier:gallery:(?P<way>prev|next):(?P<member>\d{1,20}):(?P<page>\d{1,6})",
-):
-    def __init__(self, way: str, member_id: int, page: int, *, disabled: bool = False) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Previous" if way == "prev" else "Next",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"atelier:gallery:{way}:{member_id}:{page}",
-                disabled=disabled,
-            )
-        )
-        self.member_id = member_id
-        self.page = page
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
-    ) -> GalleryButton:
-        return cls(match["way"], int(match["member"]), int(match["page"]))
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await _ui(interaction).on_gallery(interaction, self.member_id, self.page)
+    async def pressed(self, interaction: discord.Interaction[Any], client: AtelierDiscord) -> None:
+        await client.feature(DiscordChallenges).withdraw(interaction, self.entry_id)
 
 
 def entry_view(entry_id: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(VoteButton(entry_id))
     view.add_item(WithdrawButton(entry_id))
-    return view
-
-
-def gallery_view(member_id: int, page: int, pages: int) -> discord.ui.View:
-    """Previous/Next; each button's id names the page it opens."""
-    view = discord.ui.View(timeout=None)
-    view.add_item(GalleryButton("prev", member_id, max(0, page - 1), disabled=page == 0))
-    view.add_item(GalleryButton("next", member_id, page + 1, disabled=page + 1 >= pages))
     return view
