@@ -75,7 +75,6 @@ Listener = Callable[[JobEvent], Awaitable[None]]
 # after the first job. Rough figures for a 2-core CPU and a current GPU.
 INITIAL_SECONDS_PER_WORK = {"cpu": 2.0e-5, "gpu": 3.0e-7}
 SPEED_SMOOTHING = 0.3  # weight of the newest job in the moving average
-CANCEL_GRACE = 15.0  # seconds the engine gets to stop a job before it is restarted
 PURGE_INTERVAL = 3600.0
 
 

@@ -666,3 +666,11 @@ async def test_a_painting_in_the_photos_colours_offers_the_paintings_colours(
     again = await sim.running_job()
     assert again.parent_id == job.id
     assert again.options.keep_colors is False
+
+
+def test_the_readme_invite_link_asks_for_the_permissions_the_bot_checks() -> None:
+    from bot.discord.client import INVITE_PERMISSIONS
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    [granted] = re.findall(r"scope=bot\+applications\.commands&permissions=(\d+)", readme)
+    assert int(granted) == INVITE_PERMISSIONS.value
