@@ -22,7 +22,7 @@ from PIL import Image
 
 from bot.__main__ import build, run
 from bot.settings import Settings
-from tests.bot.fake_bot_api import Call, FakeBotAPI
+from tests.bot.telegram.fake_bot_api import Call, FakeBotAPI
 from tests.fakes import FakeEngine
 
 ROOT = Path(__file__).parents[2]

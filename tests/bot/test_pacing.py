@@ -9,8 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from bot.pacing import Blocked, Lost, Paced, Pacer, nap
-from tests.bot.discord_sim import ClockSleeper
-from tests.fakes import FakeClock
+from tests.fakes import FakeTime
 
 INTERVAL = 4.0
 
@@ -27,12 +26,11 @@ class Chat:
     """A platform whose edits are recorded; a test scripts refusals."""
 
     def __init__(self) -> None:
-        self.clock = FakeClock()
-        self.sleeper = ClockSleeper(self.clock)
+        self.clock = FakeTime()
         self.edits: list[tuple[str, str, float]] = []  # (key, text, when)
         self.refusals: list[Exception] = []
         self.pacer: Pacer[Note] = Pacer(
-            self.edit, clock=self.clock, sleep=self.sleeper.sleep, interval=INTERVAL
+            self.edit, clock=self.clock, sleep=self.clock.sleep, interval=INTERVAL
         )
 
     async def edit(self, note: Note) -> Hashable:
@@ -62,7 +60,6 @@ class Chat:
 
     async def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
-        self.sleeper.wake_due()
         await self.settle()
 
 
@@ -160,28 +157,25 @@ async def test_a_finished_message_is_forgotten_once_it_shows_the_end(chat: Chat)
 
 
 async def test_a_nap_ends_when_woken_or_when_its_time_has_passed() -> None:
-    clock = FakeClock()
-    sleeper = ClockSleeper(clock)
+    clock = FakeTime()
     wake = asyncio.Event()
-    napping = asyncio.create_task(nap(sleeper.sleep, 10, wake))
+    napping = asyncio.create_task(nap(clock.sleep, 10, wake))
     await asyncio.sleep(0)
     wake.set()
     await asyncio.wait_for(napping, 1)
     wake.clear()
-    napping = asyncio.create_task(nap(sleeper.sleep, 10, wake))
+    napping = asyncio.create_task(nap(clock.sleep, 10, wake))
     for _ in range(3):  # the nap starts its sleep
         await asyncio.sleep(0)
-    assert sleeper.sleeping == 1
+    assert clock.sleeping == 1
     clock.advance(9)
-    sleeper.wake_due()
     await asyncio.sleep(0)
     assert not napping.done()
     clock.advance(1)
-    sleeper.wake_due()
     await asyncio.wait_for(napping, 1)
-    forever = asyncio.create_task(nap(sleeper.sleep, None, wake))
+    forever = asyncio.create_task(nap(clock.sleep, None, wake))
     await asyncio.sleep(0)
     assert not forever.done()
     wake.set()
     await asyncio.wait_for(forever, 1)
-    assert sleeper.sleeping == 0
+    assert clock.sleeping == 0

@@ -1,13 +1,13 @@
-"""A simulated Discord (simcord) around the real AtelierDiscord client and a real PaintService.
+"""A simulated Discord (simcord) around the real client, the real service and challenges.
 
 simcord runs discord.py unmodified against an in-memory Discord: slash commands with
 attachments, button clicks, message edits, uploads, permissions, injected HTTP errors and
 virtual time. The paint service runs on the fake engine, so a test decides when a painting
 progresses or finishes.
 
-Two clocks move together here: ``FakeClock`` (the service's unix time and the adapter's
-throttle clock) and simcord's virtual time (interaction tokens, message timestamps).
-:meth:`DiscordSim.advance` moves both and wakes the adapter's sleeps that fall due.
+Two clocks move together here: the :class:`~tests.fakes.FakeTime` of the service, the pacer
+and the challenges, and simcord's virtual time (interaction tokens, message timestamps).
+:meth:`DiscordSim.advance` moves both.
 """
 
 from __future__ import annotations
@@ -27,36 +27,11 @@ from bot.jobs import Failed, Finished, Job, JobEvent
 from bot.service import PaintService
 from bot.settings import DiscordSettings, Limits, Secret
 from bot.store import Store
-from tests.fakes import FakeClock, FakeEngine
+from tests.fakes import FakeEngine, FakeTime, jpeg_bytes, png_bytes
 
 EDIT_INTERVAL = 4.0
 RETRY_DELAYS = (2.0, 5.0)
-
-
-class ClockSleeper:
-    """``asyncio.sleep`` on a FakeClock: a sleep ends when the test advances the clock past it."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self.clock = clock
-        self._waiters: list[tuple[float, asyncio.Future[None]]] = []
-
-    async def sleep(self, seconds: float) -> None:
-        future = asyncio.get_running_loop().create_future()
-        entry = (self.clock() + seconds, future)
-        self._waiters.append(entry)
-        try:
-            await future
-        finally:
-            self._waiters.remove(entry)
-
-    def wake_due(self) -> None:
-        for deadline, future in list(self._waiters):
-            if deadline <= self.clock() and not future.done():
-                future.set_result(None)
-
-    @property
-    def sleeping(self) -> int:
-        return len(self._waiters)
+PAGE_SIZE = 2  # gallery pages: a few paintings make several pages
 
 
 class EventLog:
@@ -87,9 +62,9 @@ class DiscordSim:
     env: simcord.Env
     bot: AtelierDiscord
     service: PaintService
+    core: Challenges
     engine: FakeEngine
-    clock: FakeClock
-    sleeper: ClockSleeper
+    time: FakeTime
     store: Store
     data_dir: Path
     limits: Limits
@@ -98,15 +73,17 @@ class DiscordSim:
     services: list[PaintService] = field(default_factory=list)
 
     async def settle(self) -> None:
-        """Let the bot, the service's event feeds and the status boards all come to rest."""
+        """Let the bot, the service's event feeds, the status messages and the challenge
+        announcements all come to rest."""
         for _ in range(3):
             await self.env.settle()
             await self.service.drained()
             await self.bot.feature(StatusMessages).wait_idle()
+            await self.core.drained()
         await self.env.settle()
 
     async def finish(self, job_id: str, seconds: float = 2.0) -> None:
-        """The engine finishes; returns once the adapter has dealt with it."""
+        """The engine finishes; returns once the bot has dealt with it."""
         self.engine.finish(job_id, seconds=seconds)
         await self.events.wait_for(Finished, job_id)
         await self.settle()
@@ -118,8 +95,7 @@ class DiscordSim:
 
     async def advance(self, seconds: float) -> None:
         """Move both clocks; sleeps that fall due end; then settle."""
-        self.clock.advance(seconds)
-        self.sleeper.wake_due()
+        self.time.advance(seconds)
         await self.env.advance_time(seconds)
         await self.settle()
 
@@ -128,21 +104,27 @@ class DiscordSim:
         await self.settle()
         return self.service.get(job_id)
 
-    async def restart(self) -> AtelierDiscord:
-        """A bot process restart: a new service over the same store and data, a new client."""
+    async def restart(self, *, stopped_for: float = 0.0) -> AtelierDiscord:
+        """A bot process restart after ``stopped_for`` seconds: a new service, challenges and
+        client over the same store and data folder."""
+        await self.core.close()
         await self.service.close()
+        self.time.advance(stopped_for)
+        await self.env.advance_time(stopped_for)
         self.engine = FakeEngine(auto=False)
         self.service = PaintService(
             store=self.store,
             engine=self.engine,
             limits=self.limits,
             data_dir=self.data_dir,
-            clock=self.clock,
+            clock=self.time,
         )
         self.services.append(self.service)
-        self.bot = make_bot(self.settings, self.service, self.clock, self.sleeper)
+        self.core = make_core(self.store, self.service, self.data_dir, self.limits, self.time)
+        self.bot = make_bot(self.settings, self.service, self.core, self.time)
         self.service.add_listener(self.events)
         await self.service.start()
+        await self.core.start()
         await self.env.restart_bot(self.bot)
         await self.settle()
         return self.bot
@@ -153,31 +135,89 @@ class DiscordSim:
         ]
 
 
+def make_core(
+    store: Store, service: PaintService, data_dir: Path, limits: Limits, time: FakeTime
+) -> Challenges:
+    return Challenges(
+        store=store,
+        service=service,
+        data_dir=data_dir,
+        limits=limits,
+        clock=time,
+        sleep=time.sleep,
+    )
+
+
 def make_bot(
-    settings: DiscordSettings,
-    service: PaintService,
-    clock: FakeClock,
-    sleeper: ClockSleeper,
-    challenges: Challenges | None = None,
-    page_size: int = 4,
+    settings: DiscordSettings, service: PaintService, core: Challenges, time: FakeTime
 ) -> AtelierDiscord:
     return build_client(
         settings,
         service,
-        challenges,
-        clock=clock,
-        wall_clock=clock,
+        core,
+        clock=time,
+        wall_clock=time,
         edit_interval=EDIT_INTERVAL,
-        sleep=sleeper.sleep,
+        sleep=time.sleep,
         retry_delays=RETRY_DELAYS,
-        page_size=page_size,
+        page_size=PAGE_SIZE,
     )
 
 
 def discord_settings(**changes: Any) -> DiscordSettings:
-    return DiscordSettings(token=Secret("simulated"), moderator_role="Curators", **changes)
+    values: dict[str, Any] = {"moderator_role": "Curators", "organiser_role": "Organisers"}
+    return DiscordSettings(token=Secret("simulated"), **(values | changes))
 
 
 def status_embed(message: discord.Message) -> discord.Embed:
     assert message.embeds, f"message {message.id} has no embed"
     return message.embeds[0]
+
+
+def bot_messages(channel: simcord.ChannelHandle) -> list[discord.Message]:
+    """What the bot posted in ``channel`` for everyone (not private replies, not system)."""
+    return [
+        m for m in channel.history() if m.author.bot and not m.flags.ephemeral and not m.is_system()
+    ]
+
+
+def private(result: simcord.InteractionResult) -> str:
+    """The text of a reply only the member sees."""
+    assert result.acknowledged
+    assert result.ephemeral
+    assert result.response is not None
+    text = result.response.content
+    if not text and result.response.embeds:
+        text = result.response.embeds[0].description or ""
+    return text
+
+
+def refused(sim: DiscordSim, result: simcord.InteractionResult, kind: type[Exception]) -> str:
+    """The member's private reply to a refusal that went through the tree's error handler."""
+    simcord.assert_error(sim.env, kind)
+    return private(result)
+
+
+def images() -> dict[str, tuple[str, bytes]]:
+    return {"photo": ("cat.png", png_bytes((64, 48))), "painting": ("starry.jpg", jpeg_bytes())}
+
+
+async def paint(
+    sim: DiscordSim, member: simcord.MemberActor, channel: simcord.ChannelHandle, **options: object
+) -> simcord.InteractionResult:
+    result = await member.slash(channel, "paint", **images(), **options)
+    await sim.settle()
+    return result
+
+
+def edits_of(sim: DiscordSim, message: discord.Message) -> list[Any]:
+    return sim.requests("PATCH", f"/channels/{message.channel.id}/messages/{message.id}")
+
+
+def channel_message(channel: simcord.ChannelHandle, message_id: int) -> discord.Message:
+    [message] = [m for m in channel.history() if m.id == message_id]
+    return message
+
+
+def member(sim: DiscordSim, guild: simcord.GuildHandle, name: str) -> simcord.MemberActor:
+    return guild.add_member(sim.env.create_user(name))

@@ -2,12 +2,11 @@
 
 Members send captions, replies and button presses as Telegram delivers them; the tests assert
 the calls the bot makes (announcements, entries with inline buttons, callback answers, results).
-Deadlines pass on a FakeClock, also while the bot is stopped.
+Deadlines pass on fake time, also while the bot is stopped.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,13 +16,11 @@ import pytest
 
 from bot.challenges import Challenges, ChallengeState
 from bot.service import PaintService
-from bot.settings import Limits, Secret, TelegramSettings
+from bot.settings import Limits
 from bot.store import Store
-from bot.telegram import build_app
-from tests.bot.discord_sim import ClockSleeper
-from tests.bot.fake_bot_api import Call, FakeBotAPI
-from tests.bot.test_telegram_app import ManualClock
-from tests.fakes import FakeClock, FakeEngine, jpeg_bytes, png_bytes
+from tests.bot.telegram.fake_bot_api import Call, FakeBotAPI
+from tests.bot.telegram.harness import running
+from tests.fakes import FakeEngine, FakeTime, jpeg_bytes, png_bytes
 
 DAY = 24 * 3600
 PAINTING = png_bytes((80, 80), (200, 160, 20))
@@ -40,50 +37,28 @@ def limits() -> Limits:
     return Limits(per_member=3, challenge_entries=3)
 
 
-@pytest.fixture
-async def api() -> AsyncIterator[FakeBotAPI]:
-    async with FakeBotAPI() as fake:
-        yield fake
-
-
-@pytest.fixture
-def sleeper(clock: FakeClock) -> ClockSleeper:
-    return ClockSleeper(clock)
-
-
 @contextlib.asynccontextmanager
-async def running(
+async def challenges_on(
     api: FakeBotAPI,
     service: PaintService,
     store: Store,
     data_dir: Path,
     limits: Limits,
-    clock: FakeClock,
-    sleeper: ClockSleeper,
-    pacing: ManualClock | None = None,
+    clock: FakeTime,
+    pacing: FakeTime | None = None,
 ) -> AsyncIterator[Challenges]:
-    """The bot with challenges, polling the fake server, until the block ends."""
-    settings = TelegramSettings(token=Secret(api.token), api_base=api.base)
-    paced = {"clock": pacing, "sleep": pacing.sleep} if pacing else {}
+    """The bot with challenges (deadlines on ``clock``), polling the fake server."""
     core = Challenges(
         store=store,
         service=service,
         data_dir=data_dir,
         limits=limits,
         clock=clock,
-        sleep=sleeper.sleep,
+        sleep=clock.sleep,
     )
-    app = build_app(settings, service, core, edit_interval=0.0, polling_timeout=1, **paced)
-    await core.start()
-    task = asyncio.create_task(app.run())
-    try:
+    paced = {"clock": pacing, "sleep": pacing.sleep} if pacing else {}
+    async with running(api, service, core, **paced):
         yield core
-    finally:
-        await core.close()
-        await app.close()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 class Group:
@@ -130,8 +105,7 @@ async def test_a_group_challenge_from_start_to_leaderboard(
     store: Store,
     data_dir: Path,
     limits: Limits,
-    clock: FakeClock,
-    sleeper: ClockSleeper,
+    clock: FakeTime,
 ) -> None:
     group = Group(api)
     admin, alice, bob, carol = (
@@ -141,7 +115,7 @@ async def test_a_group_challenge_from_start_to_leaderboard(
         group.user(4, "Carol"),
     )
     api.admins[GROUP_ID] = {admin["id"]}
-    async with running(api, service, store, data_dir, limits, clock, sleeper) as core:
+    async with challenges_on(api, service, store, data_dir, limits, clock) as core:
         # Only administrators start one.
         after = group.send_photo(alice, PAINTING, "/challenge start 3d Sunflowers")
         denied = await group.reply(after)
@@ -241,7 +215,6 @@ async def test_a_group_challenge_from_start_to_leaderboard(
         # The deadline passes: results with images and counts; voting closed.
         after = len(api.calls)
         clock.advance(2 * DAY)
-        sleeper.wake_due()
         heading = await api.wait_call(
             "sendMessage", where=lambda c: "has ended" in c.text, after=after
         )
@@ -270,13 +243,12 @@ async def test_deadline_passing_while_stopped_is_announced_at_start(
     store: Store,
     data_dir: Path,
     limits: Limits,
-    clock: FakeClock,
-    sleeper: ClockSleeper,
+    clock: FakeTime,
 ) -> None:
     group = Group(api)
     admin, alice, bob = group.user(1, "Ada"), group.user(2, "Alice"), group.user(3, "Bob")
     api.admins[GROUP_ID] = {admin["id"]}
-    async with running(api, service, store, data_dir, limits, clock, sleeper):
+    async with challenges_on(api, service, store, data_dir, limits, clock):
         after = group.send_photo(admin, PAINTING, "/challenge start 1h Quick")
         await api.wait_call("sendPhoto", after=after)
         entry = await enter(group, alice, 30)
@@ -284,7 +256,7 @@ async def test_deadline_passing_while_stopped_is_announced_at_start(
 
     clock.advance(2 * 3600)  # the bot is down at the deadline
     after = len(api.calls)
-    async with running(api, service, store, data_dir, limits, clock, sleeper) as core:
+    async with challenges_on(api, service, store, data_dir, limits, clock) as core:
         heading = await api.wait_call(
             "sendMessage", where=lambda c: "has ended" in c.text, after=after
         )
@@ -302,13 +274,12 @@ async def test_administrators_cancel_and_members_cannot(
     store: Store,
     data_dir: Path,
     limits: Limits,
-    clock: FakeClock,
-    sleeper: ClockSleeper,
+    clock: FakeTime,
 ) -> None:
     group = Group(api)
     admin, alice = group.user(1, "Ada"), group.user(2, "Alice")
     api.admins[GROUP_ID] = {admin["id"]}
-    async with running(api, service, store, data_dir, limits, clock, sleeper) as core:
+    async with challenges_on(api, service, store, data_dir, limits, clock) as core:
         after = group.send_photo(admin, PAINTING, "/challenge start 3d Soon gone")
         await api.wait_call("sendPhoto", after=after)
         denied = await group.reply(group.send(alice, "/challenge cancel"))
@@ -329,15 +300,14 @@ async def test_flood_control_on_an_entry_is_waited_out_not_turned_into_a_plain_r
     store: Store,
     data_dir: Path,
     limits: Limits,
-    clock: FakeClock,
-    sleeper: ClockSleeper,
+    clock: FakeTime,
 ) -> None:
     group = Group(api)
     admin, dan = group.user(1, "Ada"), group.user(5, "Dan")
     api.admins[GROUP_ID] = {admin["id"]}
-    ticks = ManualClock(auto=True)
+    ticks = FakeTime(auto=True)
     api.fail_next("sendPhoto", retry_after=6, when=is_entry)
-    async with running(api, service, store, data_dir, limits, clock, sleeper, ticks) as core:
+    async with challenges_on(api, service, store, data_dir, limits, clock, ticks) as core:
         after = group.send_photo(admin, PAINTING, "/challenge start 3d Busy")
         await api.wait_call("sendPhoto", after=after)
         after = group.send_photo(dan, jpeg_bytes((48, 40), (90, 80, 40)), "/challenge enter")
@@ -359,13 +329,12 @@ async def test_an_entry_too_big_to_fetch_is_explained_as_for_paint(
     store: Store,
     data_dir: Path,
     limits: Limits,
-    clock: FakeClock,
-    sleeper: ClockSleeper,
+    clock: FakeTime,
 ) -> None:
     group = Group(api)
     admin, eve = group.user(1, "Ada"), group.user(6, "Eve")
     api.admins[GROUP_ID] = {admin["id"]}
-    async with running(api, service, store, data_dir, limits, clock, sleeper) as core:
+    async with challenges_on(api, service, store, data_dir, limits, clock) as core:
         after = group.send_photo(admin, PAINTING, "/challenge start 3d Big ones")
         await api.wait_call("sendPhoto", after=after)
         # Telegram's getFile refuses files over its bot download limit, whatever was declared.
