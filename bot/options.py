@@ -16,14 +16,8 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from bot.errors import InvalidOptions
-from engine.protocol import (
-    BRUSHES,
-    QUALITIES,
-    STRENGTH_MAX,
-    STRENGTH_MIN,
-    OptionError,
-    PaintOptions,
-)
+from engine.protocol import BRUSHES, STRENGTH_MAX, STRENGTH_MIN, OptionError, PaintOptions
+from engine.schedule import QUALITIES
 
 DEFAULTS: Final = PaintOptions()
 HOST_DEFAULT_QUALITY: Final = ""  # the host's ATELIER_DEFAULT_QUALITY, resolved by the service

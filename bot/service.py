@@ -64,7 +64,7 @@ from bot.jobs import (
 from bot.options import reroll as reroll_named
 from bot.settings import Limits
 from bot.store import Store
-from engine import images, protocol
+from engine import images, protocol, schedule
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class PaintService:
         data_dir: Path,
         clock: Clock | None = None,
         preview_seconds: float = 6.0,
-        default_quality: str = "standard",
+        default_quality: str = schedule.DEFAULT_QUALITY,
     ) -> None:
         self._store = store
         self._engine = engine
@@ -415,10 +415,8 @@ class PaintService:
         return paths[0], paths[1]
 
     def _estimate_work(self, width: int, height: int, options: protocol.PaintOptions) -> int:
-        scales = protocol.schedule(
-            width, height, quality=options.quality, device=self._engine.device_kind
-        )
-        return protocol.total_work(scales)
+        preset = schedule.PRESETS[(options.quality, self._engine.device_kind)]
+        return schedule.total_work(schedule.plan(width, height, preset))
 
     def _admit(self, job: Job) -> Job:
         active = self._active()
