@@ -10,6 +10,7 @@ from bot import replies
 from bot.errors import LimitReached
 from bot.jobs import Finished, Job, JobState, Progress, QueueOverview, Started
 from bot.replies import PLAIN, Plain, StatusState
+from engine.protocol import PaintOptions
 
 
 @pytest.mark.parametrize(
@@ -51,7 +52,8 @@ def test_image_refusals_name_the_file_and_what_is_accepted() -> None:
 def job(**changes: object) -> Job:
     from tests.bot.test_store import sample_job
 
-    return replace(sample_job("j1", user="u1"), photo_name="cat.png", **changes)  # type: ignore[arg-type]
+    values: dict[str, object] = {"photo_name": "cat.png", **changes}
+    return replace(sample_job("j1", user="u1"), **values)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -153,3 +155,49 @@ def test_an_unexpected_error_gets_a_reference_that_is_in_the_log(
     [record] = caplog.records
     assert reference in record.getMessage()
     assert record.exc_info is not None
+
+
+@dataclass(frozen=True)
+class AsShown(Plain):
+    """Discord's markup as a member reads it: mentions as names, timestamps in words."""
+
+    def quoted(self, text: str) -> str:
+        return text
+
+    def member(self, user_id: str, name: str | None) -> str | None:
+        return f"@{name}" if name else None
+
+    def moment(self, seconds_from_now: float) -> str:
+        return {170: "in 3 minutes", 65: "in a minute"}[round(seconds_from_now)]
+
+
+def test_the_readme_transcript_is_what_the_bot_says() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    transcript = readme.split("```", 2)[1]
+    shown = [line.strip() for line in transcript.splitlines()]
+    painting = job(
+        id="k3X9qP2LmA",
+        user_name="member",
+        options=PaintOptions(strength=7, quality="standard"),
+        photo_name="tubingen.jpg",
+        painting_name="starry_night.jpg",
+    )
+    said = [
+        replies.queued_here(replies.IN_THE_QUEUE, "https://discord.com/channels/…"),
+        replies.ready(painting, AsShown()),
+        replies.RESULT_TITLE,
+        replies.inputs(painting, AsShown()),
+        f"Settings: {replies.summary(painting.options)}",
+        f"job {painting.id} · {replies.rerolls_hint(painting.options)}",
+    ]
+    for state in (
+        StatusState(JobState.QUEUED, position=2, eta=170),
+        StatusState(JobState.RUNNING, percent=45, scale=1, scales=3, eta=65),
+        StatusState(JobState.DONE, seconds=161),
+    ):
+        text = replies.status(painting, state, AsShown())
+        said += [text.headline, *text.lines]
+    for sentence in said:
+        assert any(line.endswith(sentence) or sentence in line for line in shown), sentence
