@@ -1,17 +1,14 @@
 """Style challenges on Discord: the /challenge group, /leaderboard and the entry buttons.
 
-- ``/challenge start painting title duration`` (organisers: Manage Server or the organiser
-  role) posts the announcement, opens a thread on it with the painting pinned. ``/challenge
-  enter photo [strength] [keep_colors]`` (in the channel or the thread) queues the entry; its
-  status message and the entry (with **Vote** and **Withdraw**) go to the thread. ``/challenge
-  standings`` shows organisers the counts while it runs, everyone the entries; ``end`` and
-  ``cancel`` are for organisers. ``/leaderboard``: wins and podiums per member in the server.
+- ``/challenge start`` (organisers: Manage Server or the organiser role) posts the
+  announcement and opens a thread on it with the painting pinned; ``/challenge enter`` queues
+  an entry, whose status message and entry (with **Vote** and **Withdraw**) go to the thread;
+  ``standings`` shows organisers the counts while it runs, everyone the entries; ``end`` and
+  ``cancel`` are for organisers; ``/leaderboard``: wins and podiums in the server.
 - The status messages hand a finished challenge painting to :meth:`DiscordChallenges.deliver`
   (their ``deliver_entry``); one finished after its challenge closed is an ordinary painting.
-- :meth:`DiscordChallenges.announce` posts the top three with their images and votes in the
-  channel when a challenge closes, says so in the thread and locks it.
-
-Buttons carry ids only (``atelier:vote:<entry>``, ``atelier:withdraw:<entry>``).
+- When a challenge closes, :meth:`DiscordChallenges.announce` posts the top three in the
+  channel, says so in the thread and locks it. Buttons carry ids only.
 """
 
 from __future__ import annotations

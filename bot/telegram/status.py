@@ -1,16 +1,11 @@
 """Telegram status messages and results, with the buttons under them and what they do.
 
-The status message is a photo (first the member's photo, then the engine's previews) whose
-caption says what :mod:`bot.replies` says about the job, with an inline "Cancel" button while
-the job is alive. Its reference (``"chat_id/message_id"``) is stored on the job, so after a
-restart the events of a recovered job keep editing the same message. Edits are paced by the
-one :class:`~bot.pacing.Pacer` (a chat is a lane); "message is not modified" (e.g. after a
-restart, when what is shown is unknown) counts as success, ``RetryAfter`` blocks the chat, and
-results wait out flood control and outages, so neither loses a painting.
-
-Buttons are aiogram :class:`~aiogram.filters.callback_data.CallbackData` carrying a job id only
-(``cancel:<job>``, ``reroll:<change>:<job>``: the same strings as buttons posted before they
-were typed, so those keep working).
+A status message is a photo (the member's, then the engine's previews) captioned with what
+:mod:`bot.replies` says about the job, with a Cancel button while it runs. Its reference is
+stored on the job, so a recovered job keeps editing it after a restart. The one
+:class:`~bot.pacing.Pacer` paces the edits (a chat is a lane); results wait out flood control
+and outages. Buttons are typed :class:`~aiogram.filters.callback_data.CallbackData` holding a
+job id (``cancel:<job>``, ``reroll:<change>:<job>``: the strings of buttons already posted).
 """
 
 from __future__ import annotations
