@@ -190,7 +190,6 @@ def test_the_readme_transcript_is_what_the_bot_says() -> None:
         replies.RESULT_TITLE,
         replies.inputs(painting, AsShown()),
         f"Settings: {replies.summary(painting.options)}",
-        f"job {painting.id} · {replies.rerolls_hint(painting.options)}",
     ]
     for state in (
         StatusState(JobState.QUEUED, position=2, eta=170),

@@ -15,6 +15,7 @@ import pytest
 import simcord
 
 from bot.jobs import Cancelled, Finished, JobState
+from bot.options import rerolls_for
 from tests.bot.discord.sim import (
     DiscordSim,
     bot_messages,
@@ -104,7 +105,9 @@ async def test_a_painting_in_the_photos_colours_offers_the_paintings_colours(
     await sim.finish(job.id)
     result_message = bot_messages(channel)[-1]
     labels = [c.label for row in result_message.components for c in row.children]
-    assert labels == ["Stronger", "Softer", "Painting's colours", "Delete"]
+    assert labels == [*(way.label(job.options) for way in rerolls_for(job.options)), "Delete"]
+    assert "Painting's colours" in labels
+    assert "Keep colours" not in labels
 
     answer = await alice.click(result_message, label="Painting's colours")
     await sim.settle()
