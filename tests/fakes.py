@@ -61,7 +61,7 @@ class FakeTime:
         return len(self._sleepers)
 
 
-FakeClock = FakeTime  # the name some tests knew it by
+FakeClock = FakeTime  # the name tests/bot/test_engine_client.py imports
 
 
 def png_bytes(

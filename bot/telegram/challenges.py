@@ -278,7 +278,8 @@ class TelegramChallenges(Feature):
         await query.answer(replies.voted(result, PLAIN))
 
     async def _on_stale(self, query: CallbackQuery) -> None:
-        """Button data that no longer reads as an entry's (none is posted so; kept for safety)."""
+        """A vote or withdraw button whose data is not an entry id: say so, never leave the
+        member's press unanswered."""
         raise NoChallenge(replies.STALE_BUTTON)
 
     async def _on_withdraw(self, query: CallbackQuery, callback_data: WithdrawButton) -> None:

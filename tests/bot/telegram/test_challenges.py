@@ -292,6 +292,9 @@ async def test_administrators_cancel_and_members_cannot(
         nothing = await group.reply(group.send(alice, "/challenge enter"))
         assert nothing.text == "There is no open challenge here."
         assert core.open_in("telegram", str(GROUP_ID)) is None
+        # A press whose data is no entry id is answered, not left spinning.
+        stale = await group.answer(alice, nothing.result, "vote:not-an-entry")
+        assert stale == "That button is no longer valid."
 
 
 async def test_flood_control_on_an_entry_is_waited_out_not_turned_into_a_plain_result(
