@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Final
 
+from bot import replies
 from bot.errors import LimitReached, QueueFull
 from bot.jobs import Job
 from bot.settings import Limits
@@ -140,46 +141,15 @@ class Admission:
         mine = sum(1 for j in active if j.platform == platform and j.user_id == user_id)
         mine += sum(1 for r in held if r.platform == platform and r.user_id == user_id)
         if mine >= self._limits.per_member:
-            raise LimitReached(in_progress(mine, self._limits.per_member))
+            raise LimitReached(replies.in_progress(mine, self._limits.per_member))
         queued = len(waiting) + len(held)
         if queued >= self._limits.queue:
-            raise QueueFull(queue_full(queued, remaining))
+            raise QueueFull(replies.queue_full(queued, remaining))
         in_chat = sum(1 for j in waiting if j.platform == platform and j.chat_id == chat_id)
         in_chat += sum(1 for r in held if r.platform == platform and r.chat_id == chat_id)
         if in_chat >= self._limits.queue_per_chat:
-            raise QueueFull(chat_queue_full(in_chat, remaining))
+            raise QueueFull(replies.chat_queue_full(in_chat, remaining))
 
     def _drop(self, reservation: Reservation) -> None:
         if reservation in self._held:
             self._held.remove(reservation)
-
-
-# -- what the member is told -------------------------------------------------------------------
-
-
-def in_progress(mine: int, allowed: int) -> str:
-    if allowed == 1:
-        return (
-            "You already have a painting in progress. Wait for it to finish, "
-            "or cancel it with /cancel."
-        )
-    return (
-        f"You already have {mine} paintings in progress, the most allowed. "
-        "Wait for one to finish, or cancel one with /cancel."
-    )
-
-
-def queue_full(waiting: int, wait: float) -> str:
-    return f"The queue is full ({waiting} paintings waiting). Try again in {slot_wait(wait)}."
-
-
-def chat_queue_full(waiting: int, wait: float) -> str:
-    return (
-        f"This chat already has {waiting} paintings waiting, the most allowed. "
-        f"Try again in {slot_wait(wait)}."
-    )
-
-
-def slot_wait(seconds: float) -> str:
-    minutes = max(1, round(seconds / 60))
-    return "about a minute" if minutes == 1 else f"about {minutes} minutes"

@@ -49,7 +49,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Final
 
-from bot import housekeeping
+from bot import housekeeping, replies
 from bot.admission import Admission, Reservation
 from bot.delivery import Deliveries, load_finished
 from bot.engine_client import Engine, EngineCrashed, JobUpdate
@@ -75,6 +75,7 @@ from bot.jobs import (
     ServiceStatus,
     Started,
 )
+from bot.options import reroll as reroll_named
 from bot.sandbox import DecoderFailed, Sandbox
 from bot.settings import Limits
 from bot.store import Store
@@ -90,31 +91,10 @@ Sleep = Callable[[float], Awaitable[None]]
 # after the first job. Rough figures for a 2-core CPU and a current GPU.
 INITIAL_SECONDS_PER_WORK = {"cpu": 2.0e-5, "gpu": 3.0e-7}
 SPEED_SMOOTHING = 0.3  # weight of the newest job in the moving average
-CANCEL_GRACE = 15.0  # seconds the engine gets to stop a job before it is restarted
 PURGE_INTERVAL = 3600.0
 LISTENER_CLOSE_GRACE: Final = 10.0  # seconds a listener gets to finish its events at close
 VALIDATIONS_AT_ONCE: Final = 2  # header checks running at the same time
 RUN_LOOP_BACKOFF: Final = (1.0, 5.0, 30.0)  # seconds after 1, 2, 3+ unexpected errors in a row
-
-REROLL_CHANGES = ("stronger", "softer", "keep_colors")
-
-# What a member is told (beside the sentences inline below, until they move to one place).
-OUR_FAULT: Final = "Something went wrong on my side. Please try again."
-NOT_FINISHED_YET: Final = "That painting isn't finished yet; once it is, you can paint it again."
-NOT_A_FINISHED_PAINTING: Final = (
-    "Only a finished painting can be painted again. Send it again with /paint."
-)
-OTHER_PLATFORM: Final = (
-    "That painting was made on another chat platform; it can only be painted again there."
-)
-DELETED_WITH_INPUTS: Final = (
-    "That painting was deleted, with its photo and painting. Send them again with /paint."
-)
-CANCEL_INSTEAD: Final = "That painting isn't finished yet; cancel it instead."
-
-
-def only_owner_repaints(name: str) -> str:
-    return f"Only {name} can paint this again."
 
 
 def run_order(waiting: list[Job]) -> list[Job]:
@@ -278,11 +258,7 @@ class PaintService:
                 job = replace(job, crashes=job.crashes + 1)
                 if job.crashes >= 2:
                     self._finish_failed(
-                        job,
-                        "engine_crashed",
-                        "This painting was interrupted twice by restarts, so I stopped trying. "
-                        "Please send it again.",
-                        recovering=True,
+                        job, "engine_crashed", replies.INTERRUPTED_TWICE, recovering=True
                     )
                     continue
                 job = replace(job, state=JobState.QUEUED)
@@ -336,7 +312,7 @@ class PaintService:
         except protocol.OptionError as error:
             if reservation is not None:
                 reservation.release()
-            raise InvalidOptions(f"That option doesn't work: {error}.") from None
+            raise InvalidOptions(replies.option_refused(error)) from None
         slot = reservation
         if slot is not None and (slot.platform, slot.user_id) != (
             request.platform,
@@ -347,8 +323,8 @@ class PaintService:
         if slot is None or slot.released:  # none given, or held so long that it lapsed
             slot = self.reserve(request.platform, request.chat_id, request.user_id)
         with slot:
-            photo = await self._check_image(request.photo, "photo")
-            await self._check_image(request.painting, "painting")
+            photo = await self.check_image(request.photo, "photo")
+            await self.check_image(request.painting, "painting")
             async with self._admitting:
                 # Checked again: a reservation that lapsed while we checked no longer counts.
                 self._check_limits(request.platform, request.chat_id, request.user_id, slot)
@@ -394,33 +370,23 @@ class PaintService:
         """
         source = self.get(job_id)
         if platform is not None and source.platform != platform:
-            raise NotAllowed(OTHER_PLATFORM)
+            raise NotAllowed(replies.OTHER_PLATFORM)
         if source.user_id != user_id and not moderator:
-            raise NotAllowed(only_owner_repaints(source.user_name))
+            raise NotAllowed(replies.only_owner_repaints(source))
         if source.state is not JobState.DONE:
             raise NotAvailable(
-                NOT_A_FINISHED_PAINTING if source.state.terminal else NOT_FINISHED_YET
+                replies.NOT_A_FINISHED_PAINTING
+                if source.state.terminal
+                else replies.NOT_FINISHED_YET
             )
-        if change not in REROLL_CHANGES:
-            raise InvalidOptions(f"Unknown change {change!r}; use {', '.join(REROLL_CHANGES)}.")
+        way = reroll_named(change)
         retained = source.finished_at is not None and (
             self._clock() - source.finished_at < self._limits.retention_hours * 3600
         )
-        gone = NotAvailable(
-            DELETED_WITH_INPUTS
-            if retained
-            else "The photo and painting of that result have been deleted after the retention "
-            "period. Please send them again with /paint."
-        )
+        gone = NotAvailable(replies.DELETED_WITH_INPUTS if retained else replies.INPUTS_DELETED)
         if self._store.is_purged(job_id):
             raise gone
-        options = source.options
-        if change == "stronger":
-            options = replace(options, strength=min(protocol.STRENGTH_MAX, options.strength + 2))
-        elif change == "softer":
-            options = replace(options, strength=max(protocol.STRENGTH_MIN, options.strength - 2))
-        else:
-            options = replace(options, keep_colors=not options.keep_colors)
+        options = way.apply(source.options)
         async with self._admitting:
             self._check_limits(source.platform, source.chat_id, user_id)
             paths = (source.photo_path, source.painting_path)
@@ -456,11 +422,9 @@ class PaintService:
     async def cancel(self, job_id: str, *, user_id: str, moderator: bool = False) -> Job:
         job = self.get(job_id)
         if job.user_id != user_id and not moderator:
-            raise NotAllowed(
-                "Only the member who asked for this painting or a moderator can cancel it."
-            )
+            raise NotAllowed(replies.owner_only(job, "cancel"))
         if job.state.terminal:
-            raise JobNotFound(f"That painting is already {job.state.value}.")
+            raise JobNotFound(replies.already(job.state))
         if job.state is JobState.QUEUED:
             self._waiting = [j for j in self._waiting if j.id != job_id]
             self._positions.pop(job_id, None)
@@ -490,7 +454,7 @@ class PaintService:
             and (chat_id is None or j.chat_id == chat_id)
         ]
         if not mine:
-            raise JobNotFound("You have no painting in progress. Start one with /paint.")
+            raise JobNotFound(replies.NOTHING_TO_CANCEL)
         # The newest one: a member with several jobs most likely regrets the last.
         return await self.cancel(mine[-1].id, user_id=user_id)
 
@@ -504,11 +468,9 @@ class PaintService:
         """Delete a finished painting's result, and its inputs unless a kept job uses them."""
         job = self.get(job_id)
         if job.user_id != user_id and not moderator:
-            raise NotAllowed(
-                "Only the member who asked for this painting or a moderator can delete it."
-            )
+            raise NotAllowed(replies.owner_only(job, "delete"))
         if not job.state.terminal:
-            raise NotAllowed(CANCEL_INSTEAD)
+            raise NotAllowed(replies.CANCEL_INSTEAD)
         if job.result_path:
             await asyncio.to_thread(Path(job.result_path).unlink, missing_ok=True)
         self._store.mark_purged(job.id)
@@ -548,7 +510,7 @@ class PaintService:
             return self._unsaved[job_id]
         stored = self._store.get_job(job_id)
         if stored is None:
-            raise JobNotFound("I can't find that painting; it may have expired.")
+            raise JobNotFound(replies.NOT_FOUND)
         return stored
 
     def position(self, job_id: str) -> int | None:
@@ -582,14 +544,14 @@ class PaintService:
         """The result's bytes. Blocking (up to tens of megabytes): from a thread, or use
         :meth:`read_result`."""
         if not job.result_path or not Path(job.result_path).is_file():
-            raise NotAvailable("That painting has been deleted.")
+            raise NotAvailable(replies.RESULT_DELETED)
         return Path(job.result_path).read_bytes()
 
     def input_bytes(self, job: Job, which: str) -> bytes:
         """An input's bytes. Blocking: from a thread, or use :meth:`read_input`."""
         path = Path(job.photo_path if which == "photo" else job.painting_path)
         if not path.is_file():
-            raise NotAvailable(f"The {which} of that painting has been deleted.")
+            raise NotAvailable(replies.input_deleted(which))
         return path.read_bytes()
 
     async def read_result(self, job: Job) -> bytes:
@@ -621,8 +583,13 @@ class PaintService:
             exclude=own,
         )
 
-    async def _check_image(self, data: bytes, role: str) -> images.ImageInfo:
-        """Headers here (never a pixel decoded in this process); in full in the sandbox."""
+    async def check_image(self, data: bytes, role: str) -> images.ImageInfo:
+        """Check an image by the engine's rules; :class:`InvalidImage` if unfit.
+
+        Its headers here (never a pixel decoded in this process, a few at a time off the event
+        loop); in full in the sandbox's capped child, one at a time, when there is a sandbox.
+        A picture the sandbox cannot open for want of memory or time is left to the engine.
+        """
         try:
             async with self._validations:
                 info = await asyncio.to_thread(
@@ -710,7 +677,7 @@ class PaintService:
                 log.exception("job %s: unexpected error in the run loop", job.id)
                 current = self._running or job
                 if not current.state.terminal:
-                    self._finish_failed(current, "internal", OUR_FAULT)
+                    self._finish_failed(current, "internal", replies.OUR_FAULT)
             finally:
                 self._running = None
             self._announce_positions()
@@ -773,7 +740,7 @@ class PaintService:
             )
             finished = await load_finished(job)
             if finished is None:
-                self._finish_failed(job, "internal", OUR_FAULT)
+                self._finish_failed(job, "internal", replies.OUR_FAULT)
             else:
                 self._deliveries.finished(job, finished, self._listeners)
         elif isinstance(outcome, protocol.JobCancelled):
@@ -813,12 +780,8 @@ class PaintService:
         await self._engine.cancel(job.id)
         # The engine was busy with this job; restart it so the next job starts on a clean one.
         await self._restart_engine()
-        minutes = self._limits.job_timeout / 60
         self._finish_failed(
-            self._running or job,
-            "timeout",
-            f"This painting took longer than the {minutes:.0f}-minute limit and was stopped. "
-            "Try quality=draft or a smaller photo.",
+            self._running or job, "timeout", replies.too_slow(self._limits.job_timeout)
         )
 
     async def _after_crash(self, job: Job, reason: str) -> None:
@@ -830,12 +793,7 @@ class PaintService:
             job = self._finish(job, JobState.CANCELLED)
             self._emit(Cancelled(job=job, by_user=by))
         elif job.crashes >= 2:
-            self._finish_failed(
-                job,
-                "engine_crashed",
-                "This painting stopped the engine twice, so I gave up on it. "
-                "Try a smaller photo or another painting.",
-            )
+            self._finish_failed(job, "engine_crashed", replies.CRASHED_TWICE)
         else:
             job = replace(job, state=JobState.QUEUED)
             self._save(job)

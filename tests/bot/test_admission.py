@@ -14,11 +14,11 @@ from bot.settings import Limits
 from bot.store import Store
 from engine import images
 from tests.bot.test_service import make_service, request
-from tests.fakes import FakeClock, FakeEngine
+from tests.fakes import FakeEngine, FakeTime
 
 
 async def test_a_reservation_refuses_a_second_request_before_any_download(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     service = make_service(store, FakeEngine(auto=False), data_dir, clock)
     async with service:
@@ -34,7 +34,7 @@ async def test_a_reservation_refuses_a_second_request_before_any_download(
 
 
 async def test_a_released_reservation_frees_the_slot(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     service = make_service(store, FakeEngine(auto=False), data_dir, clock)
     async with service:
@@ -47,7 +47,7 @@ async def test_a_released_reservation_frees_the_slot(
 
 
 async def test_reservations_count_in_the_chat_and_queue_limits(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     engine = FakeEngine(auto=False)
     service = make_service(store, engine, data_dir, clock, Limits(queue=3, queue_per_chat=2))
@@ -64,7 +64,7 @@ async def test_reservations_count_in_the_chat_and_queue_limits(
 
 
 async def test_a_forgotten_reservation_stops_counting(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     service = make_service(store, FakeEngine(auto=False), data_dir, clock)
     async with service:
@@ -75,7 +75,7 @@ async def test_a_forgotten_reservation_stops_counting(
 
 
 async def test_a_refused_image_releases_the_slot(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     service = make_service(store, FakeEngine(auto=False), data_dir, clock)
     async with service:
@@ -87,7 +87,7 @@ async def test_a_refused_image_releases_the_slot(
 
 
 async def test_a_burst_from_one_member_is_checked_once(
-    store: Store, data_dir: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    store: Store, data_dir: Path, clock: FakeTime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     checked: list[str] = []
     admit = images.admit

@@ -32,7 +32,7 @@ from bot.settings import Limits
 from bot.store import Store
 from bot.supervisor import Supervisor
 from tests.bot.test_service import Deliverer, Recorder, make_service, request, settle
-from tests.fakes import FakeClock, FakeEngine
+from tests.fakes import FakeEngine, FakeTime
 
 ROOT = Path(__file__).parents[2]
 
@@ -64,7 +64,7 @@ def faulty(data_dir: Path) -> Iterator[FaultyStore]:
     "error", ["database is locked", "disk I/O error", "database or disk is full"]
 )
 async def test_a_failed_write_while_finishing_keeps_the_queue_going_and_tells_the_member(
-    faulty: FaultyStore, data_dir: Path, clock: FakeClock, error: str
+    faulty: FaultyStore, data_dir: Path, clock: FakeTime, error: str
 ) -> None:
     engine = FakeEngine(auto=False)
     service = make_service(faulty, engine, data_dir, clock)
@@ -89,7 +89,7 @@ async def test_a_failed_write_while_finishing_keeps_the_queue_going_and_tells_th
 
 
 async def test_a_database_locked_by_another_connection_during_finish(
-    data_dir: Path, clock: FakeClock
+    data_dir: Path, clock: FakeTime
 ) -> None:
     store = Store.open(data_dir / "atelier.sqlite3", busy_timeout=0.05)
     engine = FakeEngine(auto=False)
@@ -115,7 +115,7 @@ async def test_a_database_locked_by_another_connection_during_finish(
 
 
 async def test_a_run_loop_that_keeps_dying_stops_the_process_and_close_still_closes(
-    store: Store, data_dir: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    store: Store, data_dir: Path, clock: FakeTime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def no_pause(seconds: float) -> None:
         await asyncio.sleep(0)
@@ -143,7 +143,7 @@ async def test_a_run_loop_that_keeps_dying_stops_the_process_and_close_still_clo
 
 
 async def test_a_listener_stuck_at_shutdown_does_not_keep_the_engine_running(
-    store: Store, data_dir: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    store: Store, data_dir: Path, clock: FakeTime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(service_module, "LISTENER_CLOSE_GRACE", 0)
     engine = FakeEngine()
@@ -166,7 +166,7 @@ async def test_a_listener_stuck_at_shutdown_does_not_keep_the_engine_running(
 
 
 async def test_a_bot_killed_between_done_and_delivery_delivers_once_after_restart(
-    data_dir: Path, clock: FakeClock
+    data_dir: Path, clock: FakeTime
 ) -> None:
     path = data_dir / "atelier.sqlite3"
     first_store = Store.open(path)
@@ -197,7 +197,7 @@ async def test_a_bot_killed_between_done_and_delivery_delivers_once_after_restar
 
 
 async def test_a_graceful_shutdown_mid_delivery_delivers_once(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     posted: list[str] = []
     service = make_service(store, FakeEngine(), data_dir, clock)
@@ -321,7 +321,7 @@ def _decoders() -> int:
 
 @pytest.mark.parametrize("per_member", [1, 8])
 async def test_eight_decode_bombs_at_once_from_one_member(
-    store: Store, data_dir: Path, clock: FakeClock, per_member: int
+    store: Store, data_dir: Path, clock: FakeTime, per_member: int
 ) -> None:
     bomb = decode_bomb()
     limits = Limits(per_member=per_member, queue_per_chat=10)

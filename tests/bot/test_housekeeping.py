@@ -16,13 +16,13 @@ from bot.settings import Limits
 from bot.store import Store
 from tests.bot.test_service import Recorder, make_service, request
 from tests.bot.test_store import sample_job
-from tests.fakes import FakeClock, FakeEngine
+from tests.fakes import FakeEngine, FakeTime
 
 DAY = 24 * 3600
 
 
 async def test_records_are_forgotten_some_days_after_their_files(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     limits = Limits(retention_hours=1, forget_days=2)
     service = make_service(store, FakeEngine(), data_dir, clock, limits)
@@ -42,7 +42,7 @@ async def test_records_are_forgotten_some_days_after_their_files(
 
 
 async def test_the_sweep_runs_in_a_thread_of_its_own(
-    store: Store, data_dir: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    store: Store, data_dir: Path, clock: FakeTime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     threads: list[int] = []
     sweep = housekeeping.sweep

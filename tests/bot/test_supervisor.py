@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 
 from bot.supervisor import Supervisor, TaskKeepsFailing
-from tests.fakes import FakeClock
+from tests.fakes import FakeTime
 
 
 class Naps:
     """An injected sleep: records each nap, lets the clock move by it, returns at once."""
 
-    def __init__(self, clock: FakeClock) -> None:
+    def __init__(self, clock: FakeTime) -> None:
         self.clock = clock
         self.taken: list[float] = []
 
@@ -22,7 +22,7 @@ class Naps:
 
 
 async def test_a_task_that_fails_is_started_again_after_a_pause() -> None:
-    clock = FakeClock()
+    clock = FakeTime()
     naps = Naps(clock)
     supervisor = Supervisor(clock=clock, sleep=naps, backoff=(1.0, 4.0))
     runs = 0
@@ -45,7 +45,7 @@ async def test_a_task_that_fails_is_started_again_after_a_pause() -> None:
 
 
 async def test_a_task_that_keeps_failing_makes_the_supervisor_give_up() -> None:
-    clock = FakeClock()
+    clock = FakeTime()
     supervisor = Supervisor(clock=clock, sleep=Naps(clock), max_failures=3, window=600.0)
 
     async def broken() -> None:
@@ -60,7 +60,7 @@ async def test_a_task_that_keeps_failing_makes_the_supervisor_give_up() -> None:
 
 
 async def test_failures_far_apart_never_add_up() -> None:
-    clock = FakeClock()
+    clock = FakeTime()
     supervisor = Supervisor(
         clock=clock, sleep=Naps(clock), max_failures=2, window=60.0, backoff=(100.0,)
     )
