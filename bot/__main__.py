@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 from bot.challenges import Challenges
-from bot.engine_client import EngineClient, EngineUnavailable
 from bot.service import PaintService
 from bot.settings import ConfigError, Settings, load_environment
 from bot.store import Store
+from engine.client import EngineClient, EngineUnavailable
 from engine.protocol import EngineConfig
 
 log = logging.getLogger("bot")

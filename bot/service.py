@@ -35,7 +35,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
-from bot.engine_client import Engine, EngineCrashed, JobUpdate
 from bot.errors import (
     InvalidImage,
     InvalidOptions,
@@ -63,6 +62,7 @@ from bot.jobs import (
 from bot.settings import Limits
 from bot.store import Store
 from engine import images, protocol
+from engine.client import Engine, EngineCrashed, JobUpdate
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from bot.engine_client import EngineCrashed, JobOutcome, JobUpdate
 from engine import protocol
+from engine.client import EngineCrashed, JobOutcome, JobUpdate
 
 
 class FakeClock:
