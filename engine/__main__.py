@@ -99,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--host", help="this host's name in consumer names (default: hostname)")
     agent.add_argument("--weights", help="a VGG-19 state-dict file (as for paint)")
     agent.add_argument("--work-dir", type=Path, help="where inputs and results are kept briefly")
-    agent.add_argument("--lease", type=float, default=30.0, help="seconds (default 30)")
+    agent.add_argument(
+        "--lease", type=float, default=30.0, help="seconds; the same on every host (default 30)"
+    )
     agent.add_argument("--metrics-port", type=int, help="serve /metrics and /healthz (default off)")
     return parser
 
@@ -177,7 +179,15 @@ def _agent(args: argparse.Namespace) -> int:
     from engine.client import EngineUnavailable
 
     logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    settings = AgentSettings(redis_url=args.redis, devices=args.devices, lease=args.lease)
+    if args.lease <= 0:
+        raise protocol.OptionError("--lease must be positive")
+    # Four renewals per lease: a host is never taken for dead over one slow round trip.
+    settings = AgentSettings(
+        redis_url=args.redis,
+        devices=args.devices,
+        lease=args.lease,
+        renew_every=min(5.0, args.lease / 4),
+    )
     overrides = {
         "host": args.host,
         "weights": args.weights,

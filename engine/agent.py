@@ -47,7 +47,7 @@ from engine.client import (
     JobUpdate,
     WorkerTarget,
 )
-from engine.metrics import Metrics
+from engine.metrics import Metrics, MetricsServer
 from engine.redis_jobs import Claimed, RedisJobs
 
 log = logging.getLogger("engine.agent")
@@ -126,14 +126,14 @@ class Agent:
         ]
         self._stopping = False
         self.redis_ok = True
+        self.metrics_server: MetricsServer | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Paint until ``stop`` is set; then hand back the jobs in hand and shut down."""
         self._inputs.mkdir(parents=True, exist_ok=True)
         self._results.mkdir(parents=True, exist_ok=True)
-        server = None
         if self.settings.metrics_port is not None:
-            server = self.metrics.serve(
+            self.metrics_server = self.metrics.serve(
                 self.settings.metrics_port, health=lambda: self.redis_ok and self._any_engine_up()
             )
         await self._start_engines()
@@ -167,8 +167,8 @@ class Agent:
                     await self.jobs.clear_alive(device.consumer)
                 await device.engine.close()
             await self._client.aclose()
-            if server is not None:
-                server.close()
+            if self.metrics_server is not None:
+                self.metrics_server.close()
             log.info("agent %s stopped", self.settings.host)
 
     # -- engines -------------------------------------------------------------------------------
@@ -177,13 +177,16 @@ class Agent:
         results = await asyncio.gather(
             *(device.engine.start() for device in self.devices), return_exceptions=True
         )
+        reasons = []
         for device, result in zip(self.devices, results, strict=True):
-            if isinstance(result, EngineUnavailable):
-                log.error("engine on %s cannot start: %s", device.name, result.message)
-            elif isinstance(result, BaseException):
-                log.error("engine on %s cannot start: %r", device.name, result)
+            if isinstance(result, BaseException):
+                reason = result.message if isinstance(result, EngineUnavailable) else repr(result)
+                log.error("engine on %s cannot start: %s", device.name, reason)
+                reasons.append(f"{device.name}: {reason}")
         if not self._any_engine_up():
-            raise EngineUnavailable("no_device", "no engine could start on any device")
+            raise EngineUnavailable(
+                "no_device", "no engine could start (" + "; ".join(reasons) + ")"
+            )
 
     def _any_engine_up(self) -> bool:
         return any(device.engine.up_since is not None for device in self.devices)

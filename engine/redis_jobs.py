@@ -330,7 +330,8 @@ class RedisJobs:
         return Refused(reason=_text(reply[0]), count=int(reply[1]))
 
     async def cancel(self, job_id: str, by: str) -> str:
-        """'cancelled' (was waiting), 'signalled' (running), 'unknown' or its terminal state."""
+        """'cancelled' (it was waiting), 'signalled' (running), 'unknown', or
+        'already:<state>' (it had finished)."""
         reply = await self._cancel(
             keys=[self.keys.job(job_id), self.keys.waiting],
             args=[job_id, by, self._now(), self.job_ttl, self.keys.cancel_channel],

@@ -287,7 +287,7 @@ return {counts.requeued, counts.failed, counts.cancelled}
 # KEYS: job, waiting
 # ARGV: id, by, now, job ttl, cancel channel
 # -> 'cancelled' (it was waiting: gone now), 'signalled' (running: the agent stops it),
-#    'unknown', or the terminal state it already had
+#    'unknown', or 'already:<state>' when it had finished
 CANCEL: Final = (
     _PRELUDE
     + """
@@ -307,6 +307,6 @@ if state == 'running' then
   redis.call('PUBLISH', channel, id)
   return 'signalled'
 end
-return state
+return 'already:' .. state
 """
 )

@@ -233,7 +233,7 @@ async def test_cancel_a_waiting_job_at_once_and_a_running_one_by_flag(jobs: Redi
     assert await jobs.finish("A:0", running, redis_jobs.Cancelled()) == "cancelled"
     [*_, last] = await jobs.read_events("bot1", "0")
     assert last.type == "cancelled" and last.fields["by"] == "mod"
-    assert await jobs.cancel("a1", "mod") == "cancelled"  # already: its terminal state
+    assert await jobs.cancel("a1", "mod") == "already:cancelled"
     assert await jobs.cancel("nope", "x") == "unknown"
 
 
