@@ -18,7 +18,6 @@ Never imports discord, aiogram or torch.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -110,6 +109,7 @@ class ScaledQueue:
         self._updates: asyncio.Queue[RunUpdate] = asyncio.Queue()
         self._after = "0"
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
         self.reachable = True
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -125,11 +125,17 @@ class ScaledQueue:
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # The reader is not cancelled in the middle of its blocking read (that can leave the
+        # connection out of step, and redis-py may swallow the cancellation): it sees the flag
+        # when the read returns, within one BLOCK.
+        self._closing = True
+        if self._tasks:
+            reader, *others = self._tasks
+            for task in others:
+                task.cancel()
+            await asyncio.wait([reader], timeout=self._block_ms / 1000 + 5)
+            reader.cancel()  # only if it is stuck beyond that
+            await asyncio.wait(self._tasks, timeout=5)
         self._tasks.clear()
         if self._reader_client is not None:
             await self._reader_client.aclose()
@@ -241,11 +247,13 @@ class ScaledQueue:
 
     async def _read_loop(self) -> None:
         delay = 0.5
-        while True:
+        while not self._closing:
             try:
                 events = await self.jobs.read_events(
                     self.bot_id, self._after, block_ms=self._block_ms, client=self._reader_client
                 )
+                if self._closing:
+                    return  # not handled: a later start(after=...) replays them
                 for event in events:
                     update = await self._to_update(event)
                     self._after = event.id

@@ -157,11 +157,12 @@ class Agent:
                 if device.job is not None:
                     device.releasing = True
                     await device.engine.cancel(device.job.job_id)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*painters, return_exceptions=True), 30)
+            await asyncio.wait(painters, timeout=30)
+            # The pub/sub listener sees the flag within a second; the rest only sleep.
+            await asyncio.wait(background[1:2], timeout=3)
             for task in [*painters, *background]:
                 task.cancel()
-            await asyncio.gather(*painters, *background, return_exceptions=True)
+            await asyncio.wait([*painters, *background], timeout=5)
             for device in self.devices:
                 with contextlib.suppress(RedisError, OSError):
                     await self.jobs.clear_alive(device.consumer)
@@ -365,13 +366,13 @@ class Agent:
     async def _listen(self) -> None:
         """Cancel requests and wake-ups by pub/sub, on a connection of their own."""
         keys = self.jobs.keys
-        while True:
+        while not self._stopping:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(keys.cancel_channel, keys.wake_channel)
                 for device in self.devices:
                     device.wake.set()  # anything admitted while we were away
-                while True:
+                while not self._stopping:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is None:
                         continue
