@@ -45,7 +45,7 @@ from bot.job_queue import (
 from bot.jobs import Job
 from bot.settings import Limits
 from engine import redis_jobs
-from engine.redis_jobs import AdmitLimits, Admitted, Event, NewJob, RedisJobs
+from engine.redis_jobs import AdmitLimits, Admitted, Event, NewJob, RedisJobs, check_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +252,7 @@ class ScaledQueue:
                 events = await self.jobs.read_events(
                     self.bot_id, self._after, block_ms=self._block_ms, client=self._reader_client
                 )
+                check_cancelled()
                 if self._closing:
                     return  # not handled: a later start(after=...) replays them
                 for event in events:
@@ -289,6 +290,7 @@ class ScaledQueue:
                 pass  # the reader reports the outage
             except Exception:
                 log.exception("reaping failed")
+            check_cancelled()
             await asyncio.sleep(self._reap_every)
 
     async def _to_update(self, event: Event) -> RunUpdate | None:

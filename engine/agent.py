@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import socket
 import tempfile
@@ -48,11 +49,12 @@ from engine.client import (
     WorkerTarget,
 )
 from engine.metrics import Metrics, MetricsServer
-from engine.redis_jobs import Claimed, RedisJobs
+from engine.redis_jobs import Claimed, RedisJobs, check_cancelled
 
 log = logging.getLogger("engine.agent")
 
 REAPER: Final = "reaper"
+DIGEST: Final = re.compile(r"[0-9a-f]{64}")
 INPUTS_LOST: Final = (
     "The photo or painting of this job expired before a GPU was free. Please send it again."
 )
@@ -218,6 +220,8 @@ class Agent:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
+            finally:
+                check_cancelled()
             if claimed is None:
                 device.wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -233,6 +237,9 @@ class Agent:
             "job %s claimed by %s (attempt %d)", claimed.job_id, device.consumer, claimed.attempt
         )
         device.job = claimed
+        if self._stopping:  # claimed just as the agent was told to stop
+            await self._finish(device, claimed, redis_jobs.Release())
+            return
         try:
             photo = await self._input(claimed.photo)
             painting = await self._input(claimed.painting)
@@ -342,6 +349,8 @@ class Agent:
             except (RedisError, OSError) as error:
                 self._redis_down(error)
                 continue  # keep painting; the finish will tell whether the lease held
+            finally:
+                check_cancelled()
             if not renewal.owned:
                 device.lost = True
                 await device.engine.cancel(claimed.job_id)
@@ -350,6 +359,9 @@ class Agent:
                 await device.engine.cancel(claimed.job_id)
 
     async def _input(self, digest: str) -> Path | None:
+        if not DIGEST.fullmatch(digest):  # a file name from Redis: never a path
+            log.error("input digest %r is not a SHA-256; treated as lost", digest[:80])
+            return None
         path = self._inputs / f"{digest}.img"
         if path.is_file():
             return path
@@ -374,6 +386,7 @@ class Agent:
                     device.wake.set()  # anything admitted while we were away
                 while not self._stopping:
                     message = await pubsub.get_message(timeout=1.0)
+                    check_cancelled()
                     if message is None:
                         continue
                     channel, data = message["channel"].decode(), message["data"].decode()
@@ -412,6 +425,7 @@ class Agent:
                         self.metrics.job_requeued("host_lost")
             except (RedisError, OSError) as error:
                 self._redis_down(error)
+            check_cancelled()
             await asyncio.sleep(self.settings.reap_every)
 
     async def _alive_loop(self) -> None:
@@ -432,6 +446,7 @@ class Agent:
                 self.redis_ok = True
             except (RedisError, OSError) as error:
                 self._redis_down(error)
+            check_cancelled()
             await asyncio.sleep(self.settings.alive_every)
 
     def _redis_down(self, error: BaseException) -> None:

@@ -20,6 +20,7 @@ cancelling an in-flight command can desynchronise a shared connection.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -32,8 +33,8 @@ from redis.asyncio.retry import Retry as ConnectionRetry
 from redis.backoff import ExponentialBackoff
 
 from engine import protocol, redis_scripts
+from engine.redis_scripts import Keys
 
-PREFIX: Final = "{atelier}:"
 GROUP: Final = "gpu"
 LEASE: Final = 30.0  # seconds without a renewal before a running job is taken back
 MAX_ATTEMPTS: Final = 3  # deliveries before a job whose hosts keep dying fails
@@ -73,56 +74,6 @@ def connect(url: str) -> aioredis.Redis:
         health_check_interval=15,
         retry=ConnectionRetry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
     )
-
-
-@dataclass(frozen=True)
-class Keys:
-    prefix: str = PREFIX
-
-    @property
-    def waiting(self) -> str:
-        return f"{self.prefix}waiting"
-
-    @property
-    def turn(self) -> str:
-        return f"{self.prefix}turn"
-
-    @property
-    def turnseq(self) -> str:
-        return f"{self.prefix}turnseq"
-
-    @property
-    def jobs(self) -> str:
-        return f"{self.prefix}jobs"
-
-    @property
-    def cancel_channel(self) -> str:
-        return f"{self.prefix}cancel"
-
-    @property
-    def wake_channel(self) -> str:
-        return f"{self.prefix}wake"
-
-    def job(self, job_id: str) -> str:
-        return f"{self.prefix}job:{job_id}"
-
-    def member(self, platform: str, user_id: str) -> str:
-        return f"{self.prefix}member:{platform}/{user_id}"
-
-    def chat(self, platform: str, chat_id: str) -> str:
-        return f"{self.prefix}chat:{platform}/{chat_id}"
-
-    def bot(self, bot: str) -> str:
-        return f"{self.prefix}bot:{bot}"
-
-    def events(self, bot: str) -> str:
-        return f"{self.prefix}events:{bot}"
-
-    def blob(self, digest: str) -> str:
-        return f"{self.prefix}blob:{digest}"
-
-    def alive(self, consumer: str) -> str:
-        return f"{self.prefix}alive:{consumer}"
 
 
 @dataclass(frozen=True)
@@ -503,6 +454,18 @@ class RedisJobs:
 
     def _now(self) -> str:
         return repr(self._clock())
+
+
+def check_cancelled() -> None:
+    """Raise CancelledError if this task was asked to stop.
+
+    A cancellation that arrives while redis-py runs a command can be lost (seen with redis-py
+    8.1: a cancelled loop went on renewing a lease for ever, its task marked "cancelling").
+    Loops that call Redis check this after every call, so ``task.cancel()`` still stops them.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def decode_event(event_id: str, raw: dict[bytes, bytes]) -> Event:

@@ -1,4 +1,4 @@
-"""The Lua scripts of the scaled mode: one atomic script per transition of a job.
+"""The scaled mode's Redis layout: the key names, and one atomic Lua script per transition.
 
 Standard library only (the scripts are text); :mod:`engine.redis_jobs` loads and calls them.
 Every key shares one hash tag (``{atelier}:``), so a script that reaches a job's own keys (its
@@ -28,9 +28,62 @@ most one job per member, so 2^20 arrivals per turn is a million members.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
+PREFIX: Final = "{atelier}:"
 TURN_FACTOR: Final = 2**20
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = PREFIX
+
+    @property
+    def waiting(self) -> str:
+        return f"{self.prefix}waiting"
+
+    @property
+    def turn(self) -> str:
+        return f"{self.prefix}turn"
+
+    @property
+    def turnseq(self) -> str:
+        return f"{self.prefix}turnseq"
+
+    @property
+    def jobs(self) -> str:
+        return f"{self.prefix}jobs"
+
+    @property
+    def cancel_channel(self) -> str:
+        return f"{self.prefix}cancel"
+
+    @property
+    def wake_channel(self) -> str:
+        return f"{self.prefix}wake"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    def member(self, platform: str, user_id: str) -> str:
+        return f"{self.prefix}member:{platform}/{user_id}"
+
+    def chat(self, platform: str, chat_id: str) -> str:
+        return f"{self.prefix}chat:{platform}/{chat_id}"
+
+    def bot(self, bot: str) -> str:
+        return f"{self.prefix}bot:{bot}"
+
+    def events(self, bot: str) -> str:
+        return f"{self.prefix}events:{bot}"
+
+    def blob(self, digest: str) -> str:
+        return f"{self.prefix}blob:{digest}"
+
+    def alive(self, consumer: str) -> str:
+        return f"{self.prefix}alive:{consumer}"
+
 
 # Helpers prepended to every script. Redis forbids Lua globals, so everything is a local.
 _PRELUDE = """

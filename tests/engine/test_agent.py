@@ -196,6 +196,19 @@ async def test_an_engine_that_keeps_dying_fails_the_job_after_three_tries(
     await updates.wait_for(RunDone, "next", within=30)
 
 
+async def test_inputs_that_expired_before_a_gpu_was_free_fail_the_job_clearly(
+    bot: ScaledQueue, updates: Updates, agents: Agents, redis: RedisJobs, tmp_path: Path
+) -> None:
+    await bot.admit(make_job(tmp_path, "old"))
+    stored = await redis.job("old")
+    assert stored is not None
+    await redis.client.delete(redis.keys.blob(stored["photo"]))  # its TTL ran out
+    agents.start("A")
+    failed = await updates.wait_for(RunFailed, "old")
+    assert isinstance(failed, RunFailed) and failed.code == "inputs_lost"
+    assert "Please send it again" in failed.message
+
+
 async def test_a_restarted_bot_gets_the_result_from_its_stream(
     redis_url: str,
     bot: ScaledQueue,

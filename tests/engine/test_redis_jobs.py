@@ -7,6 +7,7 @@ still owned by the same consumer), so no test waits for a lease.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -272,3 +273,23 @@ async def test_liveness_keys_count_devices_and_expire(jobs: RedisJobs) -> None:
     assert 0 < await jobs.client.pttl(jobs.keys.alive("B:cuda:0")) <= 50
     await jobs.clear_alive("A:cuda:1")
     assert await jobs.devices_alive() in (1, 2)  # B's key may already have expired
+
+
+async def test_a_lost_cancellation_still_stops_a_loop_that_checks() -> None:
+    """Stands in for redis-py losing a cancellation inside a command (the task is left
+    "cancelling" and runs on): check_cancelled() stops it at the next check."""
+    rounds = []
+
+    async def loop() -> None:
+        while True:
+            with contextlib.suppress(asyncio.CancelledError):  # lost, as inside the library
+                await asyncio.sleep(3600)  # the command in flight
+            rounds.append(1)
+            redis_jobs.check_cancelled()
+
+    task = asyncio.create_task(loop())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert rounds == [1]
