@@ -13,6 +13,7 @@ import sys
 BENCHMARKS: list[str] = [
     "bench.engine_bench",
     "bench.service_bench",
+    "bench.admission_bench",
     "bench.scale_bench",
 ]
 

@@ -28,9 +28,10 @@ from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
 from bench import naive_reference as naive
-from engine import protocol
-from engine.settings import PaintSettings
-from engine.stylize import Stylist, pick_device
+from engine import protocol, schedule
+from engine.device import pick_device
+from engine.paint_settings import PaintSettings
+from engine.stylize import Stylist
 from engine.vgg import VGGFeatures
 from engine.weights import load_file
 
@@ -163,8 +164,8 @@ def run_compare(
     for label, steps in [
         (f"Atelier {'/'.join(map(str, ATELIER_STEPS))} at 128/256", ATELIER_STEPS),
         (
-            f"Atelier draft preset {'/'.join(map(str, protocol.PRESETS[('draft', 'cpu')].steps))}",
-            protocol.PRESETS[("draft", "cpu")].steps,
+            f"Atelier draft preset {'/'.join(map(str, schedule.PRESETS[('draft', 'cpu')].steps))}",
+            schedule.PRESETS[("draft", "cpu")].steps,
         ),
     ]:
         stylist.cache.clear()  # targets are computed inside the timed run, as for the reference
@@ -357,7 +358,7 @@ def run_gpu(
     print("\n== Presets end to end (default precision: bf16 mixed, TF32 elsewhere)")
     stylist = Stylist(weights=state, device=device)
     print(f"{'preset':>9} {'size':>6} {'steps':>6} {'seconds':>8}")
-    for quality in protocol.QUALITIES:
+    for quality in schedule.QUALITIES:
         for size in (512, 1024):
             settings = stylist.settings_for(
                 protocol.PaintOptions(quality=quality, seed=0), long_side=size, preview_every=0.0

@@ -28,7 +28,9 @@ from PIL import Image
 from bench.engine_bench import IMAGES, load_inputs, random_weights
 from engine import protocol
 from engine.client import EngineClient, JobUpdate
-from engine.stylize import OutOfMemory, Progress, Stylist
+from engine.errors import OutOfMemory
+from engine.progress import Progress
+from engine.stylize import Stylist
 
 
 async def engine_process(folder: Path, weights: Path, photo: Path, painting: Path) -> None:

@@ -134,7 +134,7 @@ async def scaled(agents: int, jobs: int, url: str, folder: Path) -> Figures:
     await client.flushall()
     bot = ScaledQueue(url, bot_id="bench", limits=WIDE, results_dir=folder / "results")
     await bot.start()
-    updates = Stamped(bot)
+    updates = Updates(bot)
     stop = asyncio.Event()
     runners = []
     for n in range(agents):
@@ -174,20 +174,6 @@ async def scaled(agents: int, jobs: int, url: str, folder: Path) -> Figures:
     return figures
 
 
-class Stamped(Updates):
-    """Updates with the time each one reached the bot."""
-
-    def __init__(self, queue: ScaledQueue) -> None:
-        self.received: dict[int, float] = {}
-        super().__init__(queue)
-
-    async def _collect(self) -> None:
-        async for update in self.queue.updates():
-            self.received[id(update)] = time.time()
-            self.seen.append(update)
-            self._changed.set()
-
-
 async def _commands(client: object) -> int:
     info = await client.info("stats")  # type: ignore[attr-defined]
     return int(info["total_commands_processed"])
@@ -200,7 +186,7 @@ async def host_death(url: str, folder: Path) -> float:
     await client.aclose()
     bot = ScaledQueue(url, bot_id="death", limits=WIDE, results_dir=folder / "death")
     await bot.start()
-    updates = Stamped(bot)
+    updates = Updates(bot)
     hosts = [AgentProcess(url, host, folder / "death-agents") for host in ("A", "B")]
     try:
         await bot.admit(make_job(folder / "inputs", "victim", seed=slow(40, 100)))

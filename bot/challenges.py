@@ -43,12 +43,24 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
+from bot import replies
 from bot.errors import NotAllowed, UserFacingError
-from bot.jobs import Finished, Job, JobEvent, PaintRequest
+from bot.jobs import (
+    Challenge,
+    ChallengeState,
+    Entry,
+    Finished,
+    Job,
+    JobEvent,
+    LeaderboardRow,
+    Outcome,
+    PaintRequest,
+    Standing,
+    VoteResult,
+)
+from bot.pacing import nap
 from bot.service import PaintService
 from bot.settings import Limits
 from bot.store import Store
@@ -161,93 +173,6 @@ class NotOrganiser(NotAllowed):
     pass
 
 
-# -- data --------------------------------------------------------------------------------------
-
-
-class ChallengeState(StrEnum):
-    OPEN = "open"
-    CLOSED = "closed"
-    CANCELLED = "cancelled"
-
-
-@dataclass(frozen=True)
-class Challenge:
-    id: int
-    platform: str
-    community_id: str  # Discord server id, or the Telegram group's chat id
-    chat_id: str  # where it was started
-    thread_id: str | None  # where entries go (a Discord thread); None: the chat itself
-    title: str
-    painting_path: str
-    painting_name: str
-    organiser_id: str
-    organiser_name: str
-    created_at: float
-    ends_at: float
-    state: ChallengeState
-    closed_at: float | None = None
-    closed_by: str | None = None
-    announced: bool = False
-    message_ref: str | None = None
-
-    @property
-    def entries_chat(self) -> str:
-        return self.thread_id or self.chat_id
-
-
-@dataclass(frozen=True)
-class Entry:
-    id: int
-    challenge_id: int
-    job_id: str
-    user_id: str
-    user_name: str
-    created_at: float
-    image_path: str
-    message_ref: str | None = None
-
-    def image(self) -> bytes | None:
-        path = Path(self.image_path)
-        return path.read_bytes() if path.is_file() else None
-
-
-@dataclass(frozen=True)
-class Standing:
-    entry: Entry
-    votes: int
-    place: int | None  # 1-3 for the podium; None otherwise
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a challenge ended, for the announcement."""
-
-    challenge: Challenge
-    podium: tuple[Standing, ...]  # places 1..3 in order
-    entries: int
-    voters: int
-    tie_broken: bool  # equal votes on the podium were decided by the earlier entry
-
-    @property
-    def cancelled(self) -> bool:
-        return self.challenge.state is ChallengeState.CANCELLED
-
-
-@dataclass(frozen=True)
-class VoteResult:
-    entry: Entry
-    moved_from: Entry | None  # the entry the vote was on before, if another one
-    unchanged: bool = False
-
-
-@dataclass(frozen=True)
-class LeaderboardRow:
-    user_id: str
-    user_name: str
-    wins: int
-    podiums: int
-
-
 Announcer = Callable[[Outcome], Awaitable[None]]
 
 
@@ -259,34 +184,11 @@ def parse_duration(text: str) -> int:
     cleaned = text.strip().lower().replace(" ", "")
     parts = _DURATION.findall(cleaned)
     if not cleaned or "".join(n + u for n, u in parts) != cleaned:
-        raise BadDuration(
-            f"I can't read the duration “{text.strip()}”. Use a number and a unit: 30m, 12h, "
-            "3d, 1d12h or 1w (m minutes, h hours, d days, w weeks)."
-        )
+        raise BadDuration(replies.bad_duration(text.strip()))
     seconds = sum(int(number) * _UNITS[unit] for number, unit in parts)
     if not MIN_DURATION <= seconds <= MAX_DURATION:
-        raise BadDuration(
-            f"A challenge runs from 10 minutes to 30 days; “{text.strip()}” is "
-            f"{describe_duration(seconds)}."
-        )
+        raise BadDuration(replies.duration_out_of_range(text.strip(), seconds))
     return seconds
-
-
-def describe_duration(seconds: float) -> str:
-    seconds = round(seconds)
-    days, rest = divmod(seconds, 24 * 3600)
-    hours, rest = divmod(rest, 3600)
-    minutes = rest // 60
-    parts = [
-        f"{value} {unit}{'s' if value != 1 else ''}"
-        for value, unit in ((days, "day"), (hours, "hour"), (minutes, "minute"))
-        if value
-    ]
-    return " ".join(parts) or "less than a minute"
-
-
-def utc_time(moment: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(moment))
 
 
 # -- the service -------------------------------------------------------------------------------
@@ -357,16 +259,8 @@ class Challenges:
             row = self._db.execute(
                 "SELECT MIN(ends_at) AS t FROM challenges WHERE state = 'open'"
             ).fetchone()
-            if row["t"] is None:
-                await self._wake.wait()
-                continue
-            sleeper = asyncio.ensure_future(self._sleep(max(0.0, row["t"] - self._clock())))
-            waker = asyncio.ensure_future(self._wake.wait())
-            try:
-                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeper.cancel()
-                waker.cancel()
+            due = None if row["t"] is None else max(0.0, row["t"] - self._clock())
+            await nap(self._sleep, due, self._wake)  # a new challenge wakes it
 
     async def close_due(self) -> list[Challenge]:
         """Close every open challenge whose deadline has passed; announce each."""
@@ -400,11 +294,11 @@ class Challenges:
         """Store a new open challenge (the caller has checked the organiser and the image)."""
         title = " ".join(title.split())
         if not title:
-            raise ChallengeError("Give the challenge a title.")
+            raise ChallengeError(replies.NO_TITLE)
         if len(title) > 100:
-            raise ChallengeError("Keep the title under 100 characters.")
+            raise ChallengeError(replies.LONG_TITLE)
         if not MIN_DURATION <= duration <= MAX_DURATION:
-            raise BadDuration("A challenge runs from 10 minutes to 30 days.")
+            raise BadDuration(replies.DURATION_RANGE)
         existing = self.open_in(platform, chat_id)
         if existing is not None:
             raise self.exists_error(existing)
@@ -446,7 +340,7 @@ class Challenges:
             title,
             platform,
             chat_id,
-            utc_time(now + duration),
+            replies.utc_time(now + duration),
         )
         self._wake.set()
         return self.get(challenge_id)
@@ -455,12 +349,20 @@ class Challenges:
     def limits(self) -> Limits:
         return self._limits
 
-    def exists_error(self, challenge: Challenge) -> ChallengeExists:
-        return ChallengeExists(
-            f"This channel already has an open challenge: {challenge.title}, ends "
-            f"{utc_time(challenge.ends_at)}.",
-            challenge,
-        )
+    def now(self) -> float:
+        """Unix time on the challenges' clock (deadlines are measured on it)."""
+        return self._clock()
+
+    async def check_painting(self, data: bytes) -> None:
+        """Refuse a challenge painting the engine could not use, before anything is posted."""
+        await self._service.check_image(data, "painting")
+
+    def exists_error(
+        self, challenge: Challenge, markup: replies.Markup | None = None
+    ) -> ChallengeExists:
+        """The refusal of a second open challenge in one channel (dates in ``markup``)."""
+        shown = markup or replies.Plain(now=self._clock())
+        return ChallengeExists(replies.challenge_exists(challenge, shown), challenge)
 
     def set_thread(self, challenge_id: int, thread_id: str | None) -> None:
         self._db.execute(
@@ -488,7 +390,7 @@ class Challenges:
     def _close_now(self, challenge_id: int, state: ChallengeState, by: str) -> Challenge:
         challenge = self._finish(self.get(challenge_id), state, by=by)
         if challenge is None:
-            raise VotingClosed("That challenge has already ended.")
+            raise VotingClosed(replies.ALREADY_ENDED)
         return challenge
 
     def _finish(
@@ -596,15 +498,10 @@ class Challenges:
         service) and ``challenge_id``; its status messages go to ``chat_id`` (default: where
         the entries are posted).
         """
-        self._check_open(
-            challenge, f"The challenge “{challenge.title}” has ended; entries are closed."
-        )
+        self._check_open(challenge, replies.entries_closed(challenge.title))
         limit = self._limits.challenge_entries
         if self.entries_used(challenge.id, challenge.platform, user_id) >= limit:
-            raise EntryLimit(
-                f"You already have {limit} {'entry' if limit == 1 else 'entries'} in this "
-                "challenge; withdraw one first."
-            )
+            raise EntryLimit(replies.entry_limit(limit))
         painting = Path(challenge.painting_path).read_bytes()
         return PaintRequest(
             platform=challenge.platform,
@@ -701,9 +598,9 @@ class Challenges:
     def vote(self, entry_id: int, user_id: str) -> VoteResult:
         entry = self._entry_or_gone(entry_id)
         challenge = self.get(entry.challenge_id)
-        self._check_open(challenge, "Voting has closed.")
+        self._check_open(challenge, replies.VOTING_CLOSED)
         if entry.user_id == user_id:
-            raise SelfVote("You can't vote for your own entry.")
+            raise SelfVote(replies.SELF_VOTE)
         row = self._db.execute(
             "SELECT entry_id FROM challenge_votes WHERE challenge_id = ? AND user_id = ?",
             (challenge.id, user_id),
@@ -723,8 +620,8 @@ class Challenges:
         entry = self._entry_or_gone(entry_id)
         challenge = self.get(entry.challenge_id)
         if entry.user_id != user_id and not organiser:
-            raise NotAllowed("Only the member who entered it or an organiser can withdraw it.")
-        self._check_open(challenge, "The challenge has ended; entries can no longer be withdrawn.")
+            raise NotAllowed(replies.NOT_YOUR_ENTRY)
+        self._check_open(challenge, replies.WITHDRAW_CLOSED)
         self._db.execute("DELETE FROM challenge_entries WHERE id = ?", (entry_id,))
         Path(entry.image_path).unlink(missing_ok=True)
         log.info("challenge %d: entry %d withdrawn by %s", challenge.id, entry_id, user_id)
@@ -747,7 +644,7 @@ class Challenges:
     def _entry_or_gone(self, entry_id: int) -> Entry:
         entry = self.entry(entry_id)
         if entry is None:
-            raise NoChallenge("That entry was withdrawn.")
+            raise NoChallenge(replies.ENTRY_GONE)
         return entry
 
     # -- queries -------------------------------------------------------------------------------
@@ -759,7 +656,7 @@ class Challenges:
     def get(self, challenge_id: int) -> Challenge:
         challenge = self.find(challenge_id)
         if challenge is None:
-            raise NoChallenge("I can't find that challenge.")
+            raise NoChallenge(replies.CHALLENGE_GONE)
         return challenge
 
     def open_in(self, platform: str, chat_id: str) -> Challenge | None:
@@ -774,7 +671,7 @@ class Challenges:
     def require_open(self, platform: str, chat_id: str) -> Challenge:
         challenge = self.open_in(platform, chat_id)
         if challenge is None:
-            raise NoChallenge("There is no open challenge here.")
+            raise NoChallenge(replies.NO_OPEN_CHALLENGE)
         return challenge
 
     def latest_in(self, platform: str, chat_id: str) -> Challenge | None:

@@ -1,8 +1,9 @@
 """Errors a member caused, each with its own message for the member.
 
-One handler per platform turns a :class:`UserFacingError` into a short reply visible to the
-member. Anything that is not a ``UserFacingError`` is a bug or an outage: it is logged with a
-reference id and answered politely, never shown as a traceback.
+One mapping, :func:`bot.replies.error_reply`, used by both platforms, turns a
+:class:`UserFacingError` into a short reply visible to the member. Anything that is not a
+``UserFacingError`` is a bug or an outage: it is logged with a reference id and answered
+politely, never shown as a traceback.
 
     UserFacingError
     ├── InvalidImage        the photo or painting cannot be used (names which, and why)

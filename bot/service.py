@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
+from bot import replies
 from bot.errors import (
     InvalidImage,
     InvalidOptions,
@@ -59,9 +60,10 @@ from bot.jobs import (
     ServiceStatus,
     Started,
 )
+from bot.options import reroll as reroll_named
 from bot.settings import Limits
 from bot.store import Store
-from engine import images, protocol
+from engine import images, protocol, schedule
 from engine.client import Engine, EngineCrashed, JobUpdate
 
 log = logging.getLogger(__name__)
@@ -73,10 +75,7 @@ Listener = Callable[[JobEvent], Awaitable[None]]
 # after the first job. Rough figures for a 2-core CPU and a current GPU.
 INITIAL_SECONDS_PER_WORK = {"cpu": 2.0e-5, "gpu": 3.0e-7}
 SPEED_SMOOTHING = 0.3  # weight of the newest job in the moving average
-CANCEL_GRACE = 15.0  # seconds the engine gets to stop a job before it is restarted
 PURGE_INTERVAL = 3600.0
-
-REROLL_CHANGES = ("stronger", "softer", "keep_colors")
 
 
 def run_order(waiting: list[Job]) -> list[Job]:
@@ -105,7 +104,7 @@ class PaintService:
         data_dir: Path,
         clock: Clock | None = None,
         preview_seconds: float = 6.0,
-        default_quality: str = "standard",
+        default_quality: str = schedule.DEFAULT_QUALITY,
     ) -> None:
         self._store = store
         self._engine = engine
@@ -192,11 +191,7 @@ class PaintService:
             if job.state is JobState.RUNNING:
                 if job.attempts >= 2:
                     self._finish_failed(
-                        job,
-                        "engine_crashed",
-                        "This painting was interrupted twice by restarts, so I stopped trying. "
-                        "Please send it again.",
-                        recovering=True,
+                        job, "engine_crashed", replies.INTERRUPTED_TWICE, recovering=True
                     )
                     continue
                 job = replace(job, state=JobState.QUEUED)
@@ -218,10 +213,10 @@ class PaintService:
         try:
             options.validate()
         except protocol.OptionError as error:
-            raise InvalidOptions(f"That option doesn't work: {error}.") from None
+            raise InvalidOptions(replies.option_refused(error)) from None
         self._check_limits(request.platform, request.chat_id, request.user_id)
-        photo = await self._validate(request.photo, "photo")
-        await self._validate(request.painting, "painting")
+        photo = await self.check_image(request.photo, "photo")
+        await self.check_image(request.painting, "painting")
         async with self._admission:
             # Checked again: other submissions may have been admitted while we validated.
             # Inputs are saved only once admitted, so a refusal leaves no orphan file behind.
@@ -253,22 +248,12 @@ class PaintService:
     async def reroll(self, job_id: str, *, user_id: str, user_name: str, change: str) -> Job:
         """A new painting from the inputs of ``job_id`` with one option changed."""
         source = self.get(job_id)
-        if change not in REROLL_CHANGES:
-            raise InvalidOptions(f"Unknown change {change!r}; use {', '.join(REROLL_CHANGES)}.")
+        way = reroll_named(change)
         if self._store.is_purged(job_id) or not _files_exist(
             source.photo_path, source.painting_path
         ):
-            raise NotAvailable(
-                "The photo and painting of that result have been deleted after the retention "
-                "period. Please send them again with /paint."
-            )
-        options = source.options
-        if change == "stronger":
-            options = replace(options, strength=min(protocol.STRENGTH_MAX, options.strength + 2))
-        elif change == "softer":
-            options = replace(options, strength=max(protocol.STRENGTH_MIN, options.strength - 2))
-        else:
-            options = replace(options, keep_colors=not options.keep_colors)
+            raise NotAvailable(replies.INPUTS_DELETED)
+        changed = way.apply(source.options)
         async with self._admission:
             self._check_limits(source.platform, source.chat_id, user_id)
             job = replace(
@@ -276,10 +261,10 @@ class PaintService:
                 id=_new_job_id(),
                 user_id=user_id,
                 user_name=user_name,
-                options=options,
+                options=changed,
                 state=JobState.QUEUED,
                 created_at=self._clock(),
-                work=self._estimate_work(source.width, source.height, options),
+                work=self._estimate_work(source.width, source.height, changed),
                 started_at=None,
                 finished_at=None,
                 result_path=None,
@@ -297,11 +282,9 @@ class PaintService:
     async def cancel(self, job_id: str, *, user_id: str, moderator: bool = False) -> Job:
         job = self.get(job_id)
         if job.user_id != user_id and not moderator:
-            raise NotAllowed(
-                "Only the member who asked for this painting or a moderator can cancel it."
-            )
+            raise NotAllowed(replies.owner_only(job, "cancel"))
         if job.state.terminal:
-            raise JobNotFound(f"That painting is already {job.state.value}.")
+            raise JobNotFound(replies.already(job.state))
         if job.state is JobState.QUEUED:
             self._waiting = [j for j in self._waiting if j.id != job_id]
             self._positions.pop(job_id, None)
@@ -319,7 +302,7 @@ class PaintService:
     async def cancel_mine(self, platform: str, user_id: str) -> Job:
         mine = [j for j in self._active() if j.platform == platform and j.user_id == user_id]
         if not mine:
-            raise JobNotFound("You have no painting in progress. Start one with /paint.")
+            raise JobNotFound(replies.NOTHING_TO_CANCEL)
         # The newest one: a member with several jobs most likely regrets the last.
         return await self.cancel(mine[-1].id, user_id=user_id)
 
@@ -332,9 +315,7 @@ class PaintService:
     async def delete_result(self, job_id: str, *, user_id: str, moderator: bool = False) -> Job:
         job = self.get(job_id)
         if job.user_id != user_id and not moderator:
-            raise NotAllowed(
-                "Only the member who asked for this painting or a moderator can delete it."
-            )
+            raise NotAllowed(replies.owner_only(job, "delete"))
         if job.result_path:
             await asyncio.to_thread(Path(job.result_path).unlink, missing_ok=True)
         job = replace(job, result_path=None)
@@ -351,7 +332,7 @@ class PaintService:
                 return job
         stored = self._store.get_job(job_id)
         if stored is None:
-            raise JobNotFound("I can't find that painting; it may have expired.")
+            raise JobNotFound(replies.NOT_FOUND)
         return stored
 
     def position(self, job_id: str) -> int | None:
@@ -383,13 +364,13 @@ class PaintService:
 
     def result_png(self, job: Job) -> bytes:
         if not job.result_path or not Path(job.result_path).is_file():
-            raise NotAvailable("That painting has been deleted.")
+            raise NotAvailable(replies.RESULT_DELETED)
         return Path(job.result_path).read_bytes()
 
     def input_bytes(self, job: Job, which: str) -> bytes:
         path = Path(job.photo_path if which == "photo" else job.painting_path)
         if not path.is_file():
-            raise NotAvailable(f"The {which} of that painting has been deleted.")
+            raise NotAvailable(replies.input_deleted(which))
         return path.read_bytes()
 
     def _active(self) -> list[Job]:
@@ -404,32 +385,15 @@ class PaintService:
         active = self._active()
         mine = sum(1 for j in active if j.platform == platform and j.user_id == user_id)
         if mine >= self._limits.per_member:
-            if self._limits.per_member == 1:
-                raise LimitReached(
-                    "You already have a painting in progress. Wait for it to finish, "
-                    "or cancel it with /cancel."
-                )
-            raise LimitReached(
-                f"You already have {mine} paintings in progress, the most allowed. "
-                "Wait for one to finish, or cancel one with /cancel."
-            )
+            raise LimitReached(replies.in_progress(mine, self._limits.per_member))
         if len(self._waiting) >= self._limits.queue:
-            raise QueueFull(
-                f"The queue is full ({len(self._waiting)} paintings waiting). "
-                f"Try again in {self._time_until_a_slot()}."
-            )
+            raise QueueFull(replies.queue_full(len(self._waiting), self._remaining_running()))
         in_chat = sum(1 for j in self._waiting if j.platform == platform and j.chat_id == chat_id)
         if in_chat >= self._limits.queue_per_chat:
-            raise QueueFull(
-                f"This chat already has {in_chat} paintings waiting, the most allowed. "
-                f"Try again in {self._time_until_a_slot()}."
-            )
+            raise QueueFull(replies.chat_queue_full(in_chat, self._remaining_running()))
 
-    def _time_until_a_slot(self) -> str:
-        minutes = max(1, round(self._remaining_running() / 60))
-        return "about a minute" if minutes == 1 else f"about {minutes} minutes"
-
-    async def _validate(self, data: bytes, role: str) -> images.ImageInfo:
+    async def check_image(self, data: bytes, role: str) -> images.ImageInfo:
+        """Decode ``data`` by the engine's rules (in a thread); :class:`InvalidImage` if unfit."""
         try:
             return await asyncio.to_thread(
                 images.probe, data, role=role, max_bytes=self._limits.max_input_bytes
@@ -451,10 +415,8 @@ class PaintService:
         return paths[0], paths[1]
 
     def _estimate_work(self, width: int, height: int, options: protocol.PaintOptions) -> int:
-        scales = protocol.schedule(
-            width, height, quality=options.quality, device=self._engine.device_kind
-        )
-        return protocol.total_work(scales)
+        preset = schedule.PRESETS[(options.quality, self._engine.device_kind)]
+        return schedule.total_work(schedule.plan(width, height, preset))
 
     def _admit(self, job: Job) -> Job:
         active = self._active()
@@ -495,9 +457,7 @@ class PaintService:
                 log.exception("job %s: unexpected error in the run loop", job.id)
                 current = self._running or job
                 if not current.state.terminal:
-                    self._finish_failed(
-                        current, "internal", "Something went wrong on my side. Please try again."
-                    )
+                    self._finish_failed(current, "internal", replies.OUR_FAULT)
             finally:
                 self._running = None
             self._announce_positions()
@@ -599,12 +559,8 @@ class PaintService:
         await self._engine.cancel(job.id)
         # The engine was busy with this job; restart it so the next job starts on a clean one.
         await self._restart_engine()
-        minutes = self._limits.job_timeout / 60
         self._finish_failed(
-            self._running or job,
-            "timeout",
-            f"This painting took longer than the {minutes:.0f}-minute limit and was stopped. "
-            "Try quality=draft or a smaller photo.",
+            self._running or job, "timeout", replies.too_slow(self._limits.job_timeout)
         )
 
     async def _after_crash(self, job: Job, reason: str) -> None:
@@ -616,12 +572,7 @@ class PaintService:
             job = self._finish(job, JobState.CANCELLED)
             self._emit(Cancelled(job=job, by_user=by))
         elif job.crashes >= 2:
-            self._finish_failed(
-                job,
-                "engine_crashed",
-                "This painting stopped the engine twice, so I gave up on it. "
-                "Try a smaller photo or another painting.",
-            )
+            self._finish_failed(job, "engine_crashed", replies.CRASHED_TWICE)
         else:
             job = replace(job, state=JobState.QUEUED)
             self._store.save_job(job)

@@ -11,8 +11,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from engine.protocol import QUALITIES
+from engine.schedule import DEFAULT_QUALITY, QUALITIES
 
 
 class ConfigError(Exception):
@@ -44,7 +45,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ATELIER_MAX_INPUT_MB", "20", "Largest photo or painting accepted, in MB."),
     Variable("ATELIER_JOB_TIMEOUT", "1200", "Seconds a painting may run before it is stopped."),
     Variable("ATELIER_RETENTION_HOURS", "72", "Hours inputs and results are kept."),
-    Variable("ATELIER_DEFAULT_QUALITY", "standard", "Quality when a member names none."),
+    Variable("ATELIER_DEFAULT_QUALITY", DEFAULT_QUALITY, "Quality when a member names none."),
     Variable("ATELIER_PREVIEW_SECONDS", "6", "Seconds between preview images (0 = none)."),
     Variable("ATELIER_CHALLENGE_MAX_ENTRIES", "3", "Entries per member per challenge."),
     Variable("ATELIER_LOG_LEVEL", "INFO", "Logging level: DEBUG, INFO, WARNING, ERROR."),
@@ -100,7 +101,7 @@ class Limits:
 class EngineSettings:
     device: str = "auto"
     weights: str | None = None
-    default_quality: str = "standard"
+    default_quality: str = DEFAULT_QUALITY
     preview_seconds: float = 6.0
 
 
@@ -133,7 +134,7 @@ class Settings:
         telegram = (
             TelegramSettings(
                 token=Secret(telegram_token),
-                api_base=read.text("TELEGRAM_API_BASE").rstrip("/") or None,
+                api_base=_api_base(read.text("TELEGRAM_API_BASE"), telegram_token),
                 moderators=read.id_set("TELEGRAM_MODERATORS"),
             )
             if telegram_token
@@ -177,6 +178,38 @@ class Settings:
                 "and/or TELEGRAM_TOKEN (from @BotFather on Telegram, command /newbot), "
                 "in the environment or in a .env file next to the Makefile."
             )
+
+
+def _api_base(raw: str, token: str) -> str | None:
+    """TELEGRAM_API_BASE without trailing slashes: an http(s) URL with a host, or None.
+
+    aiogram pastes the token into this base; a malformed base makes an error message holding
+    the token, so it is refused here, and the message never repeats the token.
+    """
+    base = raw.rstrip("/")
+    if not base:
+        return None
+    try:
+        parts = urlsplit(base)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        parts, port_ok = None, False
+    if (
+        parts is None
+        or not port_ok
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or any(c.isspace() for c in base)
+        or (token and token in base)
+    ):
+        shown = base.replace(token, "***") if token else base
+        raise ConfigError(
+            f"TELEGRAM_API_BASE={shown!r} must be an http:// or https:// URL with a host, "
+            "such as http://localhost:8081 (without /bot<token>)"
+        )
+    return base
 
 
 class _Reader:

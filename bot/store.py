@@ -110,22 +110,6 @@ class Store:
         ).fetchall()
         return [_row_to_job(r) for r in rows]
 
-    def recent_jobs(
-        self, *, platform: str, chat_id: str | None = None, user_id: str | None = None, limit: int
-    ) -> list[Job]:
-        """Finished paintings still on disk, newest first (for galleries)."""
-        sql = "SELECT * FROM jobs WHERE platform = ? AND state = 'done' AND purged = 0"
-        args: list[object] = [platform]
-        if chat_id is not None:
-            sql += " AND chat_id = ?"
-            args.append(chat_id)
-        if user_id is not None:
-            sql += " AND user_id = ?"
-            args.append(user_id)
-        sql += " ORDER BY seq DESC LIMIT ?"
-        args.append(limit)
-        return [_row_to_job(r) for r in self._db.execute(sql, args).fetchall()]
-
     def count_by_state(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()
         return {r["state"]: r["n"] for r in rows}

@@ -9,7 +9,8 @@
 
 Progress goes to stderr as one updating line; a one-line summary goes to stdout at the end. Bad
 input (unreadable image, option out of range, missing weights) gives a one-line error and a
-non-zero exit status, never a traceback. Defaults come from :class:`engine.settings.PaintSettings`.
+non-zero exit status, never a traceback. Defaults come from
+:class:`engine.paint_settings.PaintSettings`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from engine import protocol
-from engine.settings import INITS, OPTIMIZERS
+from engine.paint_settings import INITS, OPTIMIZERS
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -152,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_user_error(exc: Exception) -> bool:
+    from engine.errors import PaintError
     from engine.images import ImageError
-    from engine.stylize import PaintError
     from engine.weights import WeightsError
 
     return isinstance(exc, ImageError | PaintError | WeightsError | protocol.OptionError | OSError)
@@ -210,7 +211,8 @@ def agent_main() -> int:
 
 def _paint(args: argparse.Namespace) -> int:
     from engine import images
-    from engine.stylize import Cancelled, Stylist
+    from engine.errors import Cancelled
+    from engine.stylize import Stylist
 
     options = protocol.PaintOptions(
         strength=args.strength,
@@ -298,7 +300,7 @@ class _ProgressLine:
         self._width = 0
 
     def update(self, p: object) -> None:
-        from engine.stylize import Progress
+        from engine.progress import Progress
 
         assert isinstance(p, Progress)
         self.steps = p.step

@@ -1,7 +1,10 @@
 """Decode, validate, orient, convert, resize and encode images (Pillow only).
 
 The bot process imports this module to check uploads before queueing them, so it must never
-import torch. The engine re-runs the same checks on every job: it never trusts the bot.
+import torch. There it uses :func:`admit`, which reads headers and block structure and never
+decodes a pixel: a few-kilobyte file can claim a picture that takes most of a gigabyte to
+decode. :func:`probe` and the loaders decode; they run in the engine (which re-runs every check
+on every job: it never trusts the bot) or in a sandboxed, memory-capped child process.
 
 Errors a member caused are :class:`ImageError` subclasses. Each carries ``code`` (a protocol
 error code, ``"bad_image"`` or ``"too_large"``) and ``message`` (short, names the photo or
@@ -31,7 +34,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from engine import headers
 
 if TYPE_CHECKING:
     from PIL import ImageCms
@@ -43,6 +48,9 @@ MAX_PIXELS: Final = 50_000_000
 MIN_SIDE: Final = 32
 MAX_ASPECT: Final = 6.0
 ACCEPTED_FORMATS: Final = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
+# What admit() lets Pillow open lazily. Never WebP: its opener creates libwebp's decoder, which
+# allocates the whole canvas; admit() reads WebP's chunks itself.
+_LAZY_FORMATS: Final = ("PNG", "JPEG", "BMP", "GIF", "TIFF")
 
 # encode_for_budget: JPEG qualities tried, and the smallest budget worth trying at all.
 BUDGET_MAX_QUALITY: Final = 95
@@ -57,6 +65,8 @@ _FORMAT_NAMES: Final = {"MPO": "JPEG"}
 # damaged rather than foreign, and the member should be told so.
 _MAGIC: Final = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
 _EXIF_ORIENTATION: Final = 0x0112
+# TIFF tags giving where each strip or tile of pixel data lies, and how long it is.
+_TIFF_EXTENT_TAGS: Final = ((273, 279), (324, 325))
 _ROTATED_ORIENTATIONS: Final = (5, 6, 7, 8)  # these swap width and height
 # What Pillow's decoders raise on damaged input. Decoding untrusted bytes can fail in many ways;
 # every one of them means "this file is not usable", never a crash.
@@ -113,11 +123,43 @@ class BadAspectRatio(ImageError):
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """What :func:`probe` learns from a file: format and size as displayed (EXIF-oriented)."""
+    """What :func:`admit` or :func:`probe` learns: format, size as displayed (EXIF-oriented)
+    and, from :func:`admit`, the number of frames (animations; only the first is painted)."""
 
     format: str
     width: int
     height: int
+    frames: int = 1
+
+
+def admit(
+    data: bytes,
+    *,
+    role: str = "photo",
+    max_bytes: int = MAX_INPUT_BYTES,
+    max_pixels: int = MAX_PIXELS,
+) -> ImageInfo:
+    """Check an upload from its header and structure only; raise an :class:`ImageError` subclass.
+
+    Never decodes a pixel, for any accepted format: byte limit, format, size, pixel limit,
+    smallest side, aspect ratio, frame count, and whatever completeness check the format's
+    structure allows without decompressing (PNG chunk checksums, the JPEG end marker after the
+    first scan, GIF blocks, WebP chunks, BMP and TIFF data extents). Memory used is a small
+    multiple of the header, never of the picture. Damage inside compressed data is found only by
+    decoding: by the engine, or by :func:`probe` in a sandboxed child process.
+    """
+    _check_bytes(data, role, max_bytes)
+    if headers.is_webp(data):
+        return _admit_webp(data, role, max_pixels)
+    with _open(data, role, max_pixels, formats=_LAZY_FORMATS) as img:
+        fmt = _format_name(img)
+        width, height = _displayed_size(img)
+        try:
+            frames = _frames_if_whole(img, data)
+        except (headers.DamagedFile, *_DECODE_ERRORS) as exc:
+            log.debug("%s rejected on its structure: %s", role, exc)
+            raise _truncated(role) from exc
+    return ImageInfo(format=fmt, width=width, height=height, frames=frames)
 
 
 def probe(
@@ -131,9 +173,7 @@ def probe(
     _check_bytes(data, role, max_bytes)
     with _open(data, role, max_pixels) as img:
         fmt = _format_name(img)
-        width, height = img.size
-        if _orientation(img) in _ROTATED_ORIENTATIONS:
-            width, height = height, width
+        width, height = _displayed_size(img)
         _check_complete(img, data, role, max_pixels)
     return ImageInfo(format=fmt, width=width, height=height)
 
@@ -245,6 +285,88 @@ def thumbnail_jpeg(data: bytes, *, max_side: int = 256, role: str = "photo") -> 
     return preview_jpeg(img, max_side=max_side)
 
 
+# --- header-only admission ---------------------------------------------------------------------
+
+
+def _admit_webp(data: bytes, role: str, max_pixels: int) -> ImageInfo:
+    try:
+        header = headers.webp_header(data)
+    except headers.DamagedFile as exc:
+        log.debug("%s rejected on its WebP chunks: %s", role, exc)
+        raise _truncated(role) from exc
+    width, height = header.width, header.height
+    _check_dimensions((width, height), role, max_pixels)
+    if _exif_orientation(header.exif) in _ROTATED_ORIENTATIONS:
+        width, height = height, width
+    return ImageInfo(format="WEBP", width=width, height=height, frames=header.frames)
+
+
+def _frames_if_whole(img: ImageFile.ImageFile, data: bytes) -> int:
+    """The frame count, after the completeness check the format allows without decoding."""
+    if img.format == "PNG":
+        _verify_png(data)
+    elif img.format == "GIF":
+        return headers.gif_frames(data)
+    elif img.format in ("JPEG", "MPO"):
+        if not headers.jpeg_reaches_its_end(data):
+            raise headers.DamagedFile("JPEG ends before its end-of-image marker")
+    elif img.format == "TIFF":
+        _check_tiff_extents(img, len(data))
+    else:
+        _check_raw_rows(img, len(data))  # BMP
+    # PNG (acTL), MPO (its index) and TIFF (the IFD chain) count frames without decoding them.
+    frames = getattr(img, "n_frames", 1)
+    return frames if isinstance(frames, int) and frames > 0 else 1
+
+
+def _check_tiff_extents(img: ImageFile.ImageFile, length: int) -> None:
+    tags = getattr(img, "tag_v2", {})
+    for offsets_tag, counts_tag in _TIFF_EXTENT_TAGS:
+        offsets, counts = tags.get(offsets_tag), tags.get(counts_tag)
+        if offsets is not None and counts is not None:
+            extents = list(zip(_ints(offsets), _ints(counts), strict=False))
+            if not headers.extents_fit(extents, length):
+                raise headers.DamagedFile("TIFF pixel data runs past the end of the file")
+
+
+def _check_raw_rows(img: ImageFile.ImageFile, length: int) -> None:
+    """Uncompressed rows must all be there (run-length data can only be checked by decoding)."""
+    for codec, box, offset, args in img.tile:
+        if codec == "raw" and box is not None and isinstance(args, tuple) and len(args) > 1:
+            stride = args[1]
+            if isinstance(stride, int) and stride > 0:
+                rows = box[3] - box[1]
+                if not headers.extents_fit([(offset, stride * rows)], length):
+                    raise headers.DamagedFile("rows of pixels run past the end of the file")
+
+
+def _verify_png(data: bytes) -> None:
+    # verify() walks every chunk and checks its CRC without inflating pixels. It needs a freshly
+    # opened file and leaves it unusable, hence a second open.
+    with Image.open(io.BytesIO(data), formats=("PNG",)) as fresh:
+        fresh.verify()
+
+
+def _ints(value: object) -> tuple[int, ...]:
+    if isinstance(value, int):
+        return (value,)
+    if isinstance(value, tuple) and all(isinstance(v, int) for v in value):
+        return value
+    raise headers.DamagedFile(f"unexpected TIFF extent value {value!r}")
+
+
+def _exif_orientation(raw: bytes | None) -> int:
+    if not raw:
+        return 1
+    exif = Image.Exif()
+    try:
+        exif.load(raw)
+        value = exif.get(_EXIF_ORIENTATION, 1)
+    except _DECODE_ERRORS:
+        return 1
+    return value if isinstance(value, int) else 1
+
+
 # --- decoding ---------------------------------------------------------------------------------
 
 
@@ -280,11 +402,13 @@ def _check_bytes(data: bytes, role: str, max_bytes: int) -> None:
         raise NotAnImage(f"The {role} file is empty. {_ACCEPTED_TEXT}")
 
 
-def _open(data: bytes, role: str, max_pixels: int) -> Image.Image:
+def _open(
+    data: bytes, role: str, max_pixels: int, formats: tuple[str, ...] = ACCEPTED_FORMATS
+) -> ImageFile.ImageFile:
     """Open lazily (header only) and check size, pixel count and aspect before any decoding."""
     try:
         with _bombs_are_errors():
-            img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+            img = Image.open(io.BytesIO(data), formats=formats)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # Pillow's own global limit fired first; ours is the one we report.
         log.debug("%s rejected by Pillow's bomb check: %s", role, exc)
@@ -293,7 +417,7 @@ def _open(data: bytes, role: str, max_pixels: int) -> Image.Image:
             f"{_megapixels(max_pixels)} megapixels. Send a smaller image."
         ) from exc
     except UnidentifiedImageError as exc:
-        if data.startswith(_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        if data.startswith(_MAGIC) or headers.is_webp(data):
             raise _truncated(role) from exc
         raise NotAnImage(f"The {role} is not an image I can read. {_ACCEPTED_TEXT}") from exc
     except _DECODE_ERRORS as exc:
@@ -328,11 +452,8 @@ def _check_dimensions(size: tuple[int, int], role: str, max_pixels: int) -> None
 def _check_complete(img: Image.Image, data: bytes, role: str, max_pixels: int) -> None:
     """Find truncation as cheaply as each format allows (for probe)."""
     if img.format == "PNG":
-        # verify() walks every chunk and checks its CRC without inflating pixels. It needs a
-        # freshly opened file and leaves it unusable, hence a second open.
         try:
-            with Image.open(io.BytesIO(data), formats=("PNG",)) as fresh:
-                fresh.verify()
+            _verify_png(data)
         except _DECODE_ERRORS as exc:
             raise _truncated(role) from exc
         return
@@ -379,6 +500,18 @@ def _truncated(role: str) -> TruncatedImage:
 def _format_name(img: Image.Image) -> str:
     fmt = img.format or "unknown"
     return _FORMAT_NAMES.get(fmt, fmt)
+
+
+def _displayed_size(img: Image.Image) -> tuple[int, int]:
+    """The size once EXIF orientation is applied, from the header."""
+    width, height = img.size
+    if img.format == "TIFF":
+        tags = getattr(img, "tag_v2", {})
+        if (width, height) != (tags.get(256), tags.get(257)):
+            return width, height  # this Pillow orients TIFF itself: size, and pixels on load
+    if _orientation(img) in _ROTATED_ORIENTATIONS:
+        return height, width
+    return width, height
 
 
 def _orientation(img: Image.Image) -> int:

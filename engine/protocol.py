@@ -9,26 +9,23 @@ Messages, bot -> engine:   PaintJob, CancelJob, Shutdown
 Messages, engine -> bot:   EngineReady, EngineFailed, JobStarted, JobProgress, JobDone,
                            JobFailed, JobCancelled
 
-The paint options a member can choose (:class:`PaintOptions`) and the quality presets that turn
-them into a multi-scale schedule (:data:`PRESETS`, :func:`schedule`) live here too, because both
-sides need them: the engine to paint, the bot to validate options and estimate work for ETAs.
+The paint options a member can choose (:class:`PaintOptions`) live here too, because both sides
+need them: the engine to paint, the bot to validate what a member asks. The quality presets and
+the plan they give are in :mod:`engine.schedule`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
-QUALITIES: Final = ("draft", "standard", "high")
+from engine.schedule import DEFAULT_QUALITY, QUALITIES
+
 BRUSHES: Final = ("small", "medium", "large")
-DEVICE_KINDS: Final = ("cpu", "gpu")
+DEFAULT_BRUSH: Final = "medium"
 STRENGTH_MIN: Final = 1
 STRENGTH_MAX: Final = 10
-
-Quality = Literal["draft", "standard", "high"]
-Brush = Literal["small", "medium", "large"]
-DeviceKind = Literal["cpu", "gpu"]
+DEFAULT_STRENGTH: Final = 5
 
 
 class OptionError(ValueError):
@@ -39,10 +36,10 @@ class OptionError(ValueError):
 class PaintOptions:
     """What a member may choose for one painting. Defaults are the product's defaults."""
 
-    strength: int = 5
-    quality: str = "standard"  # "" means the host's default (ATELIER_DEFAULT_QUALITY)
+    strength: int = DEFAULT_STRENGTH
+    quality: str = DEFAULT_QUALITY  # "" means the host's default (ATELIER_DEFAULT_QUALITY)
     keep_colors: bool = False
-    brush: str = "medium"
+    brush: str = DEFAULT_BRUSH
     seed: int | None = None
 
     def validate(self) -> PaintOptions:
@@ -66,96 +63,6 @@ class PaintOptions:
     def resolved(self, default_quality: str) -> PaintOptions:
         """These options with an unset quality ("") replaced by ``default_quality``."""
         return self if self.quality else replace(self, quality=default_quality)
-
-    def with_changes(self, **changes: object) -> PaintOptions:
-        return replace(self, **changes).validate()  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A quality level on one kind of device: output size and iterations per scale.
-
-    ``steps`` lists iterations from the coarsest scale to the finest; each scale's long side is
-    ``long_side / 2**k`` for the k-th scale counted from the finest (coarse-to-fine, as in the
-    multi-resolution schemes that followed Gatys et al.: structure is cheap to find small).
-    """
-
-    long_side: int
-    steps: tuple[int, ...]
-
-
-PRESETS: Final[dict[tuple[str, str], Preset]] = {
-    ("draft", "cpu"): Preset(long_side=256, steps=(60, 40)),
-    ("standard", "cpu"): Preset(long_side=512, steps=(80, 50, 30)),
-    ("high", "cpu"): Preset(long_side=768, steps=(100, 60, 40, 25)),
-    ("draft", "gpu"): Preset(long_side=512, steps=(120, 80, 50)),
-    ("standard", "gpu"): Preset(long_side=1024, steps=(150, 100, 60, 40)),
-    ("high", "gpu"): Preset(long_side=1536, steps=(200, 150, 100, 60, 40)),
-}
-
-MIN_SCALE_SIDE: Final = 64
-
-
-@dataclass(frozen=True)
-class Scale:
-    """One stage of the coarse-to-fine schedule."""
-
-    width: int
-    height: int
-    steps: int
-
-    @property
-    def work(self) -> int:
-        """Pixel-iterations: the unit the bot's ETA model is measured in."""
-        return self.width * self.height * self.steps
-
-
-def fit_size(width: int, height: int, long_side: int) -> tuple[int, int]:
-    """Scale (width, height) so the long side is ``long_side``, keeping the aspect ratio."""
-    if width <= 0 or height <= 0:
-        raise ValueError("image size must be positive")
-    factor = long_side / max(width, height)
-    return max(1, round(width * factor)), max(1, round(height * factor))
-
-
-def schedule(
-    width: int,
-    height: int,
-    *,
-    quality: str = "standard",
-    device: str = "cpu",
-    long_side: int | None = None,
-    steps: tuple[int, ...] | None = None,
-) -> tuple[Scale, ...]:
-    """The multi-scale schedule for a photo of ``width`` x ``height``.
-
-    ``long_side`` and ``steps`` override the preset. Scales smaller than 64 px on the long side
-    are dropped (their iterations are added to the next scale) because VGG's five poolings leave
-    nothing of them. Photos are never upscaled beyond the preset; small photos are painted at
-    their own size, but at least 64 px.
-    """
-    preset = PRESETS[(quality, device)]
-    target = long_side if long_side is not None else preset.long_side
-    plan = steps if steps is not None else preset.steps
-    if not plan or any(s <= 0 for s in plan):
-        raise ValueError("steps must be positive")
-    target = max(MIN_SCALE_SIDE, min(target, max(width, height, MIN_SCALE_SIDE)))
-    scales: list[Scale] = []
-    carried = 0
-    count = len(plan)
-    for index, n in enumerate(plan):
-        side = math.floor(target / 2 ** (count - 1 - index))
-        if side < MIN_SCALE_SIDE and index < count - 1:
-            carried += n
-            continue
-        w, h = fit_size(width, height, side)
-        scales.append(Scale(width=w, height=h, steps=n + carried))
-        carried = 0
-    return tuple(scales)
-
-
-def total_work(scales: tuple[Scale, ...]) -> int:
-    return sum(s.work for s in scales)
 
 
 # ----------------------------------------------------------------------------------------------

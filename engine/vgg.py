@@ -6,8 +6,8 @@ frozen and in eval mode. Layers are addressed by name (``relu4_2``); the raw ind
 
 Pooling: Gatys et al. (2016) replace max pooling by average pooling for "slightly more appealing
 results". We keep **max pooling by default**: the ImageNet weights were trained with it, so
-feature magnitudes (and the loss weights calibrated on them, see ``settings.py``) stay where the
-network expects them. ``pooling="avg"`` is available; as in the paper it is not rescaled.
+feature magnitudes (and the loss weights calibrated on them, see ``paint_settings.py``) stay
+where the network expects them. ``pooling="avg"`` is available; as in the paper it is not rescaled.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import Final
 
 import torch
 from torch import Tensor, nn
+
+from engine.paint_settings import CONTENT_LAYER, STYLE_LAYERS
 
 # Index of each named layer in torchvision's vgg19().features.
 LAYERS: Final[dict[str, int]] = {
@@ -30,8 +32,6 @@ LAYERS: Final[dict[str, int]] = {
     "conv5_3": 32, "relu5_3": 33, "conv5_4": 34, "relu5_4": 35, "pool5": 36,
 }  # fmt: skip
 
-CONTENT_LAYER: Final = "relu4_2"
-STYLE_LAYERS: Final = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 POOLINGS: Final = ("max", "avg")
 
 # torchvision's ImageNet statistics; the network takes RGB in [0, 1] normalised by them.

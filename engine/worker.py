@@ -17,16 +17,23 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine import images, protocol
+from engine import images, protocol, schedule
+from engine.errors import Cancelled, PaintError
 
 if TYPE_CHECKING:
-    from engine.stylize import Progress, Stylist
+    from PIL import Image
+
+    from engine.progress import Progress
+    from engine.stylize import Stylist
 
 log = logging.getLogger("engine.worker")
+
+Outcome = protocol.JobDone | protocol.JobFailed | protocol.JobCancelled
 
 
 def main(config: protocol.EngineConfig, conn: Connection) -> None:
@@ -112,91 +119,30 @@ def _paint(
     cancelled: set[str],
     conn: Connection,
     stopping: threading.Event,
-) -> protocol.JobDone | protocol.JobFailed | protocol.JobCancelled | None:
+) -> Outcome | None:
     """Paint one job; None when it was interrupted by shutdown (nothing to report)."""
-    from engine.stylize import Cancelled, PaintError
-
     if job.job_id in cancelled:
         return protocol.JobCancelled(job.job_id)
     started = time.perf_counter()
     try:
         # The engine re-checks every limit itself; it never trusts the bot.
-        options = job.options.resolved("standard").validate()
-        photo = images.load_path(
-            job.photo_path,
-            role="photo",
-            max_bytes=config.max_input_bytes,
-            max_pixels=config.max_pixels,
-        )
-        painting = images.load_path(
-            job.painting_path,
-            role="painting",
-            max_bytes=config.max_input_bytes,
-            max_pixels=config.max_pixels,
-        )
+        options = job.options.resolved(schedule.DEFAULT_QUALITY).validate()
+        photo, painting = _read_inputs(job, config)
         settings = stylist.settings_for(options, preview_every=job.preview_every)
         plan = stylist.plan(photo.size, settings)
-        started_message = protocol.JobStarted(
-            job_id=job.job_id,
-            width=plan[-1].width,
-            height=plan[-1].height,
-            total_steps=sum(s.steps for s in plan),
-            total_work=protocol.total_work(plan),
-        )
-        if not _send(conn, started_message):
+        if not _send(conn, _started(job.job_id, plan)):
             stopping.set()
             return None
-
-        def report(progress: Progress) -> None:
-            if stopping.is_set():
-                return
-            sent = _send(
-                conn,
-                protocol.JobProgress(
-                    job_id=job.job_id,
-                    step=progress.step,
-                    total_steps=progress.total_steps,
-                    scale=progress.scale,
-                    scales=progress.scales,
-                    elapsed=progress.elapsed,
-                    eta=progress.eta,
-                    losses=dict(progress.losses),
-                    preview_jpeg=progress.preview_jpeg,
-                    note=progress.note,
-                ),
-            )
-            if not sent:
-                stopping.set()  # nobody is listening: stop at the next iteration
-
         result = stylist.paint(
             photo,
             painting,
             settings,
-            on_progress=report,
+            on_progress=_progress_sender(job.job_id, conn, stopping),
             should_stop=lambda: job.job_id in cancelled or stopping.is_set(),
         )
-        data = images.encode_png(result)
-        target = Path(job.result_path)
-        partial = target.with_suffix(".part")
-        partial.write_bytes(data)
-        partial.replace(target)
-    except Cancelled:
-        if job.job_id not in cancelled:
-            log.info("job %s interrupted: the engine is shutting down", job.job_id)
-            return None
-        log.info("job %s cancelled", job.job_id)
-        return protocol.JobCancelled(job.job_id)
-    except images.ImageError as error:
-        return protocol.JobFailed(job.job_id, error.code, error.message)
-    except protocol.OptionError as error:
-        return protocol.JobFailed(job.job_id, "bad_options", str(error))
-    except PaintError as error:
-        return protocol.JobFailed(job.job_id, error.code, error.message)
-    except Exception:
-        log.exception("job %s failed", job.job_id)
-        return protocol.JobFailed(
-            job.job_id, "internal", "Something went wrong while painting. Please try again."
-        )
+        target = _write_png(result, Path(job.result_path))
+    except Exception as error:
+        return _failure(job.job_id, error, cancelled)
     seconds = time.perf_counter() - started
     log.info("job %s painted in %.1fs at %dx%d", job.job_id, seconds, *result.size)
     return protocol.JobDone(
@@ -205,6 +151,95 @@ def _paint(
         width=result.size[0],
         height=result.size[1],
         seconds=seconds,
-        steps=sum(s.steps for s in plan),
-        work=protocol.total_work(plan),
+        steps=schedule.total_steps(plan),
+        work=schedule.total_work(plan),
+    )
+
+
+def _read_inputs(
+    job: protocol.PaintJob, config: protocol.EngineConfig
+) -> tuple[Image.Image, Image.Image]:
+    """The photo and the painting, decoded within the engine's own byte and pixel limits."""
+    photo = images.load_path(
+        job.photo_path,
+        role="photo",
+        max_bytes=config.max_input_bytes,
+        max_pixels=config.max_pixels,
+    )
+    painting = images.load_path(
+        job.painting_path,
+        role="painting",
+        max_bytes=config.max_input_bytes,
+        max_pixels=config.max_pixels,
+    )
+    return photo, painting
+
+
+def _started(job_id: str, plan: tuple[schedule.Scale, ...]) -> protocol.JobStarted:
+    return protocol.JobStarted(
+        job_id=job_id,
+        width=plan[-1].width,
+        height=plan[-1].height,
+        total_steps=schedule.total_steps(plan),
+        total_work=schedule.total_work(plan),
+    )
+
+
+def _progress_sender(
+    job_id: str, conn: Connection, stopping: threading.Event
+) -> Callable[[Progress], None]:
+    """Forward each Progress to the bot; when nobody is listening, stop at the next iteration."""
+
+    def report(progress: Progress) -> None:
+        if stopping.is_set():
+            return
+        sent = _send(
+            conn,
+            protocol.JobProgress(
+                job_id=job_id,
+                step=progress.step,
+                total_steps=progress.total_steps,
+                scale=progress.scale,
+                scales=progress.scales,
+                elapsed=progress.elapsed,
+                eta=progress.eta,
+                losses=dict(progress.losses),
+                preview_jpeg=progress.preview_jpeg,
+                note=progress.note,
+            ),
+        )
+        if not sent:
+            stopping.set()
+
+    return report
+
+
+def _write_png(result: Image.Image, target: Path) -> Path:
+    """Write the result under a partial name first, so the bot never reads half a file."""
+    data = images.encode_png(result)
+    partial = target.with_suffix(".part")
+    partial.write_bytes(data)
+    partial.replace(target)
+    return target
+
+
+def _failure(
+    job_id: str, error: Exception, cancelled: set[str]
+) -> protocol.JobFailed | protocol.JobCancelled | None:
+    """What to tell the bot about a painting that raised ``error``; None after a shutdown."""
+    if isinstance(error, Cancelled):
+        if job_id not in cancelled:
+            log.info("job %s interrupted: the engine is shutting down", job_id)
+            return None
+        log.info("job %s cancelled", job_id)
+        return protocol.JobCancelled(job_id)
+    if isinstance(error, images.ImageError):
+        return protocol.JobFailed(job_id, error.code, error.message)
+    if isinstance(error, protocol.OptionError):
+        return protocol.JobFailed(job_id, "bad_options", str(error))
+    if isinstance(error, PaintError):
+        return protocol.JobFailed(job_id, error.code, error.message)
+    log.error("job %s failed", job_id, exc_info=error)
+    return protocol.JobFailed(
+        job_id, "internal", "Something went wrong while painting. Please try again."
     )

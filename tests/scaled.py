@@ -120,11 +120,13 @@ class Updates:
     def __init__(self, queue: ScaledQueue) -> None:
         self.queue = queue
         self.seen: list[RunUpdate] = []
+        self.received: dict[int, float] = {}  # id(update) -> unix time it reached the bot
         self._changed = asyncio.Event()
         self._task = asyncio.create_task(self._collect())
 
     async def _collect(self) -> None:
         async for update in self.queue.updates():
+            self.received[id(update)] = time.time()
             self.seen.append(update)
             self._changed.set()
 

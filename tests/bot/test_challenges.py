@@ -1,6 +1,6 @@
 """The platform-neutral challenge rules over a real SQLite store and the service on a fake engine.
 
-Deadlines run on a FakeClock with a sleep that ends when the test advances the clock.
+Deadlines run on fake time: a sleep ends when the test advances the clock.
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ from bot.service import PaintService
 from bot.settings import Limits
 from bot.store import Store
 from engine.protocol import PaintOptions
-from tests.bot.discord_sim import ClockSleeper
-from tests.fakes import FakeClock, FakeEngine, jpeg_bytes, png_bytes
+from tests.fakes import FakeEngine, FakeTime, jpeg_bytes, png_bytes
 
 DAY = 24 * 3600
 PAINTING = png_bytes((56, 64), (20, 40, 160))
@@ -46,11 +45,6 @@ def fake_engine() -> FakeEngine:
 @pytest.fixture
 def limits() -> Limits:
     return Limits(per_member=5, challenge_entries=2)
-
-
-@pytest.fixture
-def sleeper(clock: FakeClock) -> ClockSleeper:
-    return ClockSleeper(clock)
 
 
 class Announcements:
@@ -71,8 +65,7 @@ def make(
     service: PaintService,
     data_dir: Path,
     limits: Limits,
-    clock: FakeClock,
-    sleeper: ClockSleeper,
+    clock: FakeTime,
     announced: Announcements,
 ) -> Challenges:
     core = Challenges(
@@ -81,7 +74,7 @@ def make(
         data_dir=data_dir,
         limits=limits,
         clock=clock,
-        sleep=sleeper.sleep,
+        sleep=clock.sleep,
     )
     core.on_closed("test", announced)
     return core
@@ -93,11 +86,10 @@ async def core(
     service: PaintService,
     data_dir: Path,
     limits: Limits,
-    clock: FakeClock,
-    sleeper: ClockSleeper,
+    clock: FakeTime,
     announced: Announcements,
 ) -> AsyncIterator[Challenges]:
-    challenges = make(store, service, data_dir, limits, clock, sleeper, announced)
+    challenges = make(store, service, data_dir, limits, clock, announced)
     await challenges.start()
     yield challenges
     await challenges.close()
@@ -140,17 +132,16 @@ def finished(challenge_id: int, user: str) -> Finished:
     return Finished(job=job, result_png=png_bytes((8, 8)), seconds=1.0)
 
 
-async def settle(core: Challenges, sleeper: ClockSleeper, clock: FakeClock, seconds: float) -> None:
-    await tick(sleeper, clock, seconds)
+async def settle(core: Challenges, clock: FakeTime, seconds: float) -> None:
+    await tick(clock, seconds)
     await core.drained()
 
 
-async def tick(sleeper: ClockSleeper, clock: FakeClock, seconds: float) -> None:
+async def tick(clock: FakeTime, seconds: float) -> None:
     """Move the clock and let what fell due run (without waiting for announcements)."""
     for _ in range(20):  # what is ready runs first, so its sleeps start before the clock moves
         await asyncio.sleep(0)
     clock.advance(seconds)
-    sleeper.wake_due()
     for _ in range(20):
         await asyncio.sleep(0)
 
@@ -254,7 +245,7 @@ async def test_entry_limit_counts_entries_and_paintings_in_flight(
 
 
 async def test_ties_go_to_the_earlier_entry_and_zero_votes_do_not_place(
-    core: Challenges, clock: FakeClock, announced: Announcements
+    core: Challenges, clock: FakeTime, announced: Announcements
 ) -> None:
     challenge = open_one(core)
     entries = []
@@ -287,16 +278,16 @@ async def test_ties_go_to_the_earlier_entry_and_zero_votes_do_not_place(
 
 
 async def test_deadline_closes_on_the_injected_clock(
-    core: Challenges, clock: FakeClock, sleeper: ClockSleeper, announced: Announcements
+    core: Challenges, clock: FakeTime, announced: Announcements
 ) -> None:
     challenge = open_one(core, duration=3600)
     entry = core.accept(finished(challenge.id, "alice"))
     assert entry is not None
     core.vote(entry.id, "bob")
-    await settle(core, sleeper, clock, 3599)
+    await settle(core, clock, 3599)
     assert core.get(challenge.id).state is ChallengeState.OPEN
     assert announced.outcomes == []
-    await settle(core, sleeper, clock, 1)
+    await settle(core, clock, 1)
     assert core.get(challenge.id).state is ChallengeState.CLOSED
     [outcome] = announced.outcomes
     assert outcome.podium[0].entry.id == entry.id
@@ -310,11 +301,10 @@ async def test_catch_up_after_downtime_and_leaderboard_per_community(
     service: PaintService,
     data_dir: Path,
     limits: Limits,
-    clock: FakeClock,
-    sleeper: ClockSleeper,
+    clock: FakeTime,
 ) -> None:
     first = Announcements()
-    core = make(store, service, data_dir, limits, clock, sleeper, first)
+    core = make(store, service, data_dir, limits, clock, first)
     await core.start()
     here = open_one(core, chat="c1", duration=DAY)
     there = open_one(core, chat="c9", duration=DAY, community="g2")
@@ -326,7 +316,7 @@ async def test_catch_up_after_downtime_and_leaderboard_per_community(
     clock.advance(2 * DAY)  # ...across both deadlines
 
     second = Announcements()
-    core = make(store, service, data_dir, limits, clock, sleeper, second)
+    core = make(store, service, data_dir, limits, clock, second)
     await core.start()
     await core.drained()
     assert sorted(o.challenge.id for o in second.outcomes) == [here.id, there.id]
@@ -342,8 +332,7 @@ async def test_an_announcement_that_failed_is_retried_at_the_next_start(
     service: PaintService,
     data_dir: Path,
     limits: Limits,
-    clock: FakeClock,
-    sleeper: ClockSleeper,
+    clock: FakeTime,
 ) -> None:
     async def broken(outcome: Outcome) -> None:
         raise RuntimeError("platform down")
@@ -354,20 +343,20 @@ async def test_an_announcement_that_failed_is_retried_at_the_next_start(
         data_dir=data_dir,
         limits=limits,
         clock=clock,
-        sleep=sleeper.sleep,
+        sleep=clock.sleep,
     )
     core.on_closed("test", broken)
     await core.start()
     challenge = open_one(core)
     await core.cancel(challenge.id, by="org")
     for delay in ANNOUNCE_RETRY_DELAYS:  # every try in between fails too
-        await tick(sleeper, clock, delay)
+        await tick(clock, delay)
     await core.drained()
     assert not core.get(challenge.id).announced
     await core.close()
 
     again = Announcements()
-    core = make(store, service, data_dir, limits, clock, sleeper, again)
+    core = make(store, service, data_dir, limits, clock, again)
     await core.start()
     await core.drained()
     [outcome] = again.outcomes
@@ -382,8 +371,7 @@ async def test_an_announcement_the_platform_refused_once_is_tried_again_soon(
     service: PaintService,
     data_dir: Path,
     limits: Limits,
-    clock: FakeClock,
-    sleeper: ClockSleeper,
+    clock: FakeTime,
 ) -> None:
     tries: list[Outcome] = []
 
@@ -392,14 +380,14 @@ async def test_an_announcement_the_platform_refused_once_is_tried_again_soon(
         if len(tries) == 1:
             raise ConnectionError("platform briefly down")
 
-    core = make(store, service, data_dir, limits, clock, sleeper, Announcements())
+    core = make(store, service, data_dir, limits, clock, Announcements())
     core.on_closed("test", flaky)
     await core.start()
     challenge = open_one(core, duration=3600)
-    await tick(sleeper, clock, 3600)
+    await tick(clock, 3600)
     assert len(tries) == 1
     assert not core.get(challenge.id).announced
-    await settle(core, sleeper, clock, ANNOUNCE_RETRY_DELAYS[0])  # no restart needed
+    await settle(core, clock, ANNOUNCE_RETRY_DELAYS[0])  # no restart needed
     assert len(tries) == 2
     assert core.get(challenge.id).announced
     await core.close()

@@ -1,8 +1,10 @@
-"""`python -m bot` as an admin runs it: a real process, the real engine, a fake Telegram.
+"""`python -m bot` as an admin runs it, and the same wiring (`build`, `run`) in-process.
 
-The bot process is started with only environment variables (as `make bot` would, with a token
-in the environment), talks to the fake Bot API server over HTTP, spawns the real engine with
-seeded random VGG-19 weights, paints a 64 px request end to end, and stops cleanly on SIGTERM.
+The slow test starts the bot process with only environment variables (as `make bot` would,
+with a token in the environment), talks to the fake Bot API server over HTTP, spawns the real
+engine with seeded random VGG-19 weights, paints a 64 px request end to end, and stops
+cleanly on SIGTERM. The fast one runs the same `build` and `run` in this process with the fake
+engine in place of the engine process.
 """
 
 from __future__ import annotations
@@ -11,13 +13,17 @@ import asyncio
 import io
 import os
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.bot.fake_bot_api import Call, FakeBotAPI
+from bot.__main__ import build, run
+from bot.settings import Settings
+from tests.bot.telegram.fake_bot_api import Call, FakeBotAPI
+from tests.fakes import FakeEngine
 
 ROOT = Path(__file__).parents[2]
 
@@ -88,3 +94,46 @@ async def test_the_bot_process_paints_and_stops_cleanly(
         assert bot.returncode == 0, log
         assert "Traceback" not in log, log
         assert "engine up" in log
+
+
+async def test_build_connects_nothing_and_run_serves_until_stopped(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    async with FakeBotAPI() as api:
+        settings = Settings.from_env(
+            {
+                "TELEGRAM_TOKEN": api.token,
+                "TELEGRAM_API_BASE": api.base,
+                "ATELIER_DATA_DIR": str(tmp_path / "data"),
+            }
+        )
+        atelier = build(settings, engine=engine)
+        assert atelier.discord is None
+        assert atelier.telegram is not None
+        assert api.calls == []  # wired, not connected
+        assert engine.starts == 0
+
+        stop = asyncio.Event()
+        serving = asyncio.create_task(run(atelier, stop=stop))
+        user = api.user(502, "Noa")
+        chat = api.private_chat(user)
+        painting = api.document_message(
+            user, chat, image_bytes((64, 64), (220, 40, 40), "PNG"), file_name="style.png"
+        )
+        api.push_message(
+            api.photo_message(
+                user,
+                chat,
+                image_bytes((64, 48), (30, 30, 200), "JPEG"),
+                caption="/paint",
+                reply_to=painting,
+            )
+        )
+        result = await api.wait_call("sendDocument", within=30)
+        assert (result.upload("document") or b"").startswith(b"\x89PNG")
+        assert engine.starts == 1
+
+        stop.set()
+        await asyncio.wait_for(serving, 30)
+        assert engine.up_since is None  # the engine was closed
+        with pytest.raises(sqlite3.ProgrammingError):  # and the store
+            atelier.store.connection.execute("SELECT 1")

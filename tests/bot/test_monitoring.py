@@ -12,7 +12,7 @@ from bot.service import PaintService
 from bot.settings import Limits
 from bot.store import Store
 from tests.bot.test_service import Recorder
-from tests.fakes import FakeClock, FakeEngine, jpeg_bytes, png_bytes
+from tests.fakes import FakeEngine, FakeTime, jpeg_bytes, png_bytes
 
 
 def get(port: int, path: str) -> str:
@@ -23,7 +23,7 @@ def get(port: int, path: str) -> str:
 async def test_one_call_serves_the_services_metrics(store: Store, data_dir: Path) -> None:
     engine = FakeEngine(auto=False)
     service = PaintService(
-        store=store, engine=engine, limits=Limits(), data_dir=data_dir, clock=FakeClock()
+        store=store, engine=engine, limits=Limits(), data_dir=data_dir, clock=FakeTime()
     )
     recorder = Recorder()
     service.add_listener(recorder)

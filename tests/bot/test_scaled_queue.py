@@ -33,7 +33,7 @@ from bot.settings import Limits
 from bot.store import Store
 from engine import redis_jobs
 from engine.redis_jobs import RedisJobs
-from tests.fakes import FakeClock, FakeEngine, jpeg_bytes, png_bytes
+from tests.fakes import FakeEngine, FakeTime, jpeg_bytes, png_bytes
 from tests.scaled import Updates, make_job
 
 
@@ -190,7 +190,7 @@ async def test_refusals_read_exactly_as_in_the_embedded_mode(
     engine = FakeEngine(auto=False)
     store = Store.open(tmp_path / "embedded" / "atelier.sqlite3")
     service = PaintService(
-        store=store, engine=engine, limits=limits, data_dir=tmp_path / "embedded", clock=FakeClock()
+        store=store, engine=engine, limits=limits, data_dir=tmp_path / "embedded", clock=FakeTime()
     )
     queue = scaled(redis_url, tmp_path, limits=limits)
 

@@ -26,7 +26,7 @@ from bot.service import PaintService, next_turn, run_order
 from bot.settings import Limits
 from bot.store import Store
 from engine.protocol import PaintOptions
-from tests.fakes import FakeClock, FakeEngine, jpeg_bytes, png_bytes
+from tests.fakes import FakeEngine, FakeTime, jpeg_bytes, png_bytes
 
 
 def request(user: str = "u1", chat: str = "c1", **options: object) -> PaintRequest:
@@ -77,7 +77,7 @@ def make_service(
     store: Store,
     engine: FakeEngine,
     data_dir: Path,
-    clock: FakeClock,
+    clock: FakeTime,
     limits: Limits | None = None,
 ) -> PaintService:
     return PaintService(
@@ -115,7 +115,7 @@ def test_turns_make_the_order_round_robin_between_members() -> None:
 
 
 async def test_jobs_run_in_fair_order_and_positions_update(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     engine = FakeEngine(auto=False)
     service = make_service(store, engine, data_dir, clock, Limits(per_member=3))
@@ -174,7 +174,7 @@ async def test_events_of_a_job_from_queued_to_finished(service: PaintService) ->
 
 
 async def test_second_job_of_a_member_is_refused_with_how_to_cancel(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     service = make_service(store, FakeEngine(auto=False), data_dir, clock)
     async with service:
@@ -185,7 +185,7 @@ async def test_second_job_of_a_member_is_refused_with_how_to_cancel(
 
 
 async def test_queue_caps_refuse_with_a_wait_estimate(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     engine = FakeEngine(auto=False)
     service = make_service(store, engine, data_dir, clock, Limits(queue=2, queue_per_chat=5))
@@ -201,7 +201,7 @@ async def test_queue_caps_refuse_with_a_wait_estimate(
             await service.submit(request("d"))
 
 
-async def test_per_chat_cap(store: Store, data_dir: Path, clock: FakeClock) -> None:
+async def test_per_chat_cap(store: Store, data_dir: Path, clock: FakeTime) -> None:
     engine = FakeEngine(auto=False)
     service = make_service(store, engine, data_dir, clock, Limits(queue=10, queue_per_chat=1))
     async with service:
@@ -227,7 +227,7 @@ async def test_bad_images_and_options_are_refused_before_queueing(service: Paint
 
 
 async def test_eta_counts_the_jobs_ahead_and_learns_engine_speed(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     engine = FakeEngine(auto=False)
     service = make_service(store, engine, data_dir, clock)
@@ -253,7 +253,7 @@ async def test_eta_counts_the_jobs_ahead_and_learns_engine_speed(
 # -- cancel ----------------------------------------------------------------------------------
 
 
-async def test_cancel_queued_and_running(store: Store, data_dir: Path, clock: FakeClock) -> None:
+async def test_cancel_queued_and_running(store: Store, data_dir: Path, clock: FakeTime) -> None:
     engine = FakeEngine(auto=False)
     service = make_service(store, engine, data_dir, clock)
     recorder = Recorder()
@@ -285,7 +285,7 @@ async def test_cancel_queued_and_running(store: Store, data_dir: Path, clock: Fa
 
 
 async def test_restart_recovers_queue_order_and_reruns_the_running_job(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     engine = FakeEngine(auto=False)
     service = make_service(store, engine, data_dir, clock)
@@ -314,7 +314,7 @@ async def test_restart_recovers_queue_order_and_reruns_the_running_job(
 
 
 async def test_engine_crash_retries_once_then_fails_the_poison_job(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     engine = FakeEngine(auto=False)
     service = make_service(store, engine, data_dir, clock)
@@ -341,7 +341,7 @@ async def test_engine_crash_retries_once_then_fails_the_poison_job(
 
 
 async def test_job_over_the_time_limit_is_stopped_and_failed(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     engine = FakeEngine(auto=False)
     service = make_service(store, engine, data_dir, clock, Limits(job_timeout=0.05))
@@ -393,7 +393,7 @@ async def test_reroll_uses_stored_inputs_with_changed_options(
 
 
 async def test_expired_files_are_deleted_and_rerolls_explain(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     service = make_service(store, FakeEngine(), data_dir, clock, Limits(retention_hours=1))
     recorder = Recorder()
@@ -425,7 +425,7 @@ async def test_a_failing_listener_does_not_stop_the_queue(service: PaintService)
 
 
 async def test_unset_quality_takes_the_hosts_default(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     engine = FakeEngine(auto=False)
     service = PaintService(
@@ -447,7 +447,7 @@ async def test_unset_quality_takes_the_hosts_default(
 
 
 async def test_the_same_painting_submitted_at_once_is_stored_once(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     limits = Limits(queue=100, queue_per_chat=100)
     service = make_service(store, FakeEngine(auto=False), data_dir, clock, limits)
@@ -468,7 +468,7 @@ async def test_a_reroll_of_a_challenge_entry_is_not_an_entry(service: PaintServi
 
 
 async def test_a_refused_request_leaves_no_files(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     service = make_service(store, FakeEngine(auto=False), data_dir, clock)
     first = request("a")

@@ -27,7 +27,7 @@ from tests.fakes import (
     SEED_CRASH_ALWAYS,
     SEED_CRASH_ONCE,
     SEED_HANG,
-    FakeClock,
+    FakeTime,
     fake_worker,
     jpeg_bytes,
     png_bytes,
@@ -38,7 +38,7 @@ def service_with_process(tmp_path: Path, limits: Limits) -> tuple[PaintService, 
     store = Store.open(tmp_path / "data" / "atelier.sqlite3")
     client = EngineClient(protocol.EngineConfig(), target=fake_worker)
     service = PaintService(
-        store=store, engine=client, limits=limits, data_dir=tmp_path / "data", clock=FakeClock()
+        store=store, engine=client, limits=limits, data_dir=tmp_path / "data", clock=FakeTime()
     )
     return service, store
 

@@ -93,3 +93,57 @@ def test_bot_without_a_token_exits_with_a_clear_message(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "DISCORD_TOKEN" in result.stderr and "TELEGRAM_TOKEN" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+TELEGRAM = "123456:AAE-secret-part-of-the-token"
+
+
+@pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        ("http://localhost:8081", "http://localhost:8081"),
+        ("https://bot-api.example.org/", "https://bot-api.example.org"),
+        ("http://127.0.0.1:8081/prefix//", "http://127.0.0.1:8081/prefix"),
+        ("", None),
+    ],
+)
+def test_telegram_api_base_accepts_http_urls(base: str, expected: str | None) -> None:
+    settings = Settings.from_env({"TELEGRAM_TOKEN": TELEGRAM, "TELEGRAM_API_BASE": base})
+    assert settings.telegram is not None
+    assert settings.telegram.api_base == expected
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        "localhost:8081",  # no scheme: aiogram would build an invalid URL holding the token
+        "bot-api.example.org",
+        "ftp://bot-api.example.org",
+        "http://",
+        "https:///path-only",
+        "http://local host:8081",
+        "http://localhost:port",
+        "http://localhost:8081?x=1",
+        f"http://localhost:8081/bot{TELEGRAM}",  # the token pasted into the base by mistake
+    ],
+)
+def test_bad_telegram_api_base_is_a_clear_error_without_the_token(base: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"TELEGRAM_TOKEN": TELEGRAM, "TELEGRAM_API_BASE": base})
+
+    message = str(info.value)
+    assert message.startswith("TELEGRAM_API_BASE=")
+    assert "http:// or https:// URL with a host" in message
+    assert "secret-part" not in message
+
+
+def test_bot_with_a_bad_api_base_exits_without_printing_the_token(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "TELEGRAM_"))}
+    env.update(PYTHONPATH=str(ROOT), TELEGRAM_TOKEN=TELEGRAM, TELEGRAM_API_BASE="localhost:8081")
+    result = subprocess.run(
+        [sys.executable, "-m", "bot"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "TELEGRAM_API_BASE" in result.stderr
+    assert "secret-part" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr

@@ -550,3 +550,17 @@ def test_high_entropy_pictures_still_encode_as_jpeg_within_budget() -> None:
     assert Image.open(io.BytesIO(data)).format == "JPEG"
     budgeted, kind = images.encode_for_budget(noise, 120_000)
     assert kind == "jpeg" and len(budgeted) <= 120_000
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "TIFF"])
+def test_probe_reports_the_size_as_displayed_after_exif_rotation(fmt: str) -> None:
+    # Pillow orients TIFF itself (its size is already the displayed one); turning it again
+    # reported the stored size.
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90°: stored 64 × 48, shown 48 × 64
+    data = encode(noise((64, 48)), fmt, exif=exif.tobytes())
+
+    info = images.probe(data)
+
+    assert (info.width, info.height) == (48, 64)
+    assert images.load_image(data).size == (48, 64)

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from engine.metrics import Metrics
-from tests.fakes import FakeClock
+from tests.fakes import FakeTime
 
 
 def get(port: int, path: str) -> tuple[int, str]:
@@ -55,7 +55,7 @@ def test_series_and_endpoints() -> None:
 
 
 async def test_loop_lag_is_measured_and_a_stuck_loop_is_unhealthy() -> None:
-    clock = FakeClock(100.0)
+    clock = FakeTime(100.0)
     metrics = Metrics("agent", clock=clock)
     assert metrics.loop_alive()  # not watched yet
     watch = asyncio.create_task(metrics.watch_loop(interval=0.01))

@@ -1,4 +1,4 @@
-"""The optimisation: schedule, progress, cancel, determinism, colour, caching, retries."""
+"""The optimisation: planning, progress, cancel, determinism, colour, caching, retries."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from engine import protocol, stylize
-from engine.settings import PaintSettings, style_weight_for
-from engine.stylize import Cancelled, OutOfMemory, PaintError, Progress, Stylist
+from engine import protocol, schedule, stylize
+from engine.errors import Cancelled, OutOfMemory
+from engine.paint_settings import PaintSettings
+from engine.progress import Progress
+from engine.schedule import Scale
+from engine.stylize import Stylist
 
 from ..conftest import make_painting, make_photo
 from .test_lbfgs import host_reads
@@ -35,58 +38,28 @@ def chroma_distance(a: Image.Image, b: Image.Image) -> float:
 
 
 # ----------------------------------------------------------------------------------------------
-# Settings and schedule
+# Planning
 
 
-def test_settings_from_options_follow_the_presets() -> None:
-    for quality, kind in itertools.product(protocol.QUALITIES, protocol.DEVICE_KINDS):
-        s = PaintSettings.from_options(protocol.PaintOptions(quality=quality), kind)
-        preset = protocol.PRESETS[(quality, kind)]
-        assert (s.long_side, s.steps, s.device_kind) == (preset.long_side, preset.steps, kind)
-    s = PaintSettings.from_options(
-        protocol.PaintOptions(strength=7, brush="large", keep_colors=True, seed=3),
-        "cpu",
-        long_side=128,
+@pytest.mark.parametrize("size", [(1024, 768), (100, 80), (600, 100), (100, 600), (3000, 500)])
+def test_the_bots_estimate_plans_what_the_stylist_paints(
+    stylist: Stylist, size: tuple[int, int]
+) -> None:
+    # The bot estimates work with schedule.plan on the bare preset, before the job starts.
+    for quality, kind in itertools.product(schedule.QUALITIES, schedule.DEVICE_KINDS):
+        settings = PaintSettings.from_options(protocol.PaintOptions(quality=quality), kind)
+        estimate = schedule.plan(*size, schedule.PRESETS[(quality, kind)])
+        assert stylist.plan(size, settings) == estimate
+
+
+def test_the_stylist_plans_with_the_smallest_input_of_its_layers(stylist: Stylist) -> None:
+    shallow = PaintSettings(
+        long_side=128, steps=(4, 5), content_layer="relu2_2", style_layers=("relu1_1", "relu2_1")
     )
-    assert (s.long_side, s.brush_scale, s.keep_colors, s.seed) == (128, 1.5, True, 3)
-    assert s.style_weight == style_weight_for(7)
-
-
-def test_strength_is_a_log_scale() -> None:
-    weights = [style_weight_for(s) for s in range(1, 11)]
-    ratios = {round(b / a, 6) for a, b in itertools.pairwise(weights)}
-    assert ratios == {2.0}
-    with pytest.raises(protocol.OptionError, match="out of range"):
-        style_weight_for(11)
-
-
-def test_settings_reject_what_the_engine_will_not_run() -> None:
-    with pytest.raises(protocol.OptionError, match="size"):
-        PaintSettings(long_side=10_000)
-    with pytest.raises(protocol.OptionError, match="steps"):
-        PaintSettings(steps=(5000,))
-    with pytest.raises(protocol.OptionError, match="optimizer"):
-        FAST.replace(optimizer="sgd")
-    with pytest.raises(protocol.OptionError, match="brush"):
-        FAST.replace(brush="huge")
-
-
-def test_multi_scale_schedule_doubles_up_to_the_requested_size(stylist: Stylist) -> None:
-    s = PaintSettings.from_options(protocol.PaintOptions(), "cpu")
-    plan = stylist.plan((1024, 768), s)
-    assert [(x.width, x.height) for x in plan] == [(128, 96), (256, 192), (512, 384)]
-    assert [x.steps for x in plan] == list(s.steps)
-    # A small photo is painted at its own size; scales under 64 px give their steps onward.
-    small = stylist.plan((100, 80), s)
-    assert [(x.width, x.height, x.steps) for x in small] == [(100, 80, sum(s.steps))]
-
-
-def test_plan_drops_or_enlarges_scales_too_narrow_for_vgg(stylist: Stylist) -> None:
-    s = PaintSettings(long_side=128, steps=(4, 5))
-    plan = stylist.plan((600, 100), s)  # 6:1, the widest images.py accepts
-    assert [(x.width, x.height, x.steps) for x in plan] == [(128, 21, 9)]
-    tiny = stylist.plan((600, 100), s.replace(long_side=64, steps=(4,)))
-    assert min(tiny[-1].width, tiny[-1].height) >= 16
+    # Two poolings' worth (4 px) is enough here, so the 64x11 scale stays (16 px would drop it).
+    assert stylist.plan((600, 100), shallow) == (Scale(64, 11, 4), Scale(128, 21, 5))
+    deep = shallow.replace(content_layer="relu4_2", style_layers=("relu5_1",))
+    assert stylist.plan((600, 100), deep) == (Scale(128, 21, 9),)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,14 +209,6 @@ def test_keep_colors_keeps_the_photos_chroma(stylist: Stylist) -> None:
     assert free_d > 20  # without keep_colors the painting's palette does come through
 
 
-def test_luminance_matching_and_colour_round_trip() -> None:
-    x = torch.rand(1, 3, 5, 7, generator=torch.Generator().manual_seed(2))
-    assert torch.allclose(stylize.ycbcr_to_rgb(stylize.rgb_to_ycbcr(x)), x, atol=1e-5)
-    y = stylize.match_luminance(x[:, :1], 0.4, 0.1)
-    assert y.mean().item() == pytest.approx(0.4, abs=1e-5)
-    assert y.std().item() == pytest.approx(0.1, abs=1e-4)
-
-
 def test_adam_keeps_the_canvas_in_range(stylist: Stylist, monkeypatch: pytest.MonkeyPatch) -> None:
     # to_image clamps, so look at the canvas itself on its way out (previews at every step).
     extremes: list[tuple[float, float]] = []
@@ -287,45 +252,7 @@ def test_cached_targets_give_the_same_painting(stylist: Stylist) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Devices and out-of-memory
-
-
-def test_explicit_device_wins_and_missing_cuda_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert stylize.pick_device("cpu") == torch.device("cpu")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    assert stylize.pick_device(None) == torch.device("cpu")
-    assert stylize.pick_device("auto") == torch.device("cpu")
-    with pytest.raises(PaintError, match="CUDA is not available"):
-        stylize.pick_device("cuda")
-    for name in ("gpu", "cuda:x", "meta"):  # a one-line error, not torch's RuntimeError
-        with pytest.raises(PaintError, match="device"):
-            stylize.pick_device(name)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert stylize.pick_device("cuda:0") == torch.device("cuda:0")
-    with pytest.raises(PaintError, match="only 1 CUDA devices"):
-        stylize.pick_device("cuda:1")
-
-
-def test_autocast_only_on_cuda() -> None:
-    assert stylize.autocast_dtype(torch.device("cpu"), "auto") is None
-    assert stylize.autocast_dtype(torch.device("cuda"), "fp32") is None
-    assert stylize.autocast_dtype(torch.device("cuda"), "fp16") is torch.float16
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, None])
-def test_backward_under_fp16_does_not_lose_small_gradients(dtype: torch.dtype | None) -> None:
-    # What a painting's gradients look like on their way through fp16 features: per element
-    # about 1e-9 at 1024 px (the objective is ~1, a mean over millions of elements).
-    canvas = torch.ones(1, 3, 4, 4, requires_grad=True)
-    features = canvas.to(dtype or torch.float32)  # the cast autocast makes at the first conv
-    loss = (features.float() * 1e-9).sum()
-    stylize._backward(loss, canvas, dtype)
-    assert canvas.grad is not None
-    expected = torch.full_like(canvas, 1e-9)
-    tolerance = 1e-2 if dtype is torch.bfloat16 else 1e-3  # bf16 keeps 8 bits, fp16 11
-    assert torch.allclose(canvas.grad, expected, rtol=tolerance, atol=0)
+# Out of memory
 
 
 def paint_running_out_of_memory(

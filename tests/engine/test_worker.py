@@ -5,12 +5,13 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from engine import protocol, worker
+from engine import protocol, schedule, worker
 
 from ..conftest import make_painting, make_photo
 
@@ -47,7 +48,7 @@ def quick_draft(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A 20-step draft preset (the worker takes its steps from the presets, not from the job),
     painted on one CPU thread: the worker runs in a thread here, and two OpenMP threads on a
     busy two-core machine made its steps up to 50 times slower (measured)."""
-    monkeypatch.setitem(protocol.PRESETS, ("draft", "cpu"), protocol.Preset(64, (12, 8)))
+    monkeypatch.setitem(schedule.PRESETS, ("draft", "cpu"), schedule.Preset(64, (12, 8)))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -145,3 +146,48 @@ def test_the_bot_going_away_ends_the_worker_quietly(
     progress = conn.of_type(protocol.JobProgress)
     assert len(progress) < progress[0].total_steps  # stopped painting for nobody
     assert not [r for r in caplog.records if r.exc_info]  # no traceback in the log
+
+
+def stop_after_outcome(c: FakeConnection, message: object) -> None:
+    if isinstance(message, protocol.JobDone | protocol.JobFailed | protocol.JobCancelled):
+        c.incoming.put(protocol.Shutdown())
+
+
+def test_unusable_inputs_and_options_fail_with_their_code(
+    job: protocol.PaintJob, vgg_weights_path: Path
+) -> None:
+    Path(job.photo_path).write_bytes(b"not an image")
+    bad_options = replace(job, job_id="j2", options=protocol.PaintOptions(strength=11))
+    conn = FakeConnection(on_send=stop_after_outcome)
+    conn.incoming.put(job)
+    run_worker(conn, vgg_weights_path)
+    second = FakeConnection(on_send=stop_after_outcome)
+    second.incoming.put(bad_options)
+    run_worker(second, vgg_weights_path)
+    (image_failure,) = conn.of_type(protocol.JobFailed)
+    (options_failure,) = second.of_type(protocol.JobFailed)
+    assert isinstance(image_failure, protocol.JobFailed)
+    assert isinstance(options_failure, protocol.JobFailed)
+    assert (image_failure.job_id, image_failure.code) == ("j1", "bad_image")
+    assert (options_failure.job_id, options_failure.code) == ("j2", "bad_options")
+    assert "strength 11" in options_failure.message
+    assert not conn.of_type(protocol.JobStarted) and not second.of_type(protocol.JobStarted)
+
+
+def test_an_unexpected_failure_is_logged_and_answered_politely(
+    job: protocol.PaintJob,
+    vgg_weights_path: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    nowhere = replace(job, result_path=str(tmp_path / "missing" / "result.png"))
+    conn = FakeConnection(on_send=stop_after_outcome)
+    conn.incoming.put(nowhere)
+    run_worker(conn, vgg_weights_path)
+    (failure,) = conn.of_type(protocol.JobFailed)
+    assert isinstance(failure, protocol.JobFailed)
+    assert failure.code == "internal"
+    assert failure.message == "Something went wrong while painting. Please try again."
+    (record,) = [r for r in caplog.records if r.exc_info]
+    assert record.getMessage() == "job j1 failed"
+    assert record.exc_info is not None and record.exc_info[0] is FileNotFoundError

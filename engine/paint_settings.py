@@ -1,9 +1,11 @@
 """Every default of a painting, in one frozen dataclass.
 
-:class:`PaintSettings` is the single home of the engine's defaults; the CLI and the bot build it
-with :meth:`PaintSettings.from_options` from the member-facing :class:`protocol.PaintOptions` and
-the kind of device, and only then override what they expose. Standard library only (the bot may
-import it without torch).
+:class:`PaintSettings` is the single home of the engine's defaults; the CLI and the engine worker
+build it with :meth:`PaintSettings.from_options` from the member-facing
+:class:`protocol.PaintOptions` and the kind of device, and only then override what they expose.
+The defaults a member can change are named once beside what they default and used here:
+``protocol.DEFAULT_STRENGTH`` and ``DEFAULT_BRUSH``, ``schedule.DEFAULT_QUALITY`` and its preset.
+Standard library only (the bot may import it without torch).
 
 Loss weights are calibrated for torchvision's ImageNet VGG-19 (not for the random weights the tests
 use), with the normalisation in ``losses.py``: content weight 1, style weight ``3e5`` at strength
@@ -19,10 +21,12 @@ import math
 from dataclasses import dataclass, replace
 from typing import Final
 
-from engine import protocol
+from engine import protocol, schedule
 
 CONTENT_LAYER: Final = "relu4_2"  # Gatys et al. 2016
 STYLE_LAYERS: Final = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+DEFAULT_DEVICE_KIND: Final = "cpu"
+_DEFAULT_PRESET: Final = schedule.PRESETS[(schedule.DEFAULT_QUALITY, DEFAULT_DEVICE_KIND)]
 
 STYLE_WEIGHT_AT_5: Final = 3e5
 STRENGTH_FACTOR: Final = 2.0  # style weight multiplier per strength step
@@ -75,10 +79,10 @@ class PaintSettings:
     """How to paint one picture. Build with :meth:`from_options`; change with :meth:`replace`."""
 
     # Size and schedule: the canvas long side and iterations per scale, coarsest first.
-    long_side: int = 512
-    steps: tuple[int, ...] = (80, 50, 30)
-    quality: str = "standard"
-    device_kind: str = "cpu"
+    long_side: int = _DEFAULT_PRESET.long_side
+    steps: tuple[int, ...] = _DEFAULT_PRESET.steps
+    quality: str = schedule.DEFAULT_QUALITY
+    device_kind: str = DEFAULT_DEVICE_KIND
     # Network.
     content_layer: str = CONTENT_LAYER
     style_layers: tuple[str, ...] = STYLE_LAYERS
@@ -89,8 +93,8 @@ class PaintSettings:
     style_weight: float = STYLE_WEIGHT_AT_5
     tv_weight: float = TV_WEIGHT  # see TV_WEIGHT
     # Member options.
-    strength: int = 5
-    brush: str = "medium"
+    strength: int = protocol.DEFAULT_STRENGTH
+    brush: str = protocol.DEFAULT_BRUSH
     keep_colors: bool = False
     seed: int | None = None
     # Optimiser.
@@ -109,15 +113,18 @@ class PaintSettings:
 
     @classmethod
     def from_options(
-        cls, options: protocol.PaintOptions, device_kind: str = "cpu", **overrides: object
+        cls,
+        options: protocol.PaintOptions,
+        device_kind: str = DEFAULT_DEVICE_KIND,
+        **overrides: object,
     ) -> PaintSettings:
         """Settings for a member's options on a kind of device (``cpu`` or ``gpu``)."""
         options.validate()
-        if device_kind not in protocol.DEVICE_KINDS:
+        if device_kind not in schedule.DEVICE_KINDS:
             raise protocol.OptionError(
-                f"device kind must be one of {', '.join(protocol.DEVICE_KINDS)}"
+                f"device kind must be one of {', '.join(schedule.DEVICE_KINDS)}"
             )
-        preset = protocol.PRESETS[(options.quality, device_kind)]
+        preset = schedule.PRESETS[(options.quality, device_kind)]
         base = cls(
             long_side=preset.long_side,
             steps=preset.steps,
@@ -142,16 +149,10 @@ class PaintSettings:
     def total_steps(self) -> int:
         return sum(self.steps)
 
-    def scales(self, width: int, height: int) -> tuple[protocol.Scale, ...]:
-        """The coarse-to-fine schedule for a photo of ``width`` x ``height``."""
-        return protocol.schedule(
-            width,
-            height,
-            quality=self.quality,
-            device=self.device_kind,
-            long_side=self.long_side,
-            steps=self.steps,
-        )
+    @property
+    def preset(self) -> schedule.Preset:
+        """The size and steps per scale these settings paint with (the plan's input)."""
+        return schedule.Preset(long_side=self.long_side, steps=self.steps)
 
     def validate(self) -> None:
         """Raise :class:`protocol.OptionError` for anything the engine will not run."""
@@ -162,10 +163,10 @@ class PaintSettings:
             raise err("steps must be positive")
         if sum(self.steps) > MAX_TOTAL_STEPS:
             raise err(f"at most {MAX_TOTAL_STEPS} steps in all")
-        if self.quality not in protocol.QUALITIES:
-            raise err(f"quality {self.quality!r} is unknown: use {', '.join(protocol.QUALITIES)}")
-        if self.device_kind not in protocol.DEVICE_KINDS:
-            raise err(f"device kind must be one of {', '.join(protocol.DEVICE_KINDS)}")
+        if self.quality not in schedule.QUALITIES:
+            raise err(f"quality {self.quality!r} is unknown: use {', '.join(schedule.QUALITIES)}")
+        if self.device_kind not in schedule.DEVICE_KINDS:
+            raise err(f"device kind must be one of {', '.join(schedule.DEVICE_KINDS)}")
         if self.brush not in BRUSH_SCALES:
             raise err(f"brush {self.brush!r} is unknown: use {', '.join(BRUSH_SCALES)}")
         if self.optimizer not in OPTIMIZERS:

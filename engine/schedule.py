@@ -1,0 +1,111 @@
+"""Quality presets and the coarse-to-fine plan: at which sizes, and for how many steps, to paint.
+
+Standard library only: the bot plans with :func:`plan` to estimate work for ETAs before a job
+starts, and the engine paints by the same plan, so the two agree.
+
+A plan runs the optimisation at successively doubled sizes, the coarsest first (as in the
+multi-resolution schemes that followed Gatys et al.: structure is cheap to find small); each
+scale starts from the upsampled result of the one before.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final
+
+QUALITIES: Final = ("draft", "standard", "high")
+DEFAULT_QUALITY: Final = "standard"
+DEVICE_KINDS: Final = ("cpu", "gpu")
+
+# Scales whose long side would be under this are dropped: VGG's five poolings leave nothing of
+# them. Their steps are given to the next scale.
+MIN_SCALE_SIDE: Final = 64
+# The smallest short side the default layers accept: relu5_1, the deepest, is behind four 2x
+# poolings (``vgg.min_input_side`` computes it for any layers; a test keeps the two equal).
+MIN_SHORT_SIDE: Final = 16
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A quality level on one kind of device: output size and iterations per scale.
+
+    ``steps`` lists iterations from the coarsest scale to the finest; each scale's long side is
+    ``long_side / 2**k`` for the k-th scale counted from the finest.
+    """
+
+    long_side: int
+    steps: tuple[int, ...]
+
+
+PRESETS: Final[dict[tuple[str, str], Preset]] = {
+    ("draft", "cpu"): Preset(long_side=256, steps=(60, 40)),
+    ("standard", "cpu"): Preset(long_side=512, steps=(80, 50, 30)),
+    ("high", "cpu"): Preset(long_side=768, steps=(100, 60, 40, 25)),
+    ("draft", "gpu"): Preset(long_side=512, steps=(120, 80, 50)),
+    ("standard", "gpu"): Preset(long_side=1024, steps=(150, 100, 60, 40)),
+    ("high", "gpu"): Preset(long_side=1536, steps=(200, 150, 100, 60, 40)),
+}
+
+
+@dataclass(frozen=True)
+class Scale:
+    """One stage of the coarse-to-fine plan."""
+
+    width: int
+    height: int
+    steps: int
+
+    @property
+    def work(self) -> int:
+        """Pixel-iterations: the unit the bot's ETA model is measured in."""
+        return self.width * self.height * self.steps
+
+
+def fit_size(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """Scale (width, height) so the long side is ``long_side``, keeping the aspect ratio."""
+    if width <= 0 or height <= 0:
+        raise ValueError("image size must be positive")
+    factor = long_side / max(width, height)
+    return max(1, round(width * factor)), max(1, round(height * factor))
+
+
+def plan(
+    width: int, height: int, preset: Preset, *, min_side: int = MIN_SHORT_SIDE
+) -> tuple[Scale, ...]:
+    """The scales at which to paint a photo of ``width`` x ``height``, coarsest first.
+
+    Photos are never upscaled beyond the preset: small photos are painted at their own size, but
+    at least 64 px on the long side. A scale under 64 px on its long side or ``min_side`` on its
+    short side is dropped and its steps given to the next scale; a final scale whose short side
+    is under ``min_side`` is enlarged to it (the network needs that much input at its deepest
+    layer: pass ``vgg.min_input_side`` of the layers in use).
+    """
+    steps = preset.steps
+    if not steps or any(s <= 0 for s in steps):
+        raise ValueError("steps must be positive")
+    target = max(MIN_SCALE_SIDE, min(preset.long_side, max(width, height, MIN_SCALE_SIDE)))
+    scales: list[Scale] = []
+    carried = 0
+    count = len(steps)
+    for index, n in enumerate(steps):
+        last = index == count - 1
+        side = math.floor(target / 2 ** (count - 1 - index))
+        w, h = fit_size(width, height, side)
+        if not last and (side < MIN_SCALE_SIDE or min(w, h) < min_side):
+            carried += n
+            continue
+        if min(w, h) < min_side:
+            factor = min_side / min(w, h)
+            w, h = max(min_side, math.ceil(w * factor)), max(min_side, math.ceil(h * factor))
+        scales.append(Scale(width=w, height=h, steps=n + carried))
+        carried = 0
+    return tuple(scales)
+
+
+def total_steps(scales: tuple[Scale, ...]) -> int:
+    return sum(s.steps for s in scales)
+
+
+def total_work(scales: tuple[Scale, ...]) -> int:
+    return sum(s.work for s in scales)
