@@ -28,6 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from bot import replies
 from bot.errors import LimitReached, Paused, QueueFull, UserFacingError
 from bot.job_queue import (
     Admission,
@@ -50,33 +51,20 @@ from engine.redis_jobs import AdmitLimits, Admitted, Event, NewJob, RedisJobs, c
 log = logging.getLogger(__name__)
 
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OutOfMemoryError, ReadOnlyError, OSError)
-PAUSED = "Painting is paused, try again shortly."
+PAUSED = replies.PAUSED
 RESULT_LOST = "The painting was finished but its result was lost on the way. Please send it again."
 # Re-admission after Redis lost its data: the job was admitted once already.
 UNLIMITED = AdmitLimits(per_member=1_000_000, queue=1_000_000, per_chat=1_000_000)
 
 
 def refusal(reason: str, count: int, limits: Limits, wait_seconds: float) -> UserFacingError:
-    """The embedded mode's refusal sentences for a refusal code of the admit script."""
-    minutes = max(1, round(wait_seconds / 60))
-    wait = "about a minute" if minutes == 1 else f"about {minutes} minutes"
+    """The embedded mode's refusal (same class, same sentence) for an admit script's code."""
     if reason == "member":
-        if limits.per_member == 1:
-            return LimitReached(
-                "You already have a painting in progress. Wait for it to finish, "
-                "or cancel it with /cancel."
-            )
-        return LimitReached(
-            f"You already have {count} paintings in progress, the most allowed. "
-            "Wait for one to finish, or cancel one with /cancel."
-        )
+        return LimitReached(replies.in_progress(count, limits.per_member))
     if reason == "queue":
-        return QueueFull(f"The queue is full ({count} paintings waiting). Try again in {wait}.")
+        return QueueFull(replies.queue_full(count, wait_seconds))
     if reason == "chat":
-        return QueueFull(
-            f"This chat already has {count} paintings waiting, the most allowed. "
-            f"Try again in {wait}."
-        )
+        return QueueFull(replies.chat_queue_full(count, wait_seconds))
     raise ValueError(f"unknown refusal {reason!r}")
 
 
@@ -318,9 +306,11 @@ class ScaledQueue:
         if event.type == redis_jobs.DONE:
             return await self._done(event)
         if event.type == redis_jobs.FAILED:
-            return RunFailed(
-                job_id, event_id, event.fields.get("code", ""), event.fields.get("message", "")
-            )
+            code = event.fields.get("code", "")
+            message = event.fields.get("message", "")
+            if code == "timeout":  # the agent's words; the member gets the embedded sentence
+                message = replies.too_slow(self._limits.job_timeout)
+            return RunFailed(job_id, event_id, code, message)
         if event.type == redis_jobs.CANCELLED:
             return RunCancelled(job_id, event_id, event.fields.get("by", ""))
         log.warning("unknown event %r for job %s skipped", event.type, job_id)

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from bot import errors
+from bot import errors, replies
 from bot.job_queue import (
     Admission,
     CancelResult,
     RunDone,
+    RunFailed,
     RunPlanned,
     RunProgress,
     RunStarted,
@@ -342,3 +343,17 @@ def test_the_scaled_mode_imports_neither_torch_nor_a_chat_platform() -> None:
         "assert not loaded, loaded"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+
+
+async def test_a_painting_stopped_at_the_time_limit_is_told_as_in_the_embedded_mode(
+    queue: ScaledQueue, gpu: RedisJobs, tmp_path: Path
+) -> None:
+    updates = Updates(queue)
+    await queue.admit(make_job(tmp_path, "slow"))
+    claimed = await gpu.claim("host:0")
+    assert claimed is not None
+    await gpu.finish("host:0", claimed, redis_jobs.Failed("timeout", "the agent's own words"))
+    failed = await updates.wait_for(RunFailed, "slow")
+    assert isinstance(failed, RunFailed) and failed.code == "timeout"
+    assert failed.message == replies.too_slow(Limits().job_timeout)
+    await updates.close()
