@@ -251,6 +251,7 @@ async def test_redis_restarted_with_its_aof_loses_nothing(
     jobs = [make_job(tmp_path, f"j{n}", user=f"u{n}", seed=slow(10, 100)) for n in range(3)]
     for job in jobs:
         await bot.admit(job)
+    updates.known += jobs  # what the bot's SQLite knows: reconciled with after the restart
     agents.start("A")
     await updates.wait_for(RunProgress, "j0")  # mid-job
     redis_server.stop()
@@ -259,6 +260,7 @@ async def test_redis_restarted_with_its_aof_loses_nothing(
         await bot.admit(make_job(tmp_path, "refused", user="x"))
     redis_server.start()
     late: Job = make_job(tmp_path, "late", user="y")
+    updates.known.append(late)
     await bot.admit(late)
     for job in [*jobs, late]:
         await updates.wait_for(RunDone, job.id, within=60)
