@@ -125,7 +125,11 @@ class ScaledQueue:
         self._served.set()
         self._refresh_soon = asyncio.Event()
         self._lost_contact = False  # reconcile when Redis answers again
+        self._run_id: str | None = None  # the Redis server's; another one means it restarted
         self._up_since: float | None = time.time()
+        self._answering = asyncio.Event()  # set while Redis answers
+        self._answering.set()
+        self._known: KnownJobs = tuple
         self._view = QueueView(capacity=0)
         self._seen: dict[str, Stranger | None] = {}  # waiting ids looked up; None: this bot's
         self._admitting: set[str] = set()  # admissions in flight
@@ -138,8 +142,10 @@ class ScaledQueue:
 
     @property
     def device(self) -> str | None:
+        if not self.reachable:
+            return None
         devices = self._view.capacity
-        return f"{devices} GPU{'s' * (devices != 1)} through Redis" if devices else None
+        return f"{devices} GPU{'s' * (devices != 1)} alive" if devices else "no GPU alive"
 
     @property
     def up_since(self) -> float | None:
@@ -148,6 +154,10 @@ class ScaledQueue:
 
     def accepting(self) -> bool:
         return self.reachable
+
+    async def answering(self) -> None:
+        """Wait until Redis answers (at once if it does), as :meth:`accepting` will tell."""
+        await self._answering.wait()
 
     def view(self) -> QueueView:
         return self._view
@@ -171,12 +181,13 @@ class ScaledQueue:
         ``known()`` after Redis was unreachable. Until :meth:`close` or cancellation."""
         self._served.clear()
         self._serving.set()
+        self._known = known
         reader = redis_jobs.connect(self._url)  # blocking reads: a connection of their own
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._read_loop(reader, on_update, known), name="scaled-reader")
                 group.create_task(self._reap_loop(), name="scaled-reaper")
-                group.create_task(self._refresh_loop(on_update, known), name="scaled-refresh")
+                group.create_task(self._refresh_loop(on_update), name="scaled-refresh")
         finally:
             self._serving.clear()
             self._served.set()
@@ -324,12 +335,14 @@ class ScaledQueue:
         if self.reachable:
             log.warning("Redis unreachable (%s); new paintings are paused", error)
         self._up_since = None
+        self._answering.clear()
         self._lost_contact = True
 
     def _reached(self) -> None:
         if not self.reachable:
             log.info("Redis answers again; painting resumes")
             self._up_since = time.time()
+            self._answering.set()
 
     async def _read_loop(
         self, reader: aioredis.Redis, on_update: UpdateHandler, known: KnownJobs
@@ -384,12 +397,12 @@ class ScaledQueue:
             check_cancelled()
             await asyncio.sleep(self._reap_every)
 
-    async def _refresh_loop(self, on_update: UpdateHandler, known: KnownJobs) -> None:
+    async def _refresh_loop(self, on_update: UpdateHandler) -> None:
         """Keep :meth:`view` fresh: every ``refresh_every`` seconds, or soon after a change."""
         while not self._closing:
             try:
                 before = self._view.order
-                await self._refresh(known)
+                await self.refresh()
                 if self._view.order != before:
                     _hand(on_update, QueueMoved())
             except asyncio.CancelledError:
@@ -404,7 +417,17 @@ class ScaledQueue:
                 async with asyncio.timeout(self._refresh_every):
                     await self._refresh_soon.wait()
 
-    async def _refresh(self, known: KnownJobs) -> None:
+    async def refresh(self) -> None:
+        """Read the snapshot :meth:`view` answers from now (the loop in :meth:`serve` does
+        this every ``refresh_every`` seconds, and soon after this bot changes something).
+        A Redis that restarted meanwhile (one quick enough for the client's retries to hide
+        it) is noticed here, and reconciled with."""
+        server: Any = await self._client.info("server")
+        run_id = str(server.get("run_id", ""))
+        if self._run_id is not None and run_id != self._run_id:
+            log.warning("Redis restarted; reconciling this bot's jobs with it")
+            self._lost_contact = True
+        self._run_id = run_id
         order = await self.jobs.waiting()
         new = [job_id for job_id in order if job_id not in self._seen]
         if new:
@@ -420,7 +443,7 @@ class ScaledQueue:
                 )
         waiting = set(order)
         self._seen = {k: v for k, v in self._seen.items() if k in waiting}
-        mine = sum(1 for job in known() if job.state is JobState.RUNNING)
+        mine = sum(1 for job in self._known() if job.state is JobState.RUNNING)
         running = await self.jobs.running()
         self._view = QueueView(
             order=tuple(order),

@@ -183,10 +183,12 @@ class PaintService:
             files.private_folder(folder)
         self._speed.load()
         known = self._ledger.load([JobState.RUNNING, JobState.QUEUED])
+        # Before the queue's outcomes: a painting that finished while the bot was down is
+        # handed out by those alone, even if its listener posts it while this one looks.
+        await self._recover_deliveries()
         report = await self._queue.reconcile(known)
         for update in report.outcomes:
             self._apply(update, recovering=True)
-        await self._recover_deliveries()
         await self._queue.start(after=self._store.get_meta(EVENTS_READ))
         self._tasks.append(self._supervisor.spawn("paint-run-loop", self._run_loop))
         self._tasks.append(self._supervisor.spawn("paint-housekeeping", self._housekeeping_loop))
@@ -348,6 +350,7 @@ class PaintService:
                 # Checked again: a reservation that lapsed while we checked no longer counts.
                 self._check_limits(request.platform, request.chat_id, request.user_id, slot)
                 paths = await self._inputs.store(request.photo, request.painting)
+                admitted = False
                 try:
                     job = Job(
                         id=_new_job_id(),
@@ -368,9 +371,13 @@ class PaintService:
                         status_ref=request.status_ref,
                         challenge_id=request.challenge_id,
                     )
-                    return await self._admit(job, slot)
+                    job = await self._admit(job, slot)
+                    admitted = True
+                    return job
                 finally:
                     self._inputs.release(paths)
+                    if not admitted:  # refused by the queue (scaled mode), or no row written
+                        await asyncio.to_thread(self._inputs.delete_unused, self._store, paths)
 
     async def reroll(
         self,

@@ -195,6 +195,27 @@ class AgentProcess:
         return self.log.read_text(errors="replace")
 
 
+class Agents:
+    """The agent processes of a test (see the ``agents`` fixture)."""
+
+    def __init__(self, url: str, folder: Path) -> None:
+        self.url, self.folder = url, folder
+        self.running: list[AgentProcess] = []
+
+    def start(self, *hosts: str) -> list[AgentProcess]:
+        started = [AgentProcess(self.url, host, self.folder) for host in hosts]
+        self.running += started
+        return started
+
+    def host_of(self, consumer: str) -> AgentProcess:
+        [agent] = [a for a in self.running if a.consumer == consumer]
+        return agent
+
+    def stop_all(self) -> None:
+        for agent in self.running:
+            agent.stop()
+
+
 def agent_settings(url: str, host: str, work_dir: Path) -> AgentSettings:
     return AgentSettings(
         redis_url=url,
