@@ -260,6 +260,20 @@ async def test_cancel_a_waiting_painting_at_once_and_a_running_one_within_a_step
     await bot.recorder.wait_for(after.id, Finished, within=30)
 
 
+async def test_only_the_owner_paints_again_and_an_agent_paints_it_from_the_stored_inputs(
+    bot: Bot, agents: Agents
+) -> None:
+    agents.start("A")
+    job = await bot.service.submit(request("a"))
+    await bot.recorder.wait_for(job.id, Finished, within=30)
+    with pytest.raises(errors.NotAllowed):
+        await bot.service.reroll(job.id, user_id="b", user_name="b", change="softer")
+    again = await bot.service.reroll(job.id, user_id="a", user_name="a", change="softer")
+    assert again.parent_id == job.id and again.photo_path == job.photo_path
+    assert again.options.strength < job.options.strength
+    await bot.recorder.wait_for(again.id, Finished, within=30)
+
+
 # -- a host dies ----------------------------------------------------------------------------------
 
 
