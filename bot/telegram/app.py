@@ -22,10 +22,11 @@ import logging
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
+import aiohttp
 from aiogram import Bot, Dispatcher, Router
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
-from aiogram.exceptions import TelegramBadRequest
+from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramNetworkError
 from aiogram.filters import Command, CommandStart
 from aiogram.types import (
     BotCommand,
@@ -49,6 +50,10 @@ PLATFORM: Final = "telegram"
 # The cloud Bot API serves files up to 20 MB to bots (getFile); a self-hosted server in
 # --local mode has no such limit, so the app takes it as a parameter.
 BOT_API_DOWNLOAD_LIMIT: Final = 20 * 1024 * 1024
+# What fetching a member's file can fail with once it passed the checks: Telegram refusing it
+# (getFile), the file server answering an error (aiohttp's ClientResponseError, whose text holds
+# the file's URL and so the token), the network, a timeout. Each is "send it again".
+DOWNLOAD_TROUBLE: Final = (TelegramAPIError, aiohttp.ClientError, OSError, TimeoutError)
 HELP: Final = (
     "🎨 I paint your photo in the style of a painting.\n\n"
     "Ways to ask:\n"
@@ -194,15 +199,19 @@ class TelegramApp:
     # -- what features share -------------------------------------------------------------------
 
     async def download(self, ref: ImageRef) -> bytes:
-        """The bytes of ``ref``; :class:`InvalidImage` when Telegram will not hand them out."""
+        """The bytes of ``ref``; :class:`InvalidImage` when they cannot be had, saying why.
+
+        A failure is logged by its kind only: its text may hold the file's URL, with the token.
+        """
         try:
             data = await self.bot.download(ref.file_id)
-        except TelegramBadRequest as error:
-            if "too big" in error.message:
+        except DOWNLOAD_TROUBLE as error:
+            if isinstance(error, TelegramBadRequest) and "too big" in error.message:
                 text = replies.too_big_to_fetch(ref.role, ref.name, self.image_limit, PLAIN)
                 raise InvalidImage(text) from None
-            raise
-        if data is None:  # only when a destination is given
+            log.warning("telegram: could not download a %s: %s", ref.role, trouble(error))
+            data = None
+        if data is None:
             raise InvalidImage(replies.not_downloaded(ref.role, ref.name, "Telegram", PLAIN))
         return data.read()
 
@@ -270,6 +279,15 @@ def image_in(message: Message | None, *, role: str, limit: int) -> ImageRef | No
             replies.too_big(role, ref.name, ref.size, limit, PLAIN, tip=replies.SMALLER_OR_PHOTO)
         )
     return ref
+
+
+def trouble(error: BaseException) -> str:
+    """What went wrong, for the log, without the error's own text (a URL with the token)."""
+    if isinstance(error, aiohttp.ClientResponseError):
+        return f"{type(error).__name__} (HTTP {error.status})"
+    if isinstance(error, TelegramAPIError) and not isinstance(error, TelegramNetworkError):
+        return f"{type(error).__name__}: {error.message}"  # Telegram's own description
+    return type(error).__name__
 
 
 def replying_to(message_id: int | None) -> ReplyParameters | None:

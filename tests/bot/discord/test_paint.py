@@ -10,6 +10,7 @@ import io
 import os
 import re
 
+import pytest
 import simcord
 from PIL import Image
 
@@ -181,6 +182,22 @@ async def test_broken_image_is_explained_by_the_service(
     await sim.settle()
     assert "photo" in refused(sim, result, errors.InvalidImage)
     assert bot_messages(channel) == []
+
+
+async def test_an_attachment_discord_will_not_hand_out_is_asked_for_again(
+    sim: DiscordSim,
+    channel: simcord.ChannelHandle,
+    alice: simcord.MemberActor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cdn = sim.env.backend.cdn
+    stored = cdn.get
+    monkeypatch.setattr(cdn, "get", lambda url: None if url.endswith("/cat.png") else stored(url))
+    result = await paint(sim, alice, channel)
+    text = refused(sim, result, errors.InvalidImage)
+    assert text == "I couldn't download the photo (**cat.png**) from Discord. Please send it again."
+    assert bot_messages(channel) == []
+    assert sim.service.overview().running is None
 
 
 async def test_queue_full_is_a_private_reply(

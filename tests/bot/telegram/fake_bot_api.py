@@ -117,6 +117,8 @@ class FakeBotAPI:
         self._message_ids = itertools.count(100)
         self._file_ids = itertools.count(1)
         self._files: dict[str, StoredFile] = {}
+        self._lost: set[str] = set()  # file paths whose download answers 404
+        self._unplugged = False  # downloads break off half-way
         self._failures: list[Failure] = []
         self._changed = asyncio.Condition()
         self._closing = False
@@ -182,6 +184,15 @@ class FakeBotAPI:
             declared_size=len(data) if declared_size is None else declared_size,
         )
         return file_id
+
+    def lose(self, file_id: str) -> None:
+        """``getFile`` still knows the file, but downloading it answers 404 (as when Telegram's
+        file server has dropped it)."""
+        self._lost.add(self._files[file_id].path)
+
+    def unplug_files(self) -> None:
+        """From now on every download breaks off half-way (the connection drops)."""
+        self._unplugged = True
 
     def file_bytes(self, file_id: str) -> bytes:
         return self._files[file_id].data
@@ -417,6 +428,15 @@ class FakeBotAPI:
         if request.match_info["token"] != self.token:
             return web.Response(status=401)
         path = request.match_info["path"]
+        if path in self._lost:
+            return web.Response(status=404, text="Not Found")
+        if self._unplugged:
+            response = web.StreamResponse(headers={"Content-Length": "100000"})
+            await response.prepare(request)
+            await response.write(b"the first bytes")
+            assert request.transport is not None
+            request.transport.close()
+            return response
         for stored in self._files.values():
             if stored.path == path:
                 self.downloads.append(path)
@@ -628,6 +648,11 @@ class FakeBotAPI:
     async def _do_getChatAdministrators(self, call: Call) -> Any:
         chat_id = int(call.params["chat_id"])
         return [self._member(chat_id, uid) for uid in sorted(self.admins.get(chat_id, set()))]
+
+
+def is_file(file_id: str) -> Callable[[Call], bool]:
+    """A ``when`` for :meth:`FakeBotAPI.fail_next`: a ``getFile`` for this file."""
+    return lambda call: call.params.get("file_id") == file_id
 
 
 class ApiError(Exception):

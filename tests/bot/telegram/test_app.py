@@ -3,15 +3,19 @@ reply with a reference for anything unexpected."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
-from bot.jobs import JobState
+from bot.jobs import JobState, QueueOverview
 from bot.service import PaintService
 from bot.store import Store
-from tests.bot.telegram.fake_bot_api import FakeBotAPI
+from tests.bot.telegram.fake_bot_api import FakeBotAPI, is_file
 from tests.bot.telegram.harness import (
+    PAINTING,
+    PHOTO,
+    THUMB,
     ask_with_reply,
     job_id_of,
     manual_service,
@@ -50,16 +54,78 @@ async def test_cancel_queue_and_help_commands(
 
 
 async def test_unexpected_errors_get_a_reference_and_the_bot_keeps_going(
-    api: FakeBotAPI, service: PaintService, caplog: pytest.LogCaptureFixture
+    api: FakeBotAPI,
+    service: PaintService,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pat = api.user(1717, "Pat")
     chat = api.private_chat(pat)
-    api.fail_next("getFile", status=500, description="Internal Server Error")
+    real_overview = service.overview
+    calls = 0
+
+    def broken_once() -> QueueOverview:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        return real_overview()
+
+    monkeypatch.setattr(service, "overview", broken_once)
     async with running(api, service):
-        ask_with_reply(api, pat, chat)
+        api.push_message(api.text_message(pat, chat, "/queue"))
         sorry = await api.wait_call("sendMessage")
         assert "something went wrong on my side" in sorry.text
         reference = sorry.text.rsplit(" ", 1)[1].rstrip(".")
         assert any(reference in r.getMessage() for r in caplog.records)
-        ask_with_reply(api, pat, chat)  # the same request again works
+        ask_with_reply(api, pat, chat)  # the bot keeps going
         await result_of(api)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    ["file server 404", "getFile 500", "getFile refused", "file server gone"],
+)
+async def test_a_download_that_fails_asks_the_member_to_send_it_again_and_logs_no_token(
+    api: FakeBotAPI,
+    service: PaintService,
+    caplog: pytest.LogCaptureFixture,
+    failure: str,
+) -> None:
+    """Whatever breaks while fetching a member's image, they are asked to send it again, and
+    no log line (message or traceback) holds the token, which is in every file URL."""
+    caplog.set_level(logging.DEBUG)
+    ola = api.user(1818, "Ola")
+    chat = api.private_chat(ola)
+    painting = api.document_message(ola, chat, PAINTING, file_name="style.png")
+    photo = api.photo_message(
+        ola, chat, PHOTO, caption="/paint", thumbnail=THUMB, reply_to=painting
+    )
+    large = photo["photo"][-1]["file_id"]
+    if failure == "file server 404":
+        api.lose(large)
+    elif failure == "getFile 500":
+        api.fail_next(
+            "getFile", status=500, description="Internal Server Error", when=is_file(large)
+        )
+    elif failure == "getFile refused":
+        api.fail_next(
+            "getFile", description="Bad Request: wrong file_id specified", when=is_file(large)
+        )
+    else:
+        api.unplug_files()
+    async with running(api, service):
+        api.push_message(photo)
+        told = await api.wait_call("sendMessage")
+        assert told.text == (
+            "I couldn't download the photo (“photo.jpg”) from Telegram. Please send it again."
+        )
+        assert told.params["reply_parameters"]["message_id"] == photo["message_id"]
+    assert service.overview().waiting == ()
+    assert not api.calls_to("sendPhoto")  # no status message for a request that never came in
+    # Every line of the bot's side (the fake server's own access log is the test's).
+    ours = [r for r in caplog.records if not r.name.startswith(("aiohttp.access", "aiohttp.web"))]
+    logged = "\n".join(caplog.handler.format(r) for r in ours)
+    assert "could not download a photo" in logged
+    assert api.token not in logged
+    assert api.token.split(":", 1)[1] not in logged
