@@ -548,6 +548,12 @@ ASK_PAINTING: Final = "Now send the painting whose style I should use, as a phot
 FLOW_STOPPED: Final = "Stopped. Send /paint whenever you want to try again."
 
 
+POST_AS_YOURSELF: Final = (
+    "I can't tell who you are when you post as a channel or as an anonymous admin, so I can't "
+    "keep your paintings apart from anyone else's. Please post as yourself to use me here."
+)
+
+
 def gave_up(missing: str, minutes: int) -> str:
     return (
         f"I didn't get your {missing} within {minutes} min, so I stopped waiting. "

@@ -69,6 +69,10 @@ HELP: Final = (
     "/challenge start 3d Title; members send a photo captioned /challenge enter; "
     "vote with the buttons under the entries; /challenge standings shows how it stands."
 )
+# Who ``from`` is when a message was sent on behalf of a chat rather than by a member: an
+# anonymous group admin (@GroupAnonymousBot), a channel (@Channel_Bot), and Telegram itself for
+# posts forwarded from a linked channel. Everyone behind one of them shares one id.
+PLACEHOLDER_SENDERS: Final = frozenset({1087968824, 136817688, 777000})
 COMMANDS: Final = [
     BotCommand(command="paint", description="Paint a photo in the style of a painting"),
     BotCommand(command="queue", description="Show the paintings in progress"),
@@ -232,10 +236,30 @@ class TelegramApp:
 
     def _control_router(self) -> Router:
         router = Router(name="control")
+        # First of all: a message that names no member is never taken for one.
+        router.message.register(self._on_anonymous, anonymous, self._addressed)
+        router.message.register(self._ignore, anonymous)
         router.message.register(self._on_help, Command("help"))
         router.message.register(self._on_help, CommandStart())
         router.message.register(self._on_queue, Command("queue"))
         return router
+
+    async def _on_anonymous(self, message: Message) -> None:
+        """A command sent as a channel or as an anonymous admin: ask them to post as themselves.
+
+        Limits, /cancel and ownership all go by the sender's id, which such a message does not
+        have (``from`` is a placeholder shared by everyone posting that way)."""
+        await message.reply(replies.POST_AS_YOURSELF)
+
+    async def _ignore(self, message: Message) -> None:
+        return None
+
+    def _addressed(self, message: Message) -> bool:
+        """A command (as text or caption), or a reply to one of this bot's messages."""
+        text = message.text or message.caption or ""
+        replied = message.reply_to_message
+        author = replied.from_user if replied is not None else None
+        return text.startswith("/") or (author is not None and author.id == self.bot.id)
 
     async def _on_help(self, message: Message) -> None:
         await message.reply(HELP)
@@ -250,6 +274,12 @@ class TelegramApp:
             markup=PLAIN,
         )
         await message.reply(text.joined())
+
+
+def anonymous(message: Message) -> bool:
+    """Sent on behalf of a chat (as a channel, as an anonymous admin), not by a member."""
+    user = message.from_user
+    return message.sender_chat is not None or user is None or user.id in PLACEHOLDER_SENDERS
 
 
 def image_in(message: Message | None, *, role: str, limit: int) -> ImageRef | None:

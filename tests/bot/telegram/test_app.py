@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from bot import replies
 from bot.jobs import JobState, QueueOverview
 from bot.service import PaintService
 from bot.store import Store
-from tests.bot.telegram.fake_bot_api import FakeBotAPI, is_file
+from tests.bot.telegram.fake_bot_api import Call, FakeBotAPI, is_file
 from tests.bot.telegram.harness import (
     PAINTING,
     PHOTO,
@@ -129,3 +130,54 @@ async def test_a_download_that_fails_asks_the_member_to_send_it_again_and_logs_n
     assert "could not download a photo" in logged
     assert api.token not in logged
     assert api.token.split(":", 1)[1] not in logged
+
+
+ANONYMOUS_ADMIN = {"id": 1087968824, "is_bot": True, "first_name": "Group"}
+CHANNEL_BOT = {"id": 136817688, "is_bot": True, "first_name": "Channel"}
+
+
+async def test_posting_as_a_channel_or_an_anonymous_admin_is_refused(
+    api: FakeBotAPI, store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    """Everyone posting as an anonymous admin (or as a channel) has one and the same ``from``:
+    taken for one member, they would share a limit and cancel each other's paintings across
+    groups. They are asked to post as themselves; nothing is downloaded or queued."""
+    engine = FakeEngine(auto=False)
+    service = manual_service(store, data_dir, clock, engine)
+    ben = api.user(4242, "Ben")
+    group = api.group_chat(-100777)
+    other_group = api.group_chat(-100778, "Elsewhere")
+    channel = {"id": -100999, "type": "channel", "title": "News"}
+    async with service, running(api, service):
+        ask_with_reply(api, ben, group)  # a member's painting in the group
+        status, _ = await status_of(api)
+        bens_job = job_id_of(status)
+        await engine.wait_started(bens_job)
+        downloads = len(api.downloads)
+
+        painting = api.document_message(ANONYMOUS_ADMIN, group, PAINTING, file_name="style.png")
+        photo = api.photo_message(
+            ANONYMOUS_ADMIN, group, PHOTO, caption="/paint", thumbnail=THUMB, reply_to=painting
+        )
+        photo["sender_chat"] = group
+        cancel = api.text_message(ANONYMOUS_ADMIN, other_group, "/cancel")
+        cancel["sender_chat"] = other_group
+        as_channel = api.text_message(CHANNEL_BOT, group, "/queue")
+        as_channel["sender_chat"] = channel
+        chatter = api.text_message(ANONYMOUS_ADMIN, group, "nice painting, Ben")
+        chatter["sender_chat"] = group
+        api.push_message(photo, cancel, as_channel, chatter)
+
+        def refusal(call: Call) -> bool:
+            return call.text == replies.POST_AS_YOURSELF
+
+        await api.wait_until(lambda: len([c for c in api.calls if refusal(c)]) == 3)
+        answered = [c.params["reply_parameters"]["message_id"] for c in api.calls if refusal(c)]
+        assert sorted(answered) == sorted(
+            [photo["message_id"], cancel["message_id"], as_channel["message_id"]]
+        )  # the chatter, addressed to nobody, gets no answer
+        assert len(api.downloads) == downloads
+        fetched = {c.params["file_id"] for c in api.calls_to("getFile")}
+        assert photo["photo"][-1]["file_id"] not in fetched
+        assert service.get(bens_job).state is JobState.RUNNING
+        assert service.overview().waiting == ()
