@@ -2,6 +2,7 @@
 
 - :mod:`~bot.telegram.app`: the bot, polling, the one error reply, downloads, ``/help``,
   ``/queue``, and what the features share;
+- :mod:`~bot.telegram.outbox`: every message to a chat, through flood control and outages;
 - :mod:`~bot.telegram.status`: status messages, results, and the buttons under them;
 - :mod:`~bot.telegram.flows`: the three ways to ask for a painting, and ``/cancel``;
 - :mod:`~bot.telegram.challenges`: ``/challenge`` in groups and the entry buttons.
@@ -39,7 +40,12 @@ def build_app(
 ) -> TelegramApp:
     """The Telegram app with every feature, ready for ``await app.run()``. Connects nothing."""
     app = TelegramApp(
-        settings, service, download_limit=download_limit, polling_timeout=polling_timeout
+        settings,
+        service,
+        download_limit=download_limit,
+        polling_timeout=polling_timeout,
+        clock=clock,
+        sleep=sleep,
     )
     entries = TelegramChallenges(app, challenges) if challenges is not None else None
     board = StatusBoard(

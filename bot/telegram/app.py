@@ -17,10 +17,13 @@ This module's own router answers ``/help``, ``/start`` and ``/queue``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import aiohttp
 from aiogram import Bot, Dispatcher, Router
@@ -40,9 +43,11 @@ from aiogram.types import (
 from bot import replies
 from bot.errors import InvalidImage
 from bot.options import NOT_AN_IMAGE, WORDS_HELP, image_kind
+from bot.pacing import Clock, Sleep
 from bot.replies import PLAIN
 from bot.service import PaintService
 from bot.settings import TelegramSettings
+from bot.telegram.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +108,7 @@ class Feature:
 
 
 F = TypeVar("F", bound=Feature)
+T = TypeVar("T")
 
 
 class TelegramApp:
@@ -115,12 +121,16 @@ class TelegramApp:
         *,
         download_limit: int = BOT_API_DOWNLOAD_LIMIT,
         polling_timeout: int = 30,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._settings = settings
         self._service = service
         self._polling_timeout = polling_timeout
         api = TelegramAPIServer.from_base(settings.api_base) if settings.api_base else PRODUCTION
         self.bot = Bot(settings.token.value, session=AiohttpSession(api=api))
+        # Every message to a chat goes through it (flood control, outages); see send().
+        self.outbox = Outbox(clock=clock, sleep=sleep)
         # Refuse before downloading: Telegram's download cap for bots, or the host's limit.
         self.image_limit = min(download_limit, service.limits.max_input_bytes)
         self.dispatcher = Dispatcher(name="atelier")
@@ -183,7 +193,12 @@ class TelegramApp:
             if callback is not None:
                 await callback.answer(text[:200], show_alert=True)
             elif chat_id is not None:
-                await self.bot.send_message(chat_id, text, reply_parameters=replying_to(reply_to))
+                await self.send(
+                    chat_id,
+                    lambda: self.bot.send_message(
+                        chat_id, text, reply_parameters=replying_to(reply_to)
+                    ),
+                )
         except Exception:
             log.warning(
                 "telegram: could not send an error reply to chat %s", chat_id, exc_info=True
@@ -201,6 +216,15 @@ class TelegramApp:
         return True
 
     # -- what features share -------------------------------------------------------------------
+
+    async def send(self, chat_id: int, call: Callable[[], Awaitable[T]]) -> T:
+        """Make ``call``, a message to ``chat_id``, through the chat's flood control and
+        outages (see :class:`~bot.telegram.outbox.Outbox`). Every message the bot sends."""
+        return await self.outbox.send(chat_id, call)
+
+    async def reply(self, message: Message, text: str, **options: Any) -> Message:
+        """Answer ``message`` in its chat (and topic), through :meth:`send`."""
+        return await self.send(message.chat.id, lambda: message.reply(text, **options))
 
     async def download(self, ref: ImageRef) -> bytes:
         """The bytes of ``ref``; :class:`InvalidImage` when they cannot be had, saying why.
@@ -249,7 +273,7 @@ class TelegramApp:
 
         Limits, /cancel and ownership all go by the sender's id, which such a message does not
         have (``from`` is a placeholder shared by everyone posting that way)."""
-        await message.reply(replies.POST_AS_YOURSELF)
+        await self.reply(message, replies.POST_AS_YOURSELF)
 
     async def _ignore(self, message: Message) -> None:
         return None
@@ -262,7 +286,7 @@ class TelegramApp:
         return text.startswith("/") or (author is not None and author.id == self.bot.id)
 
     async def _on_help(self, message: Message) -> None:
-        await message.reply(HELP)
+        await self.reply(message, HELP)
 
     async def _on_queue(self, message: Message) -> None:
         assert message.from_user is not None
@@ -273,7 +297,7 @@ class TelegramApp:
             chat_id=str(message.chat.id),
             markup=PLAIN,
         )
-        await message.reply(text.joined())
+        await self.reply(message, text.joined())
 
 
 def anonymous(message: Message) -> bool:

@@ -126,10 +126,10 @@ class PaintRequests(Feature):
     async def _on_cancel(self, message: Message) -> None:
         assert message.from_user is not None
         if self.cancel_flow(message.chat.id, message.from_user.id):
-            await message.reply(replies.FLOW_STOPPED)
+            await self._app.reply(message, replies.FLOW_STOPPED)
             return
         job = await self._service.cancel_mine(PLATFORM, str(message.from_user.id))
-        await message.reply(replies.cancelling(job, str(message.from_user.id)))
+        await self._app.reply(message, replies.cancelling(job, str(message.from_user.id)))
 
     async def _on_paint(self, message: Message, command: CommandObject) -> None:
         """``/paint`` as a text, as a photo's caption, and/or in reply to the painting."""
@@ -237,11 +237,15 @@ class PaintRequests(Feature):
         if flow.timer is not None:
             flow.timer.cancel()
         flow.timer = asyncio.create_task(self._flow_timeout_later(flow))
-        await self._bot.send_message(
+        force = ForceReply(selective=True, input_field_placeholder=f"your {flow.missing}")
+        await self._app.send(
             flow.chat_id,
-            text,
-            reply_markup=ForceReply(selective=True, input_field_placeholder=f"your {flow.missing}"),
-            reply_parameters=replying_to(flow.reply_to),
+            lambda: self._bot.send_message(
+                flow.chat_id,
+                text,
+                reply_markup=force,
+                reply_parameters=replying_to(flow.reply_to),
+            ),
         )
 
     async def _feed(self, flow: _Flow, messages: list[Message]) -> None:
@@ -270,10 +274,13 @@ class PaintRequests(Feature):
         del self._flows[key]
         minutes = max(1, round(self._flow_timeout / 60))
         try:
-            await self._bot.send_message(
+            await self._app.send(
                 flow.chat_id,
-                replies.gave_up(flow.missing, minutes),
-                reply_parameters=replying_to(flow.reply_to),
+                lambda: self._bot.send_message(
+                    flow.chat_id,
+                    replies.gave_up(flow.missing, minutes),
+                    reply_parameters=replying_to(flow.reply_to),
+                ),
             )
         except Exception as error:
             await self._app.report(error, flow.chat_id, None)

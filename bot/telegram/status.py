@@ -60,9 +60,7 @@ log = logging.getLogger(__name__)
 EntryDelivery = Callable[[Finished], Awaitable[bool]]
 T = TypeVar("T")
 
-SEND_ATTEMPTS = 5  # tries of one result upload through flood control
 STATUS_PICTURE_SIDE = 640
-OUTAGE_PAUSE = 5.0  # seconds before an edit that failed on a network or server error is retried
 CAPTION_LIMIT = 1024  # Telegram's limit for media captions
 
 
@@ -177,7 +175,11 @@ class StatusBoard(Feature):
         self._service = service
         self._deliver_entry = deliver_entry
         self._pacer: Pacer[_Status] = Pacer(
-            self._edit, clock=clock, sleep=sleep, interval=interval, retry_pause=OUTAGE_PAUSE
+            self._edit,
+            clock=clock,
+            sleep=sleep,
+            interval=interval,
+            retry_pause=app.outbox.outage_pause,
         )
         self._closed = False
         self.router = Router(name="status")
@@ -283,6 +285,9 @@ class StatusBoard(Feature):
     async def _edit(self, status: _Status) -> Hashable:
         """The pacer's edit: show the wanted state; :class:`Blocked` or :class:`Lost` if not."""
         assert status.message_id is not None
+        blocked = self._app.outbox.blocked_for(status.chat_id)
+        if blocked > 0:  # a reply or a result ran into flood control in this chat
+            raise Blocked(blocked)
         shown = status.wanted()
         caption, markup = status_caption(status.job, status.state), status.markup()
         version = status.state.preview
@@ -308,6 +313,7 @@ class StatusBoard(Feature):
             log.warning(
                 "telegram flood control in chat %s: waiting %ss", status.chat_id, error.retry_after
             )
+            self._app.outbox.block(status.chat_id, error.retry_after)
             raise Blocked(error.retry_after) from None
         except TelegramBadRequest as error:
             if "not modified" not in error.message:
@@ -382,37 +388,10 @@ class StatusBoard(Feature):
             await self.send(status.chat_id, lambda: self._bot.send_message(status.chat_id, text))
 
     async def send(self, chat_id: int, call: Callable[[], Awaitable[T]]) -> T:
-        """Make a call that must not be lost (a result, a challenge entry), waiting out flood
-        control (which blocks the chat's status edits too) and outages."""
-        for attempt in range(1, SEND_ATTEMPTS + 1):
-            await self._pacer.unblocked(chat_id)
-            try:
-                return await call()
-            except TelegramRetryAfter as error:
-                self._pacer.block(chat_id, error.retry_after)
-                log.warning(
-                    "telegram flood control in chat %s (try %d): waiting %ss",
-                    chat_id,
-                    attempt,
-                    error.retry_after,
-                )
-                if attempt == SEND_ATTEMPTS:
-                    raise
-            except (TelegramNetworkError, TelegramServerError) as error:
-                # An outage (5xx, connection reset, timeout): wait and send again rather than
-                # lose the painting. A timeout may have delivered it; a duplicate beats a loss.
-                if attempt == SEND_ATTEMPTS:
-                    raise
-                pause = OUTAGE_PAUSE * attempt
-                log.warning(
-                    "telegram: sending to chat %s failed (try %d): %s; retrying in %.0fs",
-                    chat_id,
-                    attempt,
-                    error,
-                    pause,
-                )
-                await self._pacer.pause(pause)
-        raise AssertionError("unreachable")
+        """Make a call that must not be lost (a result, a challenge entry): through the app's
+        :class:`~bot.telegram.outbox.Outbox`, which waits out flood control (which blocks the
+        chat's status edits too) and outages."""
+        return await self._app.send(chat_id, call)
 
     # -- what the buttons do -------------------------------------------------------------------
 

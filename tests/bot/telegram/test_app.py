@@ -181,3 +181,28 @@ async def test_posting_as_a_channel_or_an_anonymous_admin_is_refused(
         assert photo["photo"][-1]["file_id"] not in fetched
         assert service.get(bens_job).state is JobState.RUNNING
         assert service.overview().waiting == ()
+
+
+async def test_replies_wait_out_flood_control_instead_of_failing(
+    api: FakeBotAPI, service: PaintService
+) -> None:
+    """A reply outside the status board (here /queue, a guided /paint's prompt) that runs into
+    flood control is sent again once the chat is open, and the chat's status edits wait too."""
+    ticks = FakeTime(auto=True)  # every wait passes at once, and is recorded
+    una = api.user(2121, "Una")
+    chat = api.private_chat(una)
+    api.fail_next("sendMessage", retry_after=9)
+    api.fail_next("sendMessage", retry_after=4, when=lambda c: c.text == replies.ASK_PHOTO)
+    async with running(api, service, clock=ticks, sleep=ticks.sleep):
+        api.push_message(api.text_message(una, chat, "/queue"))
+        queue = await api.wait_call("sendMessage", where=lambda c: c.error is None)
+        api.push_message(api.text_message(una, chat, "/paint"))
+        prompt = await api.wait_call(
+            "sendMessage", where=lambda c: c.error is None and c.text == replies.ASK_PHOTO
+        )
+    assert "The queue" in queue.text
+    asked = [c for c in api.calls_to("sendMessage") if c.text == replies.ASK_PHOTO]
+    assert [c.status for c in api.calls_to("sendMessage")][:2] == [429, 200]
+    assert [c.status for c in asked] == [429, 200]
+    assert prompt.params["reply_markup"]["force_reply"] is True
+    assert {9, 4} <= {round(s) for s in ticks.slept}
