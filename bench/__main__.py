@@ -14,6 +14,7 @@ BENCHMARKS: list[str] = [
     "bench.engine_bench",
     "bench.service_bench",
     "bench.admission_bench",
+    "bench.purge_bench",
 ]
 
 

@@ -75,6 +75,7 @@ class Job:
     challenge_id: int | None = None
     seconds: float | None = None  # painting time on the engine
     turn: int = 0  # round-robin round: jobs run by (turn, arrival)
+    delivered_at: float | None = None  # when the adapter posted the result (DONE jobs)
 
 
 @dataclass(frozen=True)

@@ -284,6 +284,23 @@ def already(state: JobState) -> str:
     return f"That painting is already {state.value}."
 
 
+def only_owner_repaints(job: Job) -> str:
+    return f"Only {job.user_name} can paint this again."
+
+
+NOT_FINISHED_YET: Final = "That painting isn't finished yet; once it is, you can paint it again."
+NOT_A_FINISHED_PAINTING: Final = (
+    "Only a finished painting can be painted again. Send it again with /paint."
+)
+OTHER_PLATFORM: Final = (
+    "That painting was made on another chat platform; it can only be painted again there."
+)
+DELETED_WITH_INPUTS: Final = (
+    "That painting was deleted, with its photo and painting. Send them again with /paint."
+)
+CANCEL_INSTEAD: Final = "That painting isn't finished yet; cancel it instead."
+
+
 NOTHING_TO_CANCEL: Final = "You have no painting in progress. Start one with /paint."
 NOT_FOUND: Final = "I can't find that painting; it may have expired."
 INPUTS_DELETED: Final = (

@@ -22,7 +22,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine import images, protocol, schedule
+from engine import files, images, protocol, schedule
 from engine.errors import Cancelled, PaintError
 
 if TYPE_CHECKING:
@@ -215,12 +215,8 @@ def _progress_sender(
 
 
 def _write_png(result: Image.Image, target: Path) -> Path:
-    """Write the result under a partial name first, so the bot never reads half a file."""
-    data = images.encode_png(result)
-    partial = target.with_suffix(".part")
-    partial.write_bytes(data)
-    partial.replace(target)
-    return target
+    """Write the result whole or not at all (the bot never reads half a file), owner-only."""
+    return files.write_private(target, images.encode_png(result))
 
 
 def _failure(
