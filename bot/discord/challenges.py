@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import logging
@@ -269,8 +268,8 @@ class DiscordChallenges(Feature):
         challenge = self.core.get(entry.challenge_id)
         channel_id = int(challenge.entries_chat)
         limit = self.client.upload_limit(channel_id)
-        data, filename = await asyncio.to_thread(
-            embeds.encode_for_upload, event.result_png, limit, f"entry-{entry.id}"
+        data, filename = await embeds.encode_for_upload(
+            event.result_png, limit, f"entry-{entry.id}", self.client.sandbox
         )
         text = replies.entry(entry, challenge, MARKDOWN)
         embed = discord.Embed(title=text.headline, colour=embeds.ACCENT)

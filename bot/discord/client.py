@@ -27,6 +27,7 @@ from discord import app_commands
 from bot import replies
 from bot.discord.embeds import MARKDOWN
 from bot.errors import NotAllowed
+from bot.sandbox import Sandbox
 from bot.service import PaintService
 from bot.settings import DiscordSettings
 
@@ -71,13 +72,18 @@ F = TypeVar("F", bound=Feature)
 class AtelierDiscord(discord.Client):
     """The Atelier bot on Discord. Run with ``await client.start(token)``."""
 
-    def __init__(self, settings: DiscordSettings, service: PaintService) -> None:
+    def __init__(
+        self, settings: DiscordSettings, service: PaintService, sandbox: Sandbox | None = None
+    ) -> None:
+        """``sandbox``: where results are re-encoded to fit an upload limit (nothing is
+        decoded in this process); a private one when none is given."""
         super().__init__(
             intents=discord.Intents(guilds=True),
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
         )
         self.settings = settings
         self.service = service
+        self.sandbox = sandbox or Sandbox()
         self.tree = app_commands.CommandTree(self)
         self.tree.error(self._on_tree_error)
         self._features: dict[type[Feature], Feature] = {}

@@ -254,11 +254,9 @@ class StatusMessages(Feature):
     async def _post_result(self, board: _Board, event: Finished) -> None:
         job = event.job
         limit = self._client.upload_limit(int(job.chat_id))
-        png = event.result_png
-        if len(png) <= limit:
-            data, filename = png, f"atelier-{job.id}.png"
-        else:
-            data, filename = await asyncio.to_thread(embeds.encode_for_upload, png, limit, job.id)
+        data, filename = await embeds.encode_for_upload(
+            event.result_png, limit, job.id, self._client.sandbox
+        )
         reference = None
         if board.message_id is not None and not board.lost:
             reference = discord.MessageReference(
