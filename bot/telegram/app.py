@@ -98,8 +98,9 @@ class ImageRef:
 
 
 class Feature:
-    """A part of the bot on Telegram with one router (included by :func:`bot.telegram.build_app`,
-    which decides the order routers see updates in); :meth:`close` runs at shutdown."""
+    """A part of the bot on Telegram, usually with one router (included by
+    :func:`bot.telegram.build_app`, which decides the order routers see updates in; the status
+    board answers no updates and has none); :meth:`close` runs at shutdown."""
 
     router: Router
 
@@ -125,7 +126,7 @@ class TelegramApp:
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._settings = settings
-        self._service = service
+        self.service = service
         self._polling_timeout = polling_timeout
         api = TelegramAPIServer.from_base(settings.api_base) if settings.api_base else PRODUCTION
         self.bot = Bot(settings.token.value, session=AiohttpSession(api=api))
@@ -291,7 +292,7 @@ class TelegramApp:
     async def _on_queue(self, message: Message) -> None:
         assert message.from_user is not None
         text = replies.queue(
-            self._service.overview(),
+            self.service.overview(),
             platform=PLATFORM,
             user_id=str(message.from_user.id),
             chat_id=str(message.chat.id),

@@ -196,16 +196,21 @@ class TelegramChallenges(Feature):
         challenge = self.core.require_open(PLATFORM, str(message.chat.id))
         options = parse(args)
         ref = self._image(message, "photo", "/challenge enter")
-        data = await self._download(ref)
         assert message.from_user is not None
-        job = await self.core.enter(
-            challenge,
-            user_id=str(message.from_user.id),
-            user_name=member_name(message.from_user),
-            photo=data,
-            photo_name=ref.name,
-            options=options,
-        )
+        user_id = str(message.from_user.id)
+        # The member's slot first: past a limit nothing is downloaded.
+        slot = self.app.service.reserve(PLATFORM, challenge.entries_chat, user_id)
+        with slot:
+            data = await self._download(ref)
+            job = await self.core.enter(
+                challenge,
+                user_id=user_id,
+                user_name=member_name(message.from_user),
+                photo=data,
+                photo_name=ref.name,
+                options=options,
+                reservation=slot,
+            )
         board = self.app.feature(StatusBoard)
         board.expect(job)
         await board.open(job, picture_of=data, reply_to=message.message_id)

@@ -128,8 +128,10 @@ class PaintRequests(Feature):
         if self.cancel_flow(message.chat.id, message.from_user.id):
             await self._app.reply(message, replies.FLOW_STOPPED)
             return
-        job = await self._service.cancel_mine(PLATFORM, str(message.from_user.id))
-        await self._app.reply(message, replies.cancelling(job, str(message.from_user.id)))
+        by = str(message.from_user.id)
+        # This chat's painting only: /cancel in one group never stops one in another.
+        job = await self._service.cancel_mine(PLATFORM, by, chat_id=str(message.chat.id))
+        await self._app.reply(message, replies.cancelling(job, by))
 
     async def _on_paint(self, message: Message, command: CommandObject) -> None:
         """``/paint`` as a text, as a photo's caption, and/or in reply to the painting."""
@@ -220,6 +222,8 @@ class PaintRequests(Feature):
         painting: ImageRef | None,
     ) -> None:
         assert message.from_user is not None
+        # Past a limit the member hears it now, not after sending both images.
+        self._service.reserve(PLATFORM, str(message.chat.id), str(message.from_user.id)).release()
         self.cancel_flow(message.chat.id, message.from_user.id)
         flow = _Flow(
             chat_id=message.chat.id,
@@ -296,23 +300,26 @@ class PaintRequests(Feature):
         options: PaintOptions,
         reply_to: int,
     ) -> None:
-        """Download both images, queue the job and open its status message."""
-        photo_bytes, painting_bytes = await asyncio.gather(
-            self._download(photo), self._download(painting)
-        )
-        job = await self._service.submit(
-            PaintRequest(
-                platform=PLATFORM,
-                chat_id=str(chat_id),
-                user_id=str(user.id),
-                user_name=member_name(user),
-                photo=photo_bytes,
-                painting=painting_bytes,
-                options=options,
-                photo_name=photo.name,
-                painting_name=painting.name,
+        """Hold the member's slot (refused at once, before downloading, past a limit),
+        download both images, queue the job and open its status message."""
+        with self._service.reserve(PLATFORM, str(chat_id), str(user.id)) as slot:
+            photo_bytes, painting_bytes = await asyncio.gather(
+                self._download(photo), self._download(painting)
             )
-        )
+            job = await self._service.submit(
+                PaintRequest(
+                    platform=PLATFORM,
+                    chat_id=str(chat_id),
+                    user_id=str(user.id),
+                    user_name=member_name(user),
+                    photo=photo_bytes,
+                    painting=painting_bytes,
+                    options=options,
+                    photo_name=photo.name,
+                    painting_name=painting.name,
+                ),
+                reservation=slot,
+            )
         self._board.expect(job)
         await self._board.open(job, picture_of=photo_bytes, reply_to=reply_to)
 

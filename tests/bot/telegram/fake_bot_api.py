@@ -106,6 +106,7 @@ class FakeBotAPI:
     token: str = "123456:TEST-fake-token"
     bot_username: str = "atelier_test_bot"
     calls: list[Call] = field(default_factory=list)
+    waiting: list[Call] = field(default_factory=list)  # calls held back (see hold())
     downloads: list[str] = field(default_factory=list)  # file paths fetched
     messages: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     admins: dict[int, set[int]] = field(default_factory=dict)  # chat id -> user ids
@@ -119,6 +120,7 @@ class FakeBotAPI:
         self._files: dict[str, StoredFile] = {}
         self._lost: set[str] = set()  # file paths whose download answers 404
         self._unplugged = False  # downloads break off half-way
+        self._held: dict[str, asyncio.Event] = {}  # methods answered only once released
         self._failures: list[Failure] = []
         self._changed = asyncio.Condition()
         self._closing = False
@@ -353,6 +355,11 @@ class FakeBotAPI:
             )
         )
 
+    def hold(self, method: str) -> asyncio.Event:
+        """Answer calls of ``method`` only once the returned event is set (a slow upload)."""
+        self._held[method] = asyncio.Event()
+        return self._held[method]
+
     def calls_to(self, *methods: str) -> list[Call]:
         return [c for c in self.calls if c.method in methods]
 
@@ -404,6 +411,12 @@ class FakeBotAPI:
             else:
                 params[key] = str(value)
         call = Call(method=method, params=params, files=files, at=time.monotonic())
+        held = self._held.get(method)
+        if held is not None:
+            self.waiting.append(call)
+            await self._notify()
+            await held.wait()
+            self.waiting.remove(call)
         if method == "getUpdates":
             return web.json_response({"ok": True, "result": await self._do_getUpdates(call)})
         failure = self._take_failure(call)

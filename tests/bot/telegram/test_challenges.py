@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 
+from bot import replies
 from bot.challenges import Challenges, ChallengeState
 from bot.service import PaintService
 from bot.settings import Limits
 from bot.store import Store
 from tests.bot.telegram.fake_bot_api import Call, FakeBotAPI
-from tests.bot.telegram.harness import running
+from tests.bot.telegram.harness import is_status, job_id_of, manual_service, running
 from tests.fakes import FakeEngine, FakeTime, jpeg_bytes, png_bytes
 
 DAY = 24 * 3600
@@ -349,3 +350,24 @@ async def test_an_entry_too_big_to_fetch_is_explained_as_for_paint(
         assert core.entries(challenge.id) == []
     assert "too large for bots to fetch from Telegram" in refused.text
     assert "something went wrong" not in refused.text
+
+
+async def test_an_entry_past_the_members_limit_is_refused_before_its_photo_is_fetched(
+    api: FakeBotAPI, store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    engine = FakeEngine(auto=False)
+    limits = Limits(per_member=1)
+    service = manual_service(store, data_dir, clock, engine, limits)
+    group = Group(api)
+    admin, rex = group.user(1, "Ada"), group.user(5, "Rex")
+    api.admins[GROUP_ID] = {admin["id"]}
+    async with service, challenges_on(api, service, store, data_dir, limits, clock):
+        after = group.send_photo(admin, PAINTING, "/challenge start 1d Poppies")
+        await api.wait_call("sendPhoto", after=after)
+        after = group.send_photo(rex, jpeg_bytes((48, 40)), "/challenge enter")
+        status = await api.wait_call("sendPhoto", where=is_status, after=after)
+        await engine.wait_started(job_id_of(status))
+        fetched = len(api.downloads)
+        refused = await group.reply(group.send_photo(rex, jpeg_bytes(), "/challenge enter"))
+    assert refused.text == replies.in_progress(1, 1)
+    assert len(api.downloads) == fetched
