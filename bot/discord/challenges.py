@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import logging
@@ -247,16 +248,20 @@ class DiscordChallenges(Feature):
         self.client.guard(interaction)
         check_attachment(photo, "photo", self.client.input_limit(interaction))
         options = choose(strength=strength, keep_colors=keep_colors)
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        data = await download(photo, "photo")
-        job = await self.core.enter(
-            challenge,
-            user_id=str(interaction.user.id),
-            user_name=interaction.user.display_name,
-            photo=data,
-            photo_name=photo.filename,
-            options=options,
-        )
+        user_id = str(interaction.user.id)
+        # The member's slot before the photo is fetched: past a limit, refused here.
+        with self.client.service.reserve(PLATFORM, challenge.entries_chat, user_id) as slot:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            data = await download(photo, "photo")
+            job = await self.core.enter(
+                challenge,
+                user_id=user_id,
+                user_name=interaction.user.display_name,
+                photo=data,
+                photo_name=photo.filename,
+                options=options,
+                reservation=slot,
+            )
         status = self.client.feature(StatusMessages)
         await status.announce(interaction, job, replies.entry_queued(challenge, MARKDOWN))
 
@@ -299,6 +304,8 @@ class DiscordChallenges(Feature):
         await self.client.reply(interaction, replies.voted(result, MARKDOWN))
 
     async def withdraw(self, interaction: discord.Interaction[Any], entry_id: int) -> None:
+        # Acknowledge first: deleting the entry's message is a call to Discord, which may be slow.
+        await interaction.response.defer(ephemeral=True, thinking=True)
         by = str(interaction.user.id)
         entry = self.core.withdraw(entry_id, by, organiser=self.is_organiser(interaction))
         if interaction.message is not None:
@@ -337,7 +344,7 @@ class DiscordChallenges(Feature):
             await self.client.until_ready()
         challenge = outcome.challenge
         channel = self.client.messageable(int(challenge.chat_id))
-        content, embeds, files = self._results(outcome)
+        content, embeds, files = await self._results(outcome)
         extra: dict[str, Any] = {}
         ref = MessageRef.parse(challenge.message_ref)
         if ref is not None:
@@ -355,7 +362,9 @@ class DiscordChallenges(Feature):
             except discord.HTTPException as error:
                 log.warning("challenge %d: could not lock its thread: %s", challenge.id, error)
 
-    def _results(self, outcome: Outcome) -> tuple[str, list[discord.Embed], list[discord.File]]:
+    async def _results(
+        self, outcome: Outcome
+    ) -> tuple[str, list[discord.Embed], list[discord.File]]:
         content = replies.outcome(outcome, MARKDOWN)
         places: list[discord.Embed] = []
         files: list[discord.File] = []
@@ -366,7 +375,7 @@ class DiscordChallenges(Feature):
                 description=replies.count(standing.votes, "vote"),
                 colour=embeds.DONE_COLOUR,
             )
-            image = standing.entry.image()
+            image = await asyncio.to_thread(standing.entry.image)  # up to 20 MB: off the loop
             if image is not None:
                 filename = f"place-{standing.place}.png"
                 embed.set_image(url=f"attachment://{filename}")
