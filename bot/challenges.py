@@ -84,6 +84,7 @@ Sleep = Callable[[float], Awaitable[None]]
 
 MIN_DURATION = 10 * 60
 MAX_DURATION = 30 * 24 * 3600
+MAX_DURATION_DIGITS = 6  # 30 days is 43200 minutes: a longer number is out of range anyway
 PODIUM = 3
 # Seconds between tries of an announcement the platform refused (an outage, flood control);
 # after the last one it is tried again at the next start.
@@ -197,6 +198,8 @@ def parse_duration(text: str) -> int:
     parts = _DURATION.findall(cleaned)
     if not cleaned or "".join(n + u for n, u in parts) != cleaned:
         raise BadDuration(replies.bad_duration(text.strip()))
+    if any(len(number) > MAX_DURATION_DIGITS for number, _ in parts):
+        raise BadDuration(replies.DURATION_RANGE)  # weeks of minutes, or no number at all
     seconds = sum(int(number) * _UNITS[unit] for number, unit in parts)
     if not MIN_DURATION <= seconds <= MAX_DURATION:
         raise BadDuration(replies.duration_out_of_range(text.strip(), seconds))

@@ -608,13 +608,13 @@ def missing_permissions(labels: Sequence[str], markup: Markup) -> str:
 
 def bad_duration(text: str) -> str:
     return (
-        f"I can't read the duration “{text}”. Use a number and a unit: 30m, 12h, 3d, 1d12h or "
-        "1w (m minutes, h hours, d days, w weeks)."
+        f"I can't read the duration “{clip(text, 20)}”. Use a number and a unit: 30m, 12h, 3d, "
+        "1d12h or 1w (m minutes, h hours, d days, w weeks)."
     )
 
 
 def duration_out_of_range(text: str, seconds: float) -> str:
-    return f"A challenge runs from 10 minutes to 30 days; “{text}” is {span(seconds)}."
+    return f"A challenge runs from 10 minutes to 30 days; “{clip(text, 20)}” is {span(seconds)}."
 
 
 DURATION_RANGE: Final = "A challenge runs from 10 minutes to 30 days."

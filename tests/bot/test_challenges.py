@@ -164,6 +164,17 @@ def test_bad_durations_say_what_works(text: str) -> None:
     assert "10 minutes" in error.value.message or "30m, 12h" in error.value.message
 
 
+def test_a_duration_of_thousands_of_digits_is_answered_in_a_short_sentence() -> None:
+    huge = "9" * 4400  # past Python's limit for converting digits to a number
+    with pytest.raises(BadDuration) as too_long:
+        parse_duration(f"{huge}d")
+    with pytest.raises(BadDuration) as unreadable:
+        parse_duration(f"{huge}x")
+    assert too_long.value.message == "A challenge runs from 10 minutes to 30 days."
+    assert unreadable.value.message.startswith("I can't read the duration “99999")
+    assert len(unreadable.value.message) < 200
+
+
 # -- rules -----------------------------------------------------------------------------------
 
 
