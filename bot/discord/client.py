@@ -34,6 +34,7 @@ from bot.settings import DiscordSettings
 log = logging.getLogger(__name__)
 
 PLATFORM: Final = "discord"
+MESSAGE_LIMIT: Final = 2000  # characters in one Discord message
 # Discord refused (HTTPException) or could not be reached at all: discord.py lets connection
 # errors and timeouts (OSError, aiohttp.ClientError) through after its own retries.
 DISCORD_TROUBLE: Final = (discord.HTTPException, aiohttp.ClientError, OSError)
@@ -192,7 +193,9 @@ class AtelierDiscord(discord.Client):
     # -- replies and errors --------------------------------------------------------------------
 
     async def reply(self, interaction: discord.Interaction[Any], text: str) -> None:
-        """Answer only the member: the first response, the deferred one, or a follow-up."""
+        """Answer only the member: the first response, the deferred one, or a follow-up (cut
+        short, with a note, past Discord's limit for one message)."""
+        text = replies.fit(text, MESSAGE_LIMIT)
         try:
             if not interaction.response.is_done():
                 await interaction.response.send_message(text, ephemeral=True)

@@ -69,8 +69,17 @@ class Markdown:
 MARKDOWN: Final = Markdown()
 
 
+DESCRIPTION_LIMIT: Final = 4096  # characters in an embed's description
+TITLE_LIMIT: Final = 256
+
+
 def text_embed(text: replies.Text, colour: discord.Colour) -> discord.Embed:
-    return discord.Embed(title=text.headline, description="\n".join(text.lines), colour=colour)
+    """``text`` as an embed; a text too long for one is cut short, with a note."""
+    return discord.Embed(
+        title=replies.clip(text.headline, TITLE_LIMIT),
+        description=replies.fit("\n".join(text.lines), DESCRIPTION_LIMIT),
+        colour=colour,
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -74,6 +74,7 @@ HELP: Final = (
     "/challenge start 3d Title; members send a photo captioned /challenge enter; "
     "vote with the buttons under the entries; /challenge standings shows how it stands."
 )
+MESSAGE_LIMIT: Final = 4096  # characters in one Telegram message
 # Who ``from`` is when a message was sent on behalf of a chat rather than by a member: an
 # anonymous group admin (@GroupAnonymousBot), a channel (@Channel_Bot), and Telegram itself for
 # posts forwarded from a linked channel. Everyone behind one of them shares one id.
@@ -224,7 +225,9 @@ class TelegramApp:
         return await self.outbox.send(chat_id, call)
 
     async def reply(self, message: Message, text: str, **options: Any) -> Message:
-        """Answer ``message`` in its chat (and topic), through :meth:`send`."""
+        """Answer ``message`` in its chat (and topic), through :meth:`send`; a text too long
+        for one message is cut short, with a note."""
+        text = replies.fit(text, MESSAGE_LIMIT)
         return await self.send(message.chat.id, lambda: message.reply(text, **options))
 
     async def download(self, ref: ImageRef) -> bytes:

@@ -50,6 +50,7 @@ from bot.jobs import Finished, MessageRef
 from bot.options import parse
 from bot.replies import PLAIN, Plain
 from bot.telegram.app import (
+    MESSAGE_LIMIT,
     PLATFORM,
     Feature,
     ImageRef,
@@ -230,9 +231,8 @@ class TelegramChallenges(Feature):
             counts = replies.standings(challenge, standings, votes=True, markup=markup)
             try:
                 private = message.from_user.id
-                await self.app.send(
-                    private, partial(self.bot.send_message, private, counts.joined())
-                )
+                text = replies.fit(counts.joined(), MESSAGE_LIMIT)
+                await self.app.send(private, partial(self.bot.send_message, private, text))
                 lines.append(replies.COUNTS_SENT)
             except TelegramAPIError as error:  # e.g. they never started a chat with the bot
                 log.info("challenge %d: counts not sent privately: %s", challenge.id, error)

@@ -14,7 +14,8 @@ long-poll semantics, exactly as in production polling.
     await api.close()
 
 Behaviour copied from Telegram: editing a message to exactly its current content and markup
-answers 400 "message is not modified"; ``getFile`` refuses files over 20 MB; file downloads live
+answers 400 "message is not modified"; texts over 4096 characters and captions over 1024
+answer 400 "message is too long"; ``getFile`` refuses files over 20 MB; file downloads live
 at ``/file/bot<token>/<file_path>``; album items share a ``media_group_id``.
 """
 
@@ -32,6 +33,8 @@ from typing import Any
 from aiohttp import web
 
 DOWNLOAD_LIMIT = 20 * 1024 * 1024
+MESSAGE_LIMIT = 4096  # characters of a text message
+CAPTION_LIMIT = 1024  # characters of a photo's or a document's caption
 NOT_MODIFIED = (
     "Bad Request: message is not modified: specified new message content and reply markup "
     "are exactly the same as a current content and reply markup of the message"
@@ -561,9 +564,17 @@ class FakeBotAPI:
         text = call.params.get("text")
         if not text:
             raise ApiError("Bad Request: message text is empty")
+        if len(text) > MESSAGE_LIMIT:
+            raise ApiError("Bad Request: message is too long")
         return self._new_message(call, text=text)
 
+    @staticmethod
+    def _check_caption(call: Call) -> None:
+        if len(call.text) > CAPTION_LIMIT:
+            raise ApiError("Bad Request: message caption is too long")
+
     async def _do_sendPhoto(self, call: Call) -> Any:
+        self._check_caption(call)
         photo = self._photo_from(call, call.params.get("photo") or "attach://photo")
         content: dict[str, Any] = {"photo": photo}
         if call.params.get("caption"):
@@ -571,6 +582,7 @@ class FakeBotAPI:
         return self._new_message(call, **content)
 
     async def _do_sendDocument(self, call: Call) -> Any:
+        self._check_caption(call)
         value = call.params.get("document") or "attach://document"
         data = call.files.get(str(value).removeprefix("attach://"))
         if data is None:
@@ -612,6 +624,7 @@ class FakeBotAPI:
         return message
 
     async def _do_editMessageCaption(self, call: Call) -> Any:
+        self._check_caption(call)
         message = self._stored(call)
         if "text" in message:
             raise ApiError("Bad Request: there is no caption in the message to edit")
