@@ -125,7 +125,7 @@ class DiscordChallenges(Feature):
     # -- organisers ----------------------------------------------------------------------------
 
     def is_organiser(self, interaction: discord.Interaction[Any]) -> bool:
-        """Manage Server, or the configured organiser role (name or id)."""
+        """Manage Server, or the configured organiser role (by id; a name as the fallback)."""
         if not isinstance(interaction.user, discord.Member):
             return False
         if interaction.permissions.manage_guild:

@@ -84,6 +84,16 @@ class AtelierDiscord(discord.Client):
         )
         self.settings = settings
         self.service = service
+        for variable, role in (
+            ("DISCORD_MODERATOR_ROLE", settings.moderator_role),
+            ("DISCORD_ORGANISER_ROLE", settings.organiser_role),
+        ):
+            if role and not role.strip().isdigit():
+                log.warning(
+                    "%s is a role name: any role of that name counts, whoever made it; "
+                    "set the role's id instead",
+                    variable,
+                )
         self.sandbox = sandbox or Sandbox()
         self.tree = app_commands.CommandTree(self)
         self.tree.error(self._on_tree_error)
@@ -157,7 +167,8 @@ class AtelierDiscord(discord.Client):
             raise MissingPermissions(replies.missing_permissions(missing, MARKDOWN))
 
     def is_moderator(self, interaction: discord.Interaction[Any]) -> bool:
-        """The configured moderator role (name or id), or Manage Messages in the channel."""
+        """The configured moderator role (by id; a name as the fallback), or Manage Messages
+        in the channel."""
         if not isinstance(interaction.user, discord.Member):
             return False
         if interaction.permissions.manage_messages:
@@ -228,12 +239,16 @@ class AtelierDiscord(discord.Client):
 
 
 def has_role(interaction: discord.Interaction[Any], role: str | None) -> bool:
-    """Whether the member has ``role`` (a role name or id) here."""
+    """Whether the member has ``role`` here: a role id (digits) is matched by id only, so a
+    role someone names after it is not it; anything else is taken as a role name, the
+    documented fallback (any role of that name counts, whoever made it)."""
     user = interaction.user
     wanted = (role or "").strip()
     if not wanted or not isinstance(user, discord.Member):
         return False
-    return any(str(r.id) == wanted or r.name.casefold() == wanted.casefold() for r in user.roles)
+    if wanted.isdigit():
+        return any(r.id == int(wanted) for r in user.roles)
+    return any(r.name.casefold() == wanted.casefold() for r in user.roles)
 
 
 class ButtonPress:

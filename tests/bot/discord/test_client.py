@@ -6,15 +6,18 @@ import re
 from pathlib import Path
 
 import discord
+import pytest
 import simcord
 
 from bot import errors
 from bot.discord.client import MissingPermissions
+from bot.jobs import Cancelled, JobState
 from tests.bot.discord.sim import (
     DiscordSim,
     bot_messages,
     discord_settings,
     paint,
+    private,
     refused,
 )
 
@@ -54,3 +57,35 @@ def test_the_readme_invite_link_asks_for_the_permissions_the_bot_checks() -> Non
     readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
     [granted] = re.findall(r"scope=bot\+applications\.commands&permissions=(\d+)", readme)
     assert int(granted) == INVITE_PERMISSIONS.value
+
+
+async def test_a_role_set_by_id_is_matched_by_id_not_by_a_role_named_after_it(
+    sim: DiscordSim,
+    guild: simcord.GuildHandle,
+    channel: simcord.ChannelHandle,
+    alice: simcord.MemberActor,
+) -> None:
+    mods = guild.create_role("Mods")
+    sim.bot.settings = discord_settings(moderator_role=str(mods.id))
+    # Anyone who may create roles can name one after the moderators' id.
+    impostors = guild.create_role(str(mods.id))
+    eve = guild.add_member(sim.env.create_user("eve"), roles=[impostors])
+    mona = guild.add_member(sim.env.create_user("mona"), roles=[mods])
+    await paint(sim, alice, channel)
+    job = await sim.running_job()
+    status = bot_messages(channel)[-1]
+
+    refused = await eve.click(status, label="Cancel")
+    await sim.settle()
+    assert private(refused) == "Only alice or a moderator can cancel this painting."
+    assert sim.service.get(job.id).state is JobState.RUNNING
+    await mona.click(status, label="Cancel")
+    await sim.events.wait_for(Cancelled, job.id)
+    assert sim.service.get(job.id).state is JobState.CANCELLED
+
+
+def test_a_role_name_still_works_and_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    from bot.discord.client import AtelierDiscord
+
+    AtelierDiscord(discord_settings(moderator_role="Curators"), None)  # type: ignore[arg-type]
+    assert "DISCORD_MODERATOR_ROLE is a role name" in caplog.text
