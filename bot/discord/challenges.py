@@ -35,6 +35,7 @@ from bot.challenges import (
 )
 from bot.discord import embeds
 from bot.discord.client import (
+    CHALLENGE_PERMISSIONS,
     DISCORD_TROUBLE,
     PLATFORM,
     AtelierDiscord,
@@ -161,6 +162,8 @@ class DiscordChallenges(Feature):
             # Threads, voice channels' chats, ...: the challenge needs a thread of its own.
             raise NoChallenge(replies.TEXT_CHANNELS_ONLY)
         self.client.guard(interaction)
+        # Its thread, the painting pinned there, the thread locked at the end: asked up front.
+        self.client.require(interaction, CHALLENGE_PERMISSIONS)
         check_attachment(painting, "painting", self.client.input_limit(interaction))
         await interaction.response.defer(ephemeral=True, thinking=True)
         data = await download(painting, "painting")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any, Final, TypeVar
 
 import aiohttp
@@ -46,13 +47,17 @@ CHANNEL_PERMISSIONS: Final = (
     ("attach_files", "Attach Files"),
     ("read_message_history", "Read Message History"),
 )
-# For the README's invite link: the same permissions as one integer, plus what style
-# challenges need (a public thread per challenge, and pinning the painting in it).
+# What style challenges need besides: a public thread per challenge, posting in it, pinning the
+# painting there, and locking the thread when the challenge ends.
+CHALLENGE_PERMISSIONS: Final = (
+    ("create_public_threads", "Create Public Threads"),
+    ("send_messages_in_threads", "Send Messages in Threads"),
+    ("manage_messages", "Manage Messages"),
+    ("manage_threads", "Manage Threads"),
+)
+# For the README's invite link: all of them as one integer (a test holds the two together).
 INVITE_PERMISSIONS: Final = discord.Permissions(
-    send_messages_in_threads=True,
-    create_public_threads=True,
-    manage_messages=True,
-    **{name: True for name, _ in CHANNEL_PERMISSIONS},
+    **{name: True for name, _ in (*CHANNEL_PERMISSIONS, *CHALLENGE_PERMISSIONS)}
 )
 
 
@@ -156,12 +161,19 @@ class AtelierDiscord(discord.Client):
         raise NotAllowed(replies.only_in([f"<#{channel_id}>" for channel_id in sorted(allowed)]))
 
     def _check_permissions(self, interaction: discord.Interaction[Any]) -> None:
-        if interaction.guild is None:
-            return  # a DM with the bot: nothing to grant
-        permissions = interaction.app_permissions
         needed = list(CHANNEL_PERMISSIONS)
         if isinstance(interaction.channel, discord.Thread):
             needed[1] = ("send_messages_in_threads", "Send Messages in Threads")
+        self.require(interaction, needed)
+
+    def require(
+        self, interaction: discord.Interaction[Any], needed: Sequence[tuple[str, str]]
+    ) -> None:
+        """Refuse, naming them, if the bot lacks any of ``needed`` ((attribute, name) pairs)
+        in this channel."""
+        if interaction.guild is None:
+            return  # a DM with the bot: nothing to grant
+        permissions = interaction.app_permissions
         missing = [label for name, label in needed if not getattr(permissions, name)]
         if missing:
             raise MissingPermissions(replies.missing_permissions(missing, MARKDOWN))

@@ -389,3 +389,25 @@ async def test_an_entry_is_delivered_once_and_withdraw_acknowledges_first(
     acknowledged = next(i for i, c in enumerate(calls) if c[1].startswith("/interactions/"))
     removed = calls.index(("DELETE", f"/channels/{thread.id}/messages/{entry.id}"))
     assert acknowledged < removed
+
+
+async def test_a_challenge_is_not_started_where_its_thread_could_not_be_locked(
+    sim: DiscordSim, guild: simcord.GuildHandle, olga: simcord.MemberActor
+) -> None:
+    assert sim.bot.user is not None
+    no_threads = guild.create_text_channel(
+        "no-threads",
+        overwrites={sim.bot.user: discord.PermissionOverwrite(manage_threads=False)},
+    )
+    result = await start(sim, olga, no_threads)
+    assert "**Manage Threads**" in refused(sim, result, errors.NotAllowed)
+    assert bot_messages(no_threads) == []
+    assert sim.core.open_in("discord", str(no_threads.id)) is None
+
+
+def test_the_invite_asks_for_every_permission_the_bot_checks() -> None:
+    from bot.discord.client import CHALLENGE_PERMISSIONS, CHANNEL_PERMISSIONS, INVITE_PERMISSIONS
+
+    for name, _ in (*CHANNEL_PERMISSIONS, *CHALLENGE_PERMISSIONS):
+        assert getattr(INVITE_PERMISSIONS, name), name
+    assert INVITE_PERMISSIONS.manage_threads  # the thread is locked when a challenge ends
