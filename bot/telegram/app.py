@@ -29,7 +29,12 @@ import aiohttp
 from aiogram import Bot, Dispatcher, Router
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
-from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramNetworkError
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramNetworkError,
+    TelegramServerError,
+)
 from aiogram.filters import Command, CommandStart
 from aiogram.types import (
     BotCommand,
@@ -75,6 +80,9 @@ HELP: Final = (
     "vote with the buttons under the entries; /challenge standings shows how it stands."
 )
 MESSAGE_LIMIT: Final = 4096  # characters in one Telegram message
+BOOT_RETRY_FIRST: Final = 2.0  # seconds before asking an unreachable Telegram again at start
+BOOT_RETRY_MAX: Final = 60.0  # the pause doubles up to this
+UNREACHABLE: Final = (TelegramNetworkError, TelegramServerError, aiohttp.ClientError, OSError)
 # Who ``from`` is when a message was sent on behalf of a chat rather than by a member: an
 # anonymous group admin (@GroupAnonymousBot), a channel (@Channel_Bot), and Telegram itself for
 # posts forwarded from a linked channel. Everyone behind one of them shares one id.
@@ -133,6 +141,7 @@ class TelegramApp:
         self.bot = Bot(settings.token.value, session=AiohttpSession(api=api))
         # Every message to a chat goes through it (flood control, outages); see send().
         self.outbox = Outbox(clock=clock, sleep=sleep)
+        self._sleep = sleep
         # Refuse before downloading: Telegram's download cap for bots, or the host's limit.
         self.image_limit = min(download_limit, service.limits.max_input_bytes)
         self.dispatcher = Dispatcher(name="atelier")
@@ -154,7 +163,12 @@ class TelegramApp:
     # -- life cycle ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Long-poll Telegram until cancelled or :meth:`close` is called."""
+        """Long-poll Telegram until cancelled or :meth:`close` is called.
+
+        Telegram out of reach at start (a network blip, a 5xx) is waited out with growing
+        pauses; a rejected token raises ``TelegramUnauthorizedError`` at once.
+        """
+        await self._reach_telegram()
         try:
             await self.bot.set_my_commands(COMMANDS)
         except Exception:
@@ -165,6 +179,27 @@ class TelegramApp:
             handle_signals=False,  # the process owns signals (both platforms run in it)
             close_bot_session=False,
         )
+
+    async def _reach_telegram(self) -> None:
+        """Ask who the bot is (the first call polling makes) until Telegram answers."""
+        pause = BOOT_RETRY_FIRST
+        while True:
+            try:
+                await self.bot.me()
+                return
+            except (
+                TelegramNetworkError,
+                TelegramServerError,
+                aiohttp.ClientError,
+                OSError,
+            ) as error:
+                log.warning(
+                    "telegram: not reachable at start (%s); trying again in %.0f s",
+                    trouble(error),
+                    pause,
+                )
+            await self._sleep(pause)
+            pause = min(pause * 2, BOOT_RETRY_MAX)
 
     async def close(self) -> None:
         with contextlib.suppress(RuntimeError):  # not polling

@@ -3,15 +3,19 @@ reply with a reference for anything unexpected."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
 import pytest
+from aiogram.exceptions import TelegramUnauthorizedError
 
 from bot import replies
 from bot.jobs import JobState, QueueOverview
 from bot.service import PaintService
+from bot.settings import Secret, TelegramSettings
 from bot.store import Store
+from bot.telegram import build_app
 from tests.bot.telegram.fake_bot_api import Call, FakeBotAPI, is_file
 from tests.bot.telegram.harness import (
     PAINTING,
@@ -206,3 +210,32 @@ async def test_replies_wait_out_flood_control_instead_of_failing(
     assert [c.status for c in asked] == [429, 200]
     assert prompt.params["reply_markup"]["force_reply"] is True
     assert {9, 4} <= {round(s) for s in ticks.slept}
+
+
+async def test_telegram_out_of_reach_at_start_is_waited_out(
+    api: FakeBotAPI, service: PaintService
+) -> None:
+    ticks = FakeTime(auto=True)
+    api.fail_next("getMe", status=502, description="Bad Gateway")
+    api.fail_next("getMe", status=500, description="Internal Server Error")
+    wes = api.user(2323, "Wes")
+    async with running(api, service, clock=ticks, sleep=ticks.sleep):
+        api.push_message(api.text_message(wes, api.private_chat(wes), "/help"))
+        await api.wait_call("sendMessage", where=lambda c: "Ways to ask" in c.text)
+    assert [c.status for c in api.calls_to("getMe")][:3] == [502, 500, 200]
+    assert ticks.slept[:2] == [2.0, 4.0]  # growing pauses
+
+
+async def test_a_rejected_token_stops_the_app_at_once(
+    api: FakeBotAPI, service: PaintService
+) -> None:
+    ticks = FakeTime(auto=True)
+    api.fail_next("getMe", status=401, description="Unauthorized")
+    settings = TelegramSettings(token=Secret(api.token), api_base=api.base)
+    app = build_app(settings, service, clock=ticks, sleep=ticks.sleep)
+    try:
+        with pytest.raises(TelegramUnauthorizedError):
+            await asyncio.wait_for(app.run(), 10)
+    finally:
+        await app.close()
+    assert ticks.slept == []
