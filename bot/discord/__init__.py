@@ -46,7 +46,7 @@ def build_client(
     Connects nothing. ``clock`` paces edits, ``wall_clock`` is the unix time members see;
     ``sandbox`` re-encodes results too big for an upload (see :class:`AtelierDiscord`).
     """
-    client = AtelierDiscord(settings, service, sandbox)
+    client = AtelierDiscord(settings, service, sandbox, sleep=sleep)
     entries = DiscordChallenges(client, challenges) if challenges is not None else None
     StatusMessages(
         client,

@@ -28,6 +28,7 @@ from discord import app_commands
 from bot import replies
 from bot.discord.embeds import MARKDOWN
 from bot.errors import NotAllowed
+from bot.pacing import Sleep
 from bot.sandbox import Sandbox
 from bot.service import PaintService
 from bot.settings import DiscordSettings
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 PLATFORM: Final = "discord"
 MESSAGE_LIMIT: Final = 2000  # characters in one Discord message
+BOOT_RETRY_FIRST: Final = 2.0  # seconds before trying an unreachable Discord again at login
+BOOT_RETRY_MAX: Final = 60.0  # the pause doubles up to this
 # Discord refused (HTTPException) or could not be reached at all: discord.py lets connection
 # errors and timeouts (OSError, aiohttp.ClientError) through after its own retries.
 DISCORD_TROUBLE: Final = (discord.HTTPException, aiohttp.ClientError, OSError)
@@ -79,10 +82,16 @@ class AtelierDiscord(discord.Client):
     """The Atelier bot on Discord. Run with ``await client.start(token)``."""
 
     def __init__(
-        self, settings: DiscordSettings, service: PaintService, sandbox: Sandbox | None = None
+        self,
+        settings: DiscordSettings,
+        service: PaintService,
+        sandbox: Sandbox | None = None,
+        *,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         """``sandbox``: where results are re-encoded to fit an upload limit (nothing is
-        decoded in this process); a private one when none is given."""
+        decoded in this process); a private one when none is given. ``sleep``: the pauses
+        between tries to reach Discord at start."""
         super().__init__(
             intents=discord.Intents(guilds=True),
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
@@ -100,6 +109,7 @@ class AtelierDiscord(discord.Client):
                     variable,
                 )
         self.sandbox = sandbox or Sandbox()
+        self._sleep = sleep
         self.tree = app_commands.CommandTree(self)
         self.tree.error(self._on_tree_error)
         self._features: dict[type[Feature], Feature] = {}
@@ -118,6 +128,32 @@ class AtelierDiscord(discord.Client):
         return feature
 
     # -- life cycle ----------------------------------------------------------------------------
+
+    async def start(self, token: str, *, reconnect: bool = True) -> None:
+        """Log in and connect, as discord.py does, except that Discord out of reach at login (a
+        network blip at boot, a 5xx) is waited out with growing pauses; once connected,
+        discord.py reconnects by itself. A rejected token raises ``LoginFailure`` at once."""
+        pause = BOOT_RETRY_FIRST
+        while True:
+            try:
+                await self.login(token)
+                break
+            except discord.HTTPException as error:
+                if error.status < 500:
+                    raise
+                log.warning("Discord answered %s at login; trying again in %.0f s", error, pause)
+            except (aiohttp.ClientError, OSError) as error:
+                log.warning(
+                    "Discord not reachable at login (%s); trying again in %.0f s",
+                    type(error).__name__,
+                    pause,
+                )
+            # Each login opens a fresh HTTP session; close this one (and its connector).
+            await self.http.close()
+            self.http.connector = discord.utils.MISSING
+            await self._sleep(pause)
+            pause = min(pause * 2, BOOT_RETRY_MAX)
+        await self.connect(reconnect=reconnect)
 
     async def setup_hook(self) -> None:
         guild_id = self.settings.dev_guild_id

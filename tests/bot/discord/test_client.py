@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import socket
 from pathlib import Path
 
 import discord
 import pytest
 import simcord
+from aiohttp import web
 
 from bot import errors
 from bot.discord.client import MissingPermissions
 from bot.jobs import Cancelled, JobState
+from bot.service import PaintService
 from tests.bot.discord.sim import (
     DiscordSim,
     bot_messages,
@@ -89,3 +93,45 @@ def test_a_role_name_still_works_and_is_warned_about(caplog: pytest.LogCaptureFi
 
     AtelierDiscord(discord_settings(moderator_role="Curators"), None)  # type: ignore[arg-type]
     assert "DISCORD_MODERATOR_ROLE is a role name" in caplog.text
+
+
+async def test_discord_out_of_reach_at_login_is_waited_out_and_a_rejected_token_stops(
+    service: PaintService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real discord.py HTTP client at boot: Discord first out of reach (a refused
+    connection), tried again after a pause; then it answers that the token is wrong, and that
+    stops the client at once, for the clear message at the top."""
+    from bot.discord.client import AtelierDiscord
+
+    with socket.socket() as unused:  # a port nobody listens on
+        unused.bind(("127.0.0.1", 0))
+        nobody = unused.getsockname()[1]
+    monkeypatch.setattr(discord.http.Route, "BASE", f"http://127.0.0.1:{nobody}/api/v10")
+    asked: list[str | None] = []
+
+    async def users_me(request: web.Request) -> web.Response:
+        asked.append(request.headers.get("Authorization"))
+        return web.json_response({"message": "401: Unauthorized", "code": 0}, status=401)
+
+    app = web.Application()
+    app.router.add_get("/api/v10/users/@me", users_me)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    discord_api = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v10"
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        monkeypatch.setattr(discord.http.Route, "BASE", discord_api)  # Discord is back
+
+    client = AtelierDiscord(discord_settings(), service, sleep=pause)
+    try:
+        with pytest.raises(discord.LoginFailure):
+            await asyncio.wait_for(client.start("not-the-token"), 30)
+    finally:
+        await client.close()
+        await runner.cleanup()
+    assert pauses == [2.0]
+    assert asked == ["Bot not-the-token"]
