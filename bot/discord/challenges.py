@@ -168,7 +168,7 @@ class DiscordChallenges(Feature):
         await interaction.response.defer(ephemeral=True, thinking=True)
         data = await download(painting, "painting")
         await self.core.check_painting(data)
-        challenge = self.core.create(
+        challenge = await self.core.acreate(
             platform=PLATFORM,
             community_id=str(interaction.guild.id),
             chat_id=channel_id,
@@ -270,7 +270,8 @@ class DiscordChallenges(Feature):
 
     async def deliver(self, event: Finished) -> bool:
         """Post a finished challenge painting as an entry; False when it is not one."""
-        entry = self.core.accept(event)
+        await self.core.adopt(event.job, event.result_png)  # the image written off the loop
+        entry = self.core.accept(event)  # then only the rules: still open for votes?
         if entry is None:
             return False
         challenge = self.core.get(entry.challenge_id)

@@ -160,7 +160,7 @@ class TelegramChallenges(Feature):
         data = await self._download(ref)
         await self.core.check_painting(data)
         assert message.from_user is not None
-        challenge = self.core.create(
+        challenge = await self.core.acreate(
             platform=PLATFORM,
             community_id=chat_id,
             chat_id=chat_id,
@@ -259,7 +259,8 @@ class TelegramChallenges(Feature):
 
     async def deliver(self, event: Finished) -> bool:
         """Post a finished challenge painting as an entry; False when it is not one."""
-        entry = self.core.accept(event)
+        await self.core.adopt(event.job, event.result_png)  # the image written off the loop
+        entry = self.core.accept(event)  # then only the rules: still open for votes?
         if entry is None:
             return False
         challenge = self.core.get(entry.challenge_id)
