@@ -15,6 +15,7 @@ BENCHMARKS: list[str] = [
     "bench.service_bench",
     "bench.admission_bench",
     "bench.purge_bench",
+    "bench.scale_bench",
 ]
 
 

@@ -29,7 +29,6 @@ from typing import Final
 from bot import redaction
 from bot.challenges import Challenges
 from bot.discord import AtelierDiscord, build_client
-from bot.engine_client import Engine, EngineClient, EngineCrashed, EngineUnavailable
 from bot.folder_lock import FolderInUse, FolderLock
 from bot.sandbox import SECRET_NAME, Sandbox, scrub_environment
 from bot.service import PaintService
@@ -37,6 +36,7 @@ from bot.settings import ConfigError, Settings, load_environment
 from bot.store import Store, StoreUnavailable
 from bot.supervisor import Supervisor
 from bot.telegram import TelegramApp, build_app
+from engine.client import Engine, EngineClient, EngineCrashed, EngineUnavailable
 from engine.protocol import EngineConfig
 
 log = logging.getLogger("bot")

@@ -12,7 +12,8 @@ politely, never shown as a traceback.
     ├── QueueFull           the queue (global or this chat's) is full; says when to retry
     ├── NotAllowed          not the owner or a moderator, or not in an allowed channel
     ├── JobNotFound         no such painting (or it has expired)
-    └── NotAvailable        the inputs of an old painting were deleted after the retention period
+    ├── NotAvailable        the inputs of an old painting were deleted after the retention period
+    └── Paused              the job queue (Redis, in the scaled mode) cannot be reached just now
 """
 
 from __future__ import annotations
@@ -51,4 +52,8 @@ class JobNotFound(UserFacingError):
 
 
 class NotAvailable(UserFacingError):
+    pass
+
+
+class Paused(UserFacingError):
     pass

@@ -291,6 +291,9 @@ def chat_queue_full(waiting: int, wait: float) -> str:
     )
 
 
+PAUSED: Final = "Painting is paused, try again shortly."  # the job queue cannot be reached
+
+
 def slot_wait(seconds: float) -> str:
     minutes = max(1, round(seconds / 60))
     return "about a minute" if minutes == 1 else f"about {minutes} minutes"

@@ -52,7 +52,6 @@ from typing import Final
 from bot import housekeeping, replies
 from bot.admission import Admission, Reservation
 from bot.delivery import Deliveries, load_finished
-from bot.engine_client import Engine, EngineCrashed, JobUpdate
 from bot.errors import (
     InvalidImage,
     InvalidOptions,
@@ -81,6 +80,7 @@ from bot.settings import Limits
 from bot.store import Store
 from bot.supervisor import Supervised, Supervisor
 from engine import files, images, protocol, schedule
+from engine.client import Engine, EngineCrashed, JobUpdate
 
 log = logging.getLogger(__name__)
 

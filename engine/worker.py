@@ -1,6 +1,6 @@
 """The engine process: take a job, paint it, report; one model kept warm between jobs.
 
-Started by :class:`bot.engine_client.EngineClient` with the ``spawn`` method as
+Started by :class:`engine.client.EngineClient` with the ``spawn`` method as
 ``main(config, connection)``. Only :mod:`engine.protocol` messages cross the connection.
 A reader thread receives messages while the main thread paints, so a ``CancelJob`` takes
 effect within one optimiser iteration. So does ``Shutdown`` (or the bot going away): the painting

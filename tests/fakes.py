@@ -13,8 +13,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from bot.engine_client import EngineCrashed, JobOutcome, JobUpdate
 from engine import protocol
+from engine.client import EngineCrashed, JobOutcome, JobUpdate
 
 
 class FakeTime:
@@ -59,9 +59,6 @@ class FakeTime:
     @property
     def sleeping(self) -> int:
         return len(self._sleepers)
-
-
-FakeClock = FakeTime  # the name tests/bot/test_engine_client.py imports
 
 
 def png_bytes(
