@@ -376,7 +376,10 @@ class StatusBoard(Feature):
                 log.exception("job %s: posting the challenge entry failed", job.id)
         try:
             photo_id, file_id = await self._post_result(event, status)
-        except TelegramForbiddenError as error:
+        except (TelegramForbiddenError, TelegramBadRequest) as error:
+            if isinstance(error, TelegramBadRequest) and "chat not found" not in error.message:
+                raise
+            # Blocked, removed from the group, the chat deleted: never deliverable.
             log.warning("job %s: chat %s refuses the bot (%s)", job.id, job.chat_id, error.message)
             await self._service.mark_delivered(job.id)
             return

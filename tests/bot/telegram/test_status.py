@@ -7,6 +7,7 @@ test needs to control it.
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 
@@ -361,3 +362,29 @@ async def test_a_result_not_posted_before_a_stop_is_posted_once_after_the_restar
     assert result_id == job_id
     assert result.params["reply_parameters"]["message_id"] == status.result["message_id"]
     assert len([c for c in api.calls_to("sendDocument") if c.error is None]) == 1
+
+
+async def test_a_result_for_a_chat_that_is_gone_is_not_tried_at_every_start(
+    api: FakeBotAPI, store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    engine = FakeEngine(auto=False)
+    service = manual_service(store, data_dir, clock, engine)
+    zoe = api.user(3434, "Zoe")
+    group = api.group_chat(-700)
+    async with service, running(api, service):
+        ask_with_reply(api, zoe, group)
+        status, _ = await status_of(api)
+        job_id = job_id_of(status)
+        await engine.wait_started(job_id)
+        api.fail_next("sendPhoto", description="Bad Request: chat not found", when=is_result)
+        api.fail_next("sendDocument", description="Bad Request: chat not found")
+        engine.finish(job_id)
+        await api.wait_call("sendDocument")
+        for _ in range(10_000):  # loop turns, not time: the bot makes no further call
+            stored = store.get_job(job_id)
+            if stored is not None and stored.delivered_at is not None:
+                break
+            await asyncio.sleep(0)
+    stored = store.get_job(job_id)
+    assert stored is not None and stored.delivered_at is not None
+    assert [c.status for c in api.calls_to("sendDocument")] == [400]  # tried once, not again
