@@ -113,9 +113,17 @@ def build(settings: Settings, *, engine: Engine | None = None) -> Atelier:
         supervisor=supervisor,
     )
     # The platforms subscribe to the service as they are made, so jobs recovered at start
-    # reach them.
-    discord = build_client(settings.discord, service, challenges) if settings.discord else None
-    telegram = build_app(settings.telegram, service, challenges) if settings.telegram else None
+    # reach them. They share the sandbox (status pictures, results made to fit an upload).
+    discord = (
+        build_client(settings.discord, service, challenges, sandbox=sandbox)
+        if settings.discord
+        else None
+    )
+    telegram = (
+        build_app(settings.telegram, service, challenges, sandbox=sandbox)
+        if settings.telegram
+        else None
+    )
     return Atelier(
         settings, store, engine, service, challenges, discord, telegram, supervisor, sandbox
     )

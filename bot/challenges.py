@@ -84,6 +84,7 @@ Sleep = Callable[[float], Awaitable[None]]
 
 MIN_DURATION = 10 * 60
 MAX_DURATION = 30 * 24 * 3600
+MAX_DURATION_DIGITS = 6  # 30 days is 43200 minutes: a longer number is out of range anyway
 PODIUM = 3
 # Seconds between tries of an announcement the platform refused (an outage, flood control);
 # after the last one it is tried again at the next start.
@@ -197,6 +198,8 @@ def parse_duration(text: str) -> int:
     parts = _DURATION.findall(cleaned)
     if not cleaned or "".join(n + u for n, u in parts) != cleaned:
         raise BadDuration(replies.bad_duration(text.strip()))
+    if any(len(number) > MAX_DURATION_DIGITS for number, _ in parts):
+        raise BadDuration(replies.DURATION_RANGE)  # weeks of minutes, or no number at all
     seconds = sum(int(number) * _UNITS[unit] for number, unit in parts)
     if not MIN_DURATION <= seconds <= MAX_DURATION:
         raise BadDuration(replies.duration_out_of_range(text.strip(), seconds))
@@ -232,6 +235,9 @@ class Challenges:
         self._wake = asyncio.Event()
         self._task: Supervised | None = None
         self._announcing: set[asyncio.Task[None]] = set()
+        # Paintings whose entry could not be posted (discard_entry): never made again, even by
+        # a maker that was already writing the image when it was discarded.
+        self._discarded: set[str] = set()
         self._db.executescript(SCHEMA)
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -692,6 +698,8 @@ class Challenges:
         job = event.job
         if not isinstance(event, Finished) or job.challenge_id is None:
             return None
+        if job.id in self._discarded:
+            return None
         challenge = self.find(job.challenge_id)
         existing = self.entry_for_job(job.id)
         if existing is not None:
@@ -706,7 +714,7 @@ class Challenges:
     async def adopt(self, job: Job, result_png: bytes | None = None) -> Entry | None:
         """Make the entry of a finished challenge painting (once; None if it is not one or
         finished too late), from ``result_png`` or the job's result file, off the event loop."""
-        if job.challenge_id is None or job.state is not JobState.DONE:
+        if job.challenge_id is None or job.state is not JobState.DONE or job.id in self._discarded:
             return None
         existing = self.entry_for_job(job.id)
         if existing is not None:
@@ -720,6 +728,9 @@ class Challenges:
         elif job.result_path:
             path = await asyncio.to_thread(_copy_private, Path(job.result_path), target)
         else:
+            return None
+        if job.id in self._discarded:  # its adapter made it, failed to post it, discarded it
+            path.unlink(missing_ok=True)
             return None
         return self._record_entry(challenge, job, path)
 
@@ -823,6 +834,7 @@ class Challenges:
         entry = self.entry(entry_id)
         if entry is None:
             return
+        self._discarded.add(entry.job_id)
         self._db.execute("DELETE FROM challenge_entries WHERE id = ?", (entry_id,))
         Path(entry.image_path).unlink(missing_ok=True)
         log.info("challenge %d: entry %d discarded (not posted)", entry.challenge_id, entry_id)

@@ -181,6 +181,26 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+CUT_SHORT: Final = "… (the rest does not fit in one message)"
+
+
+def fit(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` characters (a platform's message limit): whole lines
+    while they fit, then :data:`CUT_SHORT`; the first line clipped if even it is too long."""
+    if len(text) <= limit:
+        return text
+    kept: list[str] = []
+    room = limit - len(CUT_SHORT) - 1
+    for line in text.split("\n"):
+        if len(line) + 1 > room:
+            break
+        kept.append(line)
+        room -= len(line) + 1
+    if not kept:
+        return clip(text.split("\n", 1)[0], limit)
+    return "\n".join((*kept, CUT_SHORT))
+
+
 def rounded_moment(seconds_from_now: float, now: float, granularity: int = 10) -> int:
     """Unix seconds, rounded up so that small changes of an estimate change nothing shown."""
     return math.ceil((now + max(0.0, seconds_from_now)) / granularity) * granularity
@@ -588,6 +608,12 @@ ASK_PAINTING: Final = "Now send the painting whose style I should use, as a phot
 FLOW_STOPPED: Final = "Stopped. Send /paint whenever you want to try again."
 
 
+POST_AS_YOURSELF: Final = (
+    "I can't tell who you are when you post as a channel or as an anonymous admin, so I can't "
+    "keep your paintings apart from anyone else's. Please post as yourself to use me here."
+)
+
+
 def gave_up(missing: str, minutes: int) -> str:
     return (
         f"I didn't get your {missing} within {minutes} min, so I stopped waiting. "
@@ -625,13 +651,13 @@ def missing_permissions(labels: Sequence[str], markup: Markup) -> str:
 
 def bad_duration(text: str) -> str:
     return (
-        f"I can't read the duration “{text}”. Use a number and a unit: 30m, 12h, 3d, 1d12h or "
-        "1w (m minutes, h hours, d days, w weeks)."
+        f"I can't read the duration “{clip(text, 20)}”. Use a number and a unit: 30m, 12h, 3d, "
+        "1d12h or 1w (m minutes, h hours, d days, w weeks)."
     )
 
 
 def duration_out_of_range(text: str, seconds: float) -> str:
-    return f"A challenge runs from 10 minutes to 30 days; “{text}” is {span(seconds)}."
+    return f"A challenge runs from 10 minutes to 30 days; “{clip(text, 20)}” is {span(seconds)}."
 
 
 DURATION_RANGE: Final = "A challenge runs from 10 minutes to 30 days."
@@ -747,6 +773,9 @@ COUNTS_NEED_A_CHAT: Final = (
 )
 
 
+STANDINGS_SHOWN: Final = 25  # entries listed in the standings; the rest are counted
+
+
 def standings(
     challenge: Challenge,
     ranked: Sequence[Standing],
@@ -769,7 +798,7 @@ def standings(
     if not ranked:
         lines.append("No entries yet." if running else "There were no entries.")
     ordered = ranked if votes else sorted(ranked, key=lambda s: s.entry.id)
-    for index, standing in enumerate(ordered[:25], start=1):
+    for index, standing in enumerate(ordered[:STANDINGS_SHOWN], start=1):
         item = standing.entry
         who = markup.member(item.user_id, item.user_name) or item.user_name
         shown = markup.link(f"entry {item.id}", (links or {}).get(item.id))
@@ -778,6 +807,8 @@ def standings(
             continue
         medal = f"{MEDALS[standing.place - 1]} " if standing.place and not running else ""
         lines.append(f"{index}. {medal}{who}: {shown}, {count(standing.votes, 'vote')}")
+    if len(ordered) > STANDINGS_SHOWN:
+        lines.append(f"… and {count(len(ordered) - STANDINGS_SHOWN, 'more entry')}.")
     return Text(f"🏁 {challenge.title}", tuple(lines))
 
 

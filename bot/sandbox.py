@@ -2,7 +2,8 @@
 
 The bot process holds the chat tokens, so it decodes no member image itself: admission reads
 headers only (:func:`engine.images.admit`). The little decoding it still wants (the Telegram
-status picture, a full check of a file) goes to :class:`Sandbox`, which runs each request in a
+status picture, a full check of a file, a result made to fit an upload limit) goes to
+:class:`Sandbox`, which runs each request in a
 fresh ``python -m engine.decoder`` child:
 
 - memory capped (``RLIMIT_AS``), CPU time capped (``RLIMIT_CPU``), no files written, and a
@@ -41,7 +42,7 @@ SECRET_NAME: Final = re.compile(
     r"(^|_)TOKEN$|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIAL",
     re.IGNORECASE,
 )
-MAX_ANSWER_BYTES: Final = 4 * 1024 * 1024  # a thumbnail is tens of kilobytes
+MAX_ANSWER_BYTES: Final = 4 * 1024 * 1024  # a thumbnail is tens of kilobytes (a fit: its budget)
 MAX_STDERR_BYTES: Final = 64 * 1024
 # ImageError subclasses a child may name in its answer; anything else is a broken answer.
 _IMAGE_ERRORS: Final[dict[str, type[images.ImageError]]] = {
@@ -153,6 +154,20 @@ class Sandbox:
             raise self._broken(role, f"thumbnail of {len(body)} bytes, announced {length}")
         return body
 
+    async def fit(self, data: bytes, budget: int, *, role: str = "painting") -> tuple[bytes, str]:
+        """``data`` encoded in at most ``budget`` bytes (a platform's upload limit):
+        ``(bytes, "png")`` if it fits as a PNG, else ``(bytes, "jpeg")``
+        (:func:`engine.images.encode_for_budget`).
+
+        Raises an :class:`engine.images.ImageError` subclass, or :class:`DecoderFailed`.
+        """
+        request = {"task": "fit", "role": role, "budget": budget, "max_bytes": len(data)}
+        answer, body = await self._run(request, data, role, answer_limit=budget + 4096)
+        length, kind = answer.get("length"), answer.get("kind")
+        if not isinstance(length, int) or length != len(body) or kind not in ("png", "jpeg"):
+            raise self._broken(role, f"fit of {len(body)} bytes, announced {length} {kind}")
+        return body, str(kind)
+
     async def check(
         self, data: bytes, *, role: str = "photo", max_bytes: int = images.MAX_INPUT_BYTES
     ) -> images.ImageInfo:
@@ -175,11 +190,16 @@ class Sandbox:
             raise self._broken(role, f"check answer {answer!r}") from None
 
     async def _run(
-        self, request: dict[str, Any], data: bytes, role: str
+        self,
+        request: dict[str, Any],
+        data: bytes,
+        role: str,
+        *,
+        answer_limit: int = MAX_ANSWER_BYTES,
     ) -> tuple[dict[str, Any], bytes]:
         async with self._slots:
             returncode, out, err = await self._exchange(
-                json.dumps(request).encode() + b"\n" + data, role
+                json.dumps(request).encode() + b"\n" + data, role, answer_limit
             )
         if err:
             log.debug("decoder said: %s", err[-2000:].decode("utf-8", "replace"))
@@ -203,7 +223,9 @@ class Sandbox:
             raise DecoderFailed("memory", f"The {role} needs more memory to open than I allow.")
         raise self._broken(role, f"answer {answer!r}")
 
-    async def _exchange(self, request: bytes, role: str) -> tuple[int, bytes, bytes]:
+    async def _exchange(
+        self, request: bytes, role: str, answer_limit: int
+    ) -> tuple[int, bytes, bytes]:
         """Start a child, send ``request``, collect its answer; kill it past the timeout."""
         process = await asyncio.create_subprocess_exec(
             *self._command,
@@ -217,7 +239,7 @@ class Sandbox:
             assert process.stdin and process.stdout and process.stderr
             out, err, _ = await asyncio.wait_for(
                 asyncio.gather(
-                    _read(process.stdout, MAX_ANSWER_BYTES),
+                    _read(process.stdout, answer_limit),
                     _read(process.stderr, MAX_STDERR_BYTES),
                     _feed(process.stdin, request),
                 ),

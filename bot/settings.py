@@ -31,8 +31,14 @@ class Variable:
 VARIABLES: tuple[Variable, ...] = (
     Variable("DISCORD_TOKEN", "", "Discord bot token (Developer Portal -> your app -> Bot)."),
     Variable("DISCORD_DEV_GUILD_ID", "", "A server id where commands sync instantly (testing)."),
-    Variable("DISCORD_MODERATOR_ROLE", "", "Role name or id whose members may cancel any job."),
-    Variable("DISCORD_ORGANISER_ROLE", "", "Role name or id that may run style challenges."),
+    Variable(
+        "DISCORD_MODERATOR_ROLE",
+        "",
+        "Role id whose members may cancel, re-roll or delete any painting (a name works too).",
+    ),
+    Variable(
+        "DISCORD_ORGANISER_ROLE", "", "Role id that may run style challenges (a name works too)."
+    ),
     Variable("DISCORD_CHANNELS", "", "Comma-separated channel ids the bot answers in (all)."),
     Variable("TELEGRAM_TOKEN", "", "Telegram bot token from @BotFather."),
     Variable("TELEGRAM_API_BASE", "", "Base URL of a self-hosted Bot API server (official)."),

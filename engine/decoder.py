@@ -6,11 +6,13 @@ status picture or a full check, runs here: ``bot/sandbox.py`` starts
 ``python -B -m engine.decoder --memory-mb N --cpu-seconds S`` with the secrets removed from its
 environment and talks to it over stdin and stdout:
 
-- request: one JSON line ``{"task": "thumbnail" | "check", "role": ..., "max_bytes": ...,
-  "max_side": ...}``, then the image's bytes up to end of file;
-- answer: one JSON line, then for a thumbnail the JPEG's bytes (``length`` of them):
+- request: one JSON line ``{"task": "thumbnail" | "check" | "fit", "role": ..., "max_bytes":
+  ..., "max_side": ..., "budget": ...}``, then the image's bytes up to end of file;
+- answer: one JSON line, then for a thumbnail or a fit the encoded bytes (``length`` of them):
   ``{"ok": true, "format", "width", "height", "frames"}`` for a check,
   ``{"ok": true, "length": n}`` for a thumbnail,
+  ``{"ok": true, "length": n, "kind": "png" | "jpeg"}`` for a fit (the image in at most
+  ``budget`` bytes: :func:`engine.images.encode_for_budget`, for an upload limit),
   ``{"ok": false, "kind": "image", "error": "TruncatedImage", "message": ...}`` for the
   member's file (``error`` names an :class:`engine.images.ImageError` subclass), or
   ``{"ok": false, "kind": "resources", "message": ...}`` when the memory cap was reached.
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MEMORY_MB: Final = 768
 DEFAULT_CPU_SECONDS: Final = 10
-TASKS: Final = ("thumbnail", "check")
+TASKS: Final = ("thumbnail", "check", "fit")
 # Decoding takes up to about 20 bytes of memory per pixel (libwebp's two canvases, Pillow's
 # copy, orientation and conversion). An image that big may have failed for want of memory,
 # even where Pillow reports damage (libwebp cannot say which), so it is not blamed on the file.
@@ -80,6 +82,11 @@ def handle(request: dict[str, Any], data: bytes, memory_bytes: int) -> tuple[dic
         if task == "check":
             probed = images.probe(data, role=role, max_bytes=max_bytes)
             return {"ok": True, "frames": info.frames, **_fields(probed)}, b""
+        if task == "fit":
+            budget = max(images.MIN_BUDGET_BYTES, int(request.get("budget", 0)))
+            img = images.load_image(data, role=role, max_bytes=max_bytes)
+            encoded, kind = images.encode_for_budget(img, budget)
+            return {"ok": True, "length": len(encoded), "kind": kind}, encoded
         max_side = int(request.get("max_side", 256))
         jpeg = images.thumbnail_jpeg(data, max_side=max_side, role=role)
         return {"ok": True, "length": len(jpeg)}, jpeg

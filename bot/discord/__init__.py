@@ -21,6 +21,7 @@ from bot.discord.gallery import PAGE_SIZE, Gallery
 from bot.discord.paint import Painting
 from bot.discord.status import RETRY_DELAYS, StatusMessages
 from bot.pacing import Clock, Sleep
+from bot.sandbox import Sandbox
 from bot.service import PaintService
 from bot.settings import DiscordSettings
 
@@ -38,12 +39,14 @@ def build_client(
     edit_interval: float = 4.0,
     retry_delays: tuple[float, ...] = RETRY_DELAYS,
     page_size: int = PAGE_SIZE,
+    sandbox: Sandbox | None = None,
 ) -> AtelierDiscord:
     """The Discord client with every feature, ready for ``await client.start(token)``.
 
-    Connects nothing. ``clock`` paces edits, ``wall_clock`` is the unix time members see.
+    Connects nothing. ``clock`` paces edits, ``wall_clock`` is the unix time members see;
+    ``sandbox`` re-encodes results too big for an upload (see :class:`AtelierDiscord`).
     """
-    client = AtelierDiscord(settings, service)
+    client = AtelierDiscord(settings, service, sandbox, sleep=sleep)
     entries = DiscordChallenges(client, challenges) if challenges is not None else None
     StatusMessages(
         client,

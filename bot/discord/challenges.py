@@ -35,6 +35,7 @@ from bot.challenges import (
 )
 from bot.discord import embeds
 from bot.discord.client import (
+    CHALLENGE_PERMISSIONS,
     DISCORD_TROUBLE,
     PLATFORM,
     AtelierDiscord,
@@ -125,7 +126,7 @@ class DiscordChallenges(Feature):
     # -- organisers ----------------------------------------------------------------------------
 
     def is_organiser(self, interaction: discord.Interaction[Any]) -> bool:
-        """Manage Server, or the configured organiser role (name or id)."""
+        """Manage Server, or the configured organiser role (by id; a name as the fallback)."""
         if not isinstance(interaction.user, discord.Member):
             return False
         if interaction.permissions.manage_guild:
@@ -161,11 +162,13 @@ class DiscordChallenges(Feature):
             # Threads, voice channels' chats, ...: the challenge needs a thread of its own.
             raise NoChallenge(replies.TEXT_CHANNELS_ONLY)
         self.client.guard(interaction)
+        # Its thread, the painting pinned there, the thread locked at the end: asked up front.
+        self.client.require(interaction, CHALLENGE_PERMISSIONS)
         check_attachment(painting, "painting", self.client.input_limit(interaction))
         await interaction.response.defer(ephemeral=True, thinking=True)
         data = await download(painting, "painting")
         await self.core.check_painting(data)
-        challenge = self.core.create(
+        challenge = await self.core.acreate(
             platform=PLATFORM,
             community_id=str(interaction.guild.id),
             chat_id=channel_id,
@@ -248,29 +251,34 @@ class DiscordChallenges(Feature):
         self.client.guard(interaction)
         check_attachment(photo, "photo", self.client.input_limit(interaction))
         options = choose(strength=strength, keep_colors=keep_colors)
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        data = await download(photo, "photo")
-        job = await self.core.enter(
-            challenge,
-            user_id=str(interaction.user.id),
-            user_name=interaction.user.display_name,
-            photo=data,
-            photo_name=photo.filename,
-            options=options,
-        )
+        user_id = str(interaction.user.id)
+        # The member's slot before the photo is fetched: past a limit, refused here.
+        with self.client.service.reserve(PLATFORM, challenge.entries_chat, user_id) as slot:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            data = await download(photo, "photo")
+            job = await self.core.enter(
+                challenge,
+                user_id=user_id,
+                user_name=interaction.user.display_name,
+                photo=data,
+                photo_name=photo.filename,
+                options=options,
+                reservation=slot,
+            )
         status = self.client.feature(StatusMessages)
         await status.announce(interaction, job, replies.entry_queued(challenge, MARKDOWN))
 
     async def deliver(self, event: Finished) -> bool:
         """Post a finished challenge painting as an entry; False when it is not one."""
-        entry = self.core.accept(event)
+        await self.core.adopt(event.job, event.result_png)  # the image written off the loop
+        entry = self.core.accept(event)  # then only the rules: still open for votes?
         if entry is None:
             return False
         challenge = self.core.get(entry.challenge_id)
         channel_id = int(challenge.entries_chat)
         limit = self.client.upload_limit(channel_id)
-        data, filename = await asyncio.to_thread(
-            embeds.encode_for_upload, event.result_png, limit, f"entry-{entry.id}"
+        data, filename = await embeds.encode_for_upload(
+            event.result_png, limit, f"entry-{entry.id}", self.client.sandbox
         )
         text = replies.entry(entry, challenge, MARKDOWN)
         embed = discord.Embed(title=text.headline, colour=embeds.ACCENT)
@@ -300,6 +308,8 @@ class DiscordChallenges(Feature):
         await self.client.reply(interaction, replies.voted(result, MARKDOWN))
 
     async def withdraw(self, interaction: discord.Interaction[Any], entry_id: int) -> None:
+        # Acknowledge first: deleting the entry's message is a call to Discord, which may be slow.
+        await interaction.response.defer(ephemeral=True, thinking=True)
         by = str(interaction.user.id)
         entry = self.core.withdraw(entry_id, by, organiser=self.is_organiser(interaction))
         if interaction.message is not None:
@@ -338,7 +348,7 @@ class DiscordChallenges(Feature):
             await self.client.until_ready()
         challenge = outcome.challenge
         channel = self.client.messageable(int(challenge.chat_id))
-        content, embeds, files = self._results(outcome)
+        content, embeds, files = await self._results(outcome)
         extra: dict[str, Any] = {}
         ref = MessageRef.parse(challenge.message_ref)
         if ref is not None:
@@ -356,7 +366,9 @@ class DiscordChallenges(Feature):
             except discord.HTTPException as error:
                 log.warning("challenge %d: could not lock its thread: %s", challenge.id, error)
 
-    def _results(self, outcome: Outcome) -> tuple[str, list[discord.Embed], list[discord.File]]:
+    async def _results(
+        self, outcome: Outcome
+    ) -> tuple[str, list[discord.Embed], list[discord.File]]:
         content = replies.outcome(outcome, MARKDOWN)
         places: list[discord.Embed] = []
         files: list[discord.File] = []
@@ -367,7 +379,7 @@ class DiscordChallenges(Feature):
                 description=replies.count(standing.votes, "vote"),
                 colour=embeds.DONE_COLOUR,
             )
-            image = standing.entry.image()
+            image = await asyncio.to_thread(standing.entry.image)  # up to 20 MB: off the loop
             if image is not None:
                 filename = f"place-{standing.place}.png"
                 embed.set_image(url=f"attachment://{filename}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any, Final, TypeVar
 
 import aiohttp
@@ -27,12 +28,17 @@ from discord import app_commands
 from bot import replies
 from bot.discord.embeds import MARKDOWN
 from bot.errors import NotAllowed
+from bot.pacing import Sleep
+from bot.sandbox import Sandbox
 from bot.service import PaintService
 from bot.settings import DiscordSettings
 
 log = logging.getLogger(__name__)
 
 PLATFORM: Final = "discord"
+MESSAGE_LIMIT: Final = 2000  # characters in one Discord message
+BOOT_RETRY_FIRST: Final = 2.0  # seconds before trying an unreachable Discord again at login
+BOOT_RETRY_MAX: Final = 60.0  # the pause doubles up to this
 # Discord refused (HTTPException) or could not be reached at all: discord.py lets connection
 # errors and timeouts (OSError, aiohttp.ClientError) through after its own retries.
 DISCORD_TROUBLE: Final = (discord.HTTPException, aiohttp.ClientError, OSError)
@@ -44,13 +50,17 @@ CHANNEL_PERMISSIONS: Final = (
     ("attach_files", "Attach Files"),
     ("read_message_history", "Read Message History"),
 )
-# For the README's invite link: the same permissions as one integer, plus what style
-# challenges need (a public thread per challenge, and pinning the painting in it).
+# What style challenges need besides: a public thread per challenge, posting in it, pinning the
+# painting there, and locking the thread when the challenge ends.
+CHALLENGE_PERMISSIONS: Final = (
+    ("create_public_threads", "Create Public Threads"),
+    ("send_messages_in_threads", "Send Messages in Threads"),
+    ("manage_messages", "Manage Messages"),
+    ("manage_threads", "Manage Threads"),
+)
+# For the README's invite link: all of them as one integer (a test holds the two together).
 INVITE_PERMISSIONS: Final = discord.Permissions(
-    send_messages_in_threads=True,
-    create_public_threads=True,
-    manage_messages=True,
-    **{name: True for name, _ in CHANNEL_PERMISSIONS},
+    **{name: True for name, _ in (*CHANNEL_PERMISSIONS, *CHALLENGE_PERMISSIONS)}
 )
 
 
@@ -71,13 +81,35 @@ F = TypeVar("F", bound=Feature)
 class AtelierDiscord(discord.Client):
     """The Atelier bot on Discord. Run with ``await client.start(token)``."""
 
-    def __init__(self, settings: DiscordSettings, service: PaintService) -> None:
+    def __init__(
+        self,
+        settings: DiscordSettings,
+        service: PaintService,
+        sandbox: Sandbox | None = None,
+        *,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        """``sandbox``: where results are re-encoded to fit an upload limit (nothing is
+        decoded in this process); a private one when none is given. ``sleep``: the pauses
+        between tries to reach Discord at start."""
         super().__init__(
             intents=discord.Intents(guilds=True),
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
         )
         self.settings = settings
         self.service = service
+        for variable, role in (
+            ("DISCORD_MODERATOR_ROLE", settings.moderator_role),
+            ("DISCORD_ORGANISER_ROLE", settings.organiser_role),
+        ):
+            if role and not role.strip().isdigit():
+                log.warning(
+                    "%s is a role name: any role of that name counts, whoever made it; "
+                    "set the role's id instead",
+                    variable,
+                )
+        self.sandbox = sandbox or Sandbox()
+        self._sleep = sleep
         self.tree = app_commands.CommandTree(self)
         self.tree.error(self._on_tree_error)
         self._features: dict[type[Feature], Feature] = {}
@@ -96,6 +128,32 @@ class AtelierDiscord(discord.Client):
         return feature
 
     # -- life cycle ----------------------------------------------------------------------------
+
+    async def start(self, token: str, *, reconnect: bool = True) -> None:
+        """Log in and connect, as discord.py does, except that Discord out of reach at login (a
+        network blip at boot, a 5xx) is waited out with growing pauses; once connected,
+        discord.py reconnects by itself. A rejected token raises ``LoginFailure`` at once."""
+        pause = BOOT_RETRY_FIRST
+        while True:
+            try:
+                await self.login(token)
+                break
+            except discord.HTTPException as error:
+                if error.status < 500:
+                    raise
+                log.warning("Discord answered %s at login; trying again in %.0f s", error, pause)
+            except (aiohttp.ClientError, OSError) as error:
+                log.warning(
+                    "Discord not reachable at login (%s); trying again in %.0f s",
+                    type(error).__name__,
+                    pause,
+                )
+            # Each login opens a fresh HTTP session; close this one (and its connector).
+            await self.http.close()
+            self.http.connector = discord.utils.MISSING
+            await self._sleep(pause)
+            pause = min(pause * 2, BOOT_RETRY_MAX)
+        await self.connect(reconnect=reconnect)
 
     async def setup_hook(self) -> None:
         guild_id = self.settings.dev_guild_id
@@ -139,18 +197,26 @@ class AtelierDiscord(discord.Client):
         raise NotAllowed(replies.only_in([f"<#{channel_id}>" for channel_id in sorted(allowed)]))
 
     def _check_permissions(self, interaction: discord.Interaction[Any]) -> None:
-        if interaction.guild is None:
-            return  # a DM with the bot: nothing to grant
-        permissions = interaction.app_permissions
         needed = list(CHANNEL_PERMISSIONS)
         if isinstance(interaction.channel, discord.Thread):
             needed[1] = ("send_messages_in_threads", "Send Messages in Threads")
+        self.require(interaction, needed)
+
+    def require(
+        self, interaction: discord.Interaction[Any], needed: Sequence[tuple[str, str]]
+    ) -> None:
+        """Refuse, naming them, if the bot lacks any of ``needed`` ((attribute, name) pairs)
+        in this channel."""
+        if interaction.guild is None:
+            return  # a DM with the bot: nothing to grant
+        permissions = interaction.app_permissions
         missing = [label for name, label in needed if not getattr(permissions, name)]
         if missing:
             raise MissingPermissions(replies.missing_permissions(missing, MARKDOWN))
 
     def is_moderator(self, interaction: discord.Interaction[Any]) -> bool:
-        """The configured moderator role (name or id), or Manage Messages in the channel."""
+        """The configured moderator role (by id; a name as the fallback), or Manage Messages
+        in the channel."""
         if not isinstance(interaction.user, discord.Member):
             return False
         if interaction.permissions.manage_messages:
@@ -186,7 +252,9 @@ class AtelierDiscord(discord.Client):
     # -- replies and errors --------------------------------------------------------------------
 
     async def reply(self, interaction: discord.Interaction[Any], text: str) -> None:
-        """Answer only the member: the first response, the deferred one, or a follow-up."""
+        """Answer only the member: the first response, the deferred one, or a follow-up (cut
+        short, with a note, past Discord's limit for one message)."""
+        text = replies.fit(text, MESSAGE_LIMIT)
         try:
             if not interaction.response.is_done():
                 await interaction.response.send_message(text, ephemeral=True)
@@ -219,12 +287,16 @@ class AtelierDiscord(discord.Client):
 
 
 def has_role(interaction: discord.Interaction[Any], role: str | None) -> bool:
-    """Whether the member has ``role`` (a role name or id) here."""
+    """Whether the member has ``role`` here: a role id (digits) is matched by id only, so a
+    role someone names after it is not it; anything else is taken as a role name, the
+    documented fallback (any role of that name counts, whoever made it)."""
     user = interaction.user
     wanted = (role or "").strip()
     if not wanted or not isinstance(user, discord.Member):
         return False
-    return any(str(r.id) == wanted or r.name.casefold() == wanted.casefold() for r in user.roles)
+    if wanted.isdigit():
+        return any(r.id == int(wanted) for r in user.roles)
+    return any(r.name.casefold() == wanted.casefold() for r in user.roles)
 
 
 class ButtonPress:

@@ -16,6 +16,7 @@ import discord
 from bot import replies
 from bot.jobs import Job, JobState, QueueOverview
 from bot.replies import StatusState
+from bot.sandbox import Sandbox
 from engine import images
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,17 @@ class Markdown:
 MARKDOWN: Final = Markdown()
 
 
+DESCRIPTION_LIMIT: Final = 4096  # characters in an embed's description
+TITLE_LIMIT: Final = 256
+
+
 def text_embed(text: replies.Text, colour: discord.Colour) -> discord.Embed:
-    return discord.Embed(title=text.headline, description="\n".join(text.lines), colour=colour)
+    """``text`` as an embed; a text too long for one is cut short, with a note."""
+    return discord.Embed(
+        title=replies.clip(text.headline, TITLE_LIMIT),
+        description=replies.fit("\n".join(text.lines), DESCRIPTION_LIMIT),
+        colour=colour,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,15 +179,14 @@ def help_embed() -> discord.Embed:
 # Uploads
 
 
-def encode_for_upload(png: bytes, limit: int, job_id: str) -> tuple[bytes, str]:
-    """The result as ``(data, filename)``: the PNG if it fits ``limit`` bytes, else a JPEG.
-
-    Runs Pillow, so call it in a thread.
-    """
+async def encode_for_upload(
+    png: bytes, limit: int, job_id: str, sandbox: Sandbox
+) -> tuple[bytes, str]:
+    """The result as ``(data, filename)``: the PNG if it fits ``limit`` bytes, else re-encoded
+    to fit (a JPEG, at worst downscaled) in the ``sandbox``: never decoded in this process."""
     if len(png) <= limit:
         return png, f"atelier-{job_id}.png"
-    img = images.load_image(png, role="painting", max_bytes=len(png) + 1)
-    data, kind = images.encode_for_budget(img, max(limit, images.MIN_BUDGET_BYTES))
+    data, kind = await sandbox.fit(png, max(limit, images.MIN_BUDGET_BYTES))
     return data, f"atelier-{job_id}.{'png' if kind == 'png' else 'jpg'}"
 
 

@@ -8,7 +8,6 @@ Previous/Next buttons carry ids only (``atelier:gallery:<prev|next>:<member or 0
 
 from __future__ import annotations
 
-import asyncio
 import io
 from typing import Any, Final
 
@@ -77,9 +76,9 @@ class Gallery(Feature):
         budget = interaction.filesize_limit // len(jobs)
         shown, files = [], []
         for job in jobs:
-            png = await asyncio.to_thread(self._client.service.result_png, job)
-            data, filename = await asyncio.to_thread(
-                embeds.encode_for_upload, png, budget, f"gallery-{job.id}"
+            png = await self._client.service.read_result(job)
+            data, filename = await embeds.encode_for_upload(
+                png, budget, f"gallery-{job.id}", self._client.sandbox
             )
             filename = filename.removeprefix("atelier-")
             embed = discord.Embed(colour=embeds.ACCENT, description=_line(job))

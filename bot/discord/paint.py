@@ -1,9 +1,10 @@
 """``/paint``, ``/cancel``, ``/queue`` and ``/help`` on Discord.
 
 Flow of ``/paint``: cheap checks (the channel, the bot's permissions, type and size of both
-attachments), acknowledge (an ephemeral "thinking" reply, well inside Discord's 3 seconds),
-download both attachments at once (their URLs expire), submit to the service, then post the
-status message (:class:`~bot.discord.status.StatusMessages`) and tell the member where it is.
+attachments), the member's slot (the limits: refused here, before anything is fetched),
+acknowledge (an ephemeral "thinking" reply, well inside Discord's 3 seconds), download both
+attachments at once (their URLs expire), submit to the service, then post the status message
+(:class:`~bot.discord.status.StatusMessages`) and tell the member where it is.
 """
 
 from __future__ import annotations
@@ -100,28 +101,35 @@ class Painting(Feature):
         limit = self._client.input_limit(interaction)
         check_attachment(photo, "photo", limit)
         check_attachment(painting, "painting", limit)
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        photo_bytes, painting_bytes = await asyncio.gather(
-            download(photo, "photo"), download(painting, "painting")
-        )
-        job = await self._service.submit(
-            PaintRequest(
-                platform=PLATFORM,
-                chat_id=str(interaction.channel_id),
-                user_id=str(interaction.user.id),
-                user_name=interaction.user.display_name,
-                photo=photo_bytes,
-                painting=painting_bytes,
-                options=options,
-                photo_name=photo.filename,
-                painting_name=painting.filename,
+        chat_id, user_id = str(interaction.channel_id), str(interaction.user.id)
+        # The member's slot before anything is fetched: past a limit, refused here.
+        with self._service.reserve(PLATFORM, chat_id, user_id) as slot:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            photo_bytes, painting_bytes = await asyncio.gather(
+                download(photo, "photo"), download(painting, "painting")
             )
-        )
+            job = await self._service.submit(
+                PaintRequest(
+                    platform=PLATFORM,
+                    chat_id=chat_id,
+                    user_id=user_id,
+                    user_name=interaction.user.display_name,
+                    photo=photo_bytes,
+                    painting=painting_bytes,
+                    options=options,
+                    photo_name=photo.filename,
+                    painting_name=painting.filename,
+                ),
+                reservation=slot,
+            )
         status = self._client.feature(StatusMessages)
         await status.announce(interaction, job, replies.IN_THE_QUEUE)
 
     async def cancel_mine(self, interaction: discord.Interaction[Any]) -> None:
-        job = await self._service.cancel_mine(PLATFORM, str(interaction.user.id))
+        # This channel's painting only (a member may have one in another channel or a DM).
+        job = await self._service.cancel_mine(
+            PLATFORM, str(interaction.user.id), chat_id=str(interaction.channel_id)
+        )
         await self._client.reply(interaction, replies.cancelling(job, str(interaction.user.id)))
 
     async def show_queue(self, interaction: discord.Interaction[Any]) -> None:

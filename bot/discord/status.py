@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, replace
+from enum import Enum
 from typing import Any, Final
 
 import discord
@@ -54,6 +55,14 @@ RETRY_DELAYS: Final = (2.0, 5.0, 15.0, 30.0, 60.0)
 JOB_ID: Final = r"(?P<job>[A-Za-z0-9_-]{1,40})"
 # Posts a finished challenge painting as an entry (bot.discord.challenges); False: not one.
 EntryDelivery = Callable[[Finished], Awaitable[bool]]
+
+
+class Posted(Enum):
+    """How posting in a channel went."""
+
+    SENT = "sent"
+    REFUSED = "refused"  # for good: no permission, the channel is gone
+    GAVE_UP = "gave up"  # Discord could not be reached, past the retries
 
 
 @dataclass(eq=False, kw_only=True)
@@ -97,8 +106,9 @@ class StatusMessages(Feature):
         )
         client.add_feature(self)
         client.add_dynamic_items(CancelButton, RerollButton, DeleteButton)
-        # Registered now rather than at login, so jobs recovered at start reach us.
-        service.add_listener(self._on_event)
+        # Registered now rather than at login, so jobs recovered at start reach us. This
+        # feature posts Discord's results and says when each is out (mark_delivered).
+        service.add_listener(self._on_event, delivers=PLATFORM)
 
     async def close(self) -> None:
         await self._pacer.close()
@@ -234,9 +244,12 @@ class StatusMessages(Feature):
     # -- outcomes ------------------------------------------------------------------------------
 
     async def _deliver(self, board: _Board, event: JobEvent) -> None:
-        """Post the result of a finished job, or say that it failed where no status shows it."""
-        if isinstance(event, Finished) and not await self._as_entry(event):
-            await self._post_result(board, event)
+        """Post the result of a finished job (and say it is out), or say that it failed where
+        no status shows it."""
+        if isinstance(event, Finished):
+            await self._client.until_ready()  # a result replayed at start waits for the login
+            if await self._as_entry(event) or await self._post_result(board, event):
+                await self._service.mark_delivered(event.job.id)
         if isinstance(event, Failed) and (board.message_id is None or board.lost):
             text = replies.failed_without_status(board.job, event.message, MARKDOWN)
             await self._send(board, {"content": text})
@@ -251,14 +264,15 @@ class StatusMessages(Feature):
             log.exception("job %s: posting the challenge entry failed", event.job.id)
             return False
 
-    async def _post_result(self, board: _Board, event: Finished) -> None:
+    async def _post_result(self, board: _Board, event: Finished) -> bool:
+        """Post the result in its channel, else by direct message. True once posted, or once
+        both refused it for good (it is never posted then, and not tried at every start);
+        False when Discord could not be reached: it is posted again after a restart."""
         job = event.job
         limit = self._client.upload_limit(int(job.chat_id))
-        png = event.result_png
-        if len(png) <= limit:
-            data, filename = png, f"atelier-{job.id}.png"
-        else:
-            data, filename = await asyncio.to_thread(embeds.encode_for_upload, png, limit, job.id)
+        data, filename = await embeds.encode_for_upload(
+            event.result_png, limit, job.id, self._client.sandbox
+        )
         reference = None
         if board.message_id is not None and not board.lost:
             reference = discord.MessageReference(
@@ -274,9 +288,10 @@ class StatusMessages(Feature):
                 "reference": reference,
             }
 
-        if await self._send(board, message):
+        posted = await self._send(board, message)
+        if posted is Posted.SENT:
             log.info("job %s: result delivered to channel %s", job.id, job.chat_id)
-            return
+            return True
         # The channel refused (permissions changed, channel deleted): try a direct message.
         client = self._client
         try:
@@ -285,13 +300,20 @@ class StatusMessages(Feature):
             kwargs.pop("reference")
             await user.send(**kwargs)
             log.info("job %s: result delivered by direct message", job.id)
+            return True
+        except (discord.Forbidden, discord.NotFound) as error:
+            if posted is Posted.REFUSED:
+                log.error("job %s: the channel and the member refuse the result: %r", job.id, error)
+                return True
+            log.error("job %s: result not delivered; posted after a restart: %r", job.id, error)
         except DISCORD_TROUBLE as error:
-            log.error("job %s: could not deliver the result anywhere: %r", job.id, error)
+            log.error("job %s: result not delivered; posted after a restart: %r", job.id, error)
+        return False
 
     async def _send(
         self, board: _Board, message: dict[str, Any] | Callable[[], dict[str, Any]]
-    ) -> bool:
-        """Post in the job's channel, retrying transient errors; False when refused for good."""
+    ) -> Posted:
+        """Post in the job's channel, retrying transient errors."""
         job = board.job
         channel = self._client.messageable(int(job.chat_id))
         for attempt, delay in enumerate((0.0, *self._retry_delays)):
@@ -300,15 +322,15 @@ class StatusMessages(Feature):
             kwargs = message() if callable(message) else dict(message)
             try:
                 await channel.send(**kwargs)
-                return True
+                return Posted.SENT
             except (discord.Forbidden, discord.NotFound) as error:
                 log.warning(
                     "job %s: channel %s refused the message: %s", job.id, job.chat_id, error
                 )
-                return False
+                return Posted.REFUSED
             except DISCORD_TROUBLE as error:
                 log.warning("job %s: posting failed (attempt %d): %r", job.id, attempt + 1, error)
-        return False
+        return Posted.GAVE_UP
 
     # -- what the buttons do -------------------------------------------------------------------
 
@@ -319,6 +341,8 @@ class StatusMessages(Feature):
         await self._client.reply(interaction, replies.cancelling(job, by))
 
     async def delete(self, interaction: discord.Interaction[Any], job_id: str) -> None:
+        # Acknowledge first: deleting the message is a call to Discord, which may be slow.
+        await interaction.response.defer(ephemeral=True, thinking=True)
         by = str(interaction.user.id)
         moderator = self._client.is_moderator(interaction)
         await self._service.delete_result(job_id, user_id=by, moderator=moderator)
@@ -331,11 +355,14 @@ class StatusMessages(Feature):
         self._client.guard(interaction)
         await interaction.response.defer(ephemeral=True, thinking=True)
         source = self._service.get(job_id)
+        # The owner or a moderator, on a finished painting: the service refuses anyone else.
         job = await self._service.reroll(
             job_id,
             user_id=str(interaction.user.id),
             user_name=interaction.user.display_name,
             change=key,
+            platform=PLATFORM,
+            moderator=self._client.is_moderator(interaction),
         )
         await self.announce(interaction, job, replies.rerolling(reroll(key), source.options))
 

@@ -2,7 +2,9 @@
 
 - :mod:`~bot.telegram.app`: the bot, polling, the one error reply, downloads, ``/help``,
   ``/queue``, and what the features share;
+- :mod:`~bot.telegram.outbox`: every message to a chat, through flood control and outages;
 - :mod:`~bot.telegram.status`: status messages, results, and the buttons under them;
+- :mod:`~bot.telegram.buttons`: what those buttons do (Cancel, the re-rolls, Delete);
 - :mod:`~bot.telegram.flows`: the three ways to ask for a painting, and ``/cancel``;
 - :mod:`~bot.telegram.challenges`: ``/challenge`` in groups and the entry buttons.
 """
@@ -14,9 +16,11 @@ import time
 
 from bot.challenges import Challenges
 from bot.pacing import Clock, Sleep
+from bot.sandbox import Sandbox
 from bot.service import PaintService
 from bot.settings import TelegramSettings
 from bot.telegram.app import BOT_API_DOWNLOAD_LIMIT, TelegramApp
+from bot.telegram.buttons import ResultButtons
 from bot.telegram.challenges import TelegramChallenges
 from bot.telegram.flows import PaintRequests
 from bot.telegram.status import StatusBoard
@@ -36,25 +40,36 @@ def build_app(
     flow_timeout: float = 300.0,
     download_limit: int = BOT_API_DOWNLOAD_LIMIT,
     polling_timeout: int = 30,
+    sandbox: Sandbox | None = None,
 ) -> TelegramApp:
-    """The Telegram app with every feature, ready for ``await app.run()``. Connects nothing."""
+    """The Telegram app with every feature, ready for ``await app.run()``. Connects nothing.
+
+    ``sandbox`` makes the status pictures (a private one when none is given): nothing is
+    decoded in this process."""
     app = TelegramApp(
-        settings, service, download_limit=download_limit, polling_timeout=polling_timeout
+        settings,
+        service,
+        download_limit=download_limit,
+        polling_timeout=polling_timeout,
+        clock=clock,
+        sleep=sleep,
     )
     entries = TelegramChallenges(app, challenges) if challenges is not None else None
     board = StatusBoard(
         app,
         service,
         deliver_entry=entries.deliver if entries is not None else None,
+        sandbox=sandbox or Sandbox(),
         clock=clock,
         sleep=sleep,
         interval=edit_interval,
     )
+    buttons = ResultButtons(app, service, board)
     flows = PaintRequests(
         app, service, board, sleep=sleep, album_wait=album_wait, flow_timeout=flow_timeout
     )
     # The order routers see updates in: a photo sent while the bot waits for one in a guided
     # /paint belongs to that /paint, before anything else.
-    routers = [flows.router, board.router, *([entries.router] if entries else [])]
+    routers = [flows.router, buttons.router, *([entries.router] if entries else [])]
     app.dispatcher.include_routers(*routers)
     return app

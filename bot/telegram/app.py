@@ -17,15 +17,24 @@ This module's own router answers ``/help``, ``/start`` and ``/queue``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
+import aiohttp
 from aiogram import Bot, Dispatcher, Router
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
-from aiogram.exceptions import TelegramBadRequest
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramNetworkError,
+    TelegramServerError,
+)
 from aiogram.filters import Command, CommandStart
 from aiogram.types import (
     BotCommand,
@@ -39,9 +48,11 @@ from aiogram.types import (
 from bot import replies
 from bot.errors import InvalidImage
 from bot.options import NOT_AN_IMAGE, WORDS_HELP, image_kind
+from bot.pacing import Clock, Sleep
 from bot.replies import PLAIN
 from bot.service import PaintService
 from bot.settings import TelegramSettings
+from bot.telegram.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +60,10 @@ PLATFORM: Final = "telegram"
 # The cloud Bot API serves files up to 20 MB to bots (getFile); a self-hosted server in
 # --local mode has no such limit, so the app takes it as a parameter.
 BOT_API_DOWNLOAD_LIMIT: Final = 20 * 1024 * 1024
+# What fetching a member's file can fail with once it passed the checks: Telegram refusing it
+# (getFile), the file server answering an error (aiohttp's ClientResponseError, whose text holds
+# the file's URL and so the token), the network, a timeout. Each is "send it again".
+DOWNLOAD_TROUBLE: Final = (TelegramAPIError, aiohttp.ClientError, OSError, TimeoutError)
 HELP: Final = (
     "🎨 I paint your photo in the style of a painting.\n\n"
     "Ways to ask:\n"
@@ -64,6 +79,14 @@ HELP: Final = (
     "/challenge start 3d Title; members send a photo captioned /challenge enter; "
     "vote with the buttons under the entries; /challenge standings shows how it stands."
 )
+MESSAGE_LIMIT: Final = 4096  # characters in one Telegram message
+BOOT_RETRY_FIRST: Final = 2.0  # seconds before asking an unreachable Telegram again at start
+BOOT_RETRY_MAX: Final = 60.0  # the pause doubles up to this
+UNREACHABLE: Final = (TelegramNetworkError, TelegramServerError, aiohttp.ClientError, OSError)
+# Who ``from`` is when a message was sent on behalf of a chat rather than by a member: an
+# anonymous group admin (@GroupAnonymousBot), a channel (@Channel_Bot), and Telegram itself for
+# posts forwarded from a linked channel. Everyone behind one of them shares one id.
+PLACEHOLDER_SENDERS: Final = frozenset({1087968824, 136817688, 777000})
 COMMANDS: Final = [
     BotCommand(command="paint", description="Paint a photo in the style of a painting"),
     BotCommand(command="queue", description="Show the paintings in progress"),
@@ -84,8 +107,9 @@ class ImageRef:
 
 
 class Feature:
-    """A part of the bot on Telegram with one router (included by :func:`bot.telegram.build_app`,
-    which decides the order routers see updates in); :meth:`close` runs at shutdown."""
+    """A part of the bot on Telegram, usually with one router (included by
+    :func:`bot.telegram.build_app`, which decides the order routers see updates in; the status
+    board answers no updates and has none); :meth:`close` runs at shutdown."""
 
     router: Router
 
@@ -94,6 +118,7 @@ class Feature:
 
 
 F = TypeVar("F", bound=Feature)
+T = TypeVar("T")
 
 
 class TelegramApp:
@@ -106,12 +131,17 @@ class TelegramApp:
         *,
         download_limit: int = BOT_API_DOWNLOAD_LIMIT,
         polling_timeout: int = 30,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._settings = settings
-        self._service = service
+        self.service = service
         self._polling_timeout = polling_timeout
         api = TelegramAPIServer.from_base(settings.api_base) if settings.api_base else PRODUCTION
         self.bot = Bot(settings.token.value, session=AiohttpSession(api=api))
+        # Every message to a chat goes through it (flood control, outages); see send().
+        self.outbox = Outbox(clock=clock, sleep=sleep)
+        self._sleep = sleep
         # Refuse before downloading: Telegram's download cap for bots, or the host's limit.
         self.image_limit = min(download_limit, service.limits.max_input_bytes)
         self.dispatcher = Dispatcher(name="atelier")
@@ -133,7 +163,12 @@ class TelegramApp:
     # -- life cycle ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Long-poll Telegram until cancelled or :meth:`close` is called."""
+        """Long-poll Telegram until cancelled or :meth:`close` is called.
+
+        Telegram out of reach at start (a network blip, a 5xx) is waited out with growing
+        pauses; a rejected token raises ``TelegramUnauthorizedError`` at once.
+        """
+        await self._reach_telegram()
         try:
             await self.bot.set_my_commands(COMMANDS)
         except Exception:
@@ -144,6 +179,27 @@ class TelegramApp:
             handle_signals=False,  # the process owns signals (both platforms run in it)
             close_bot_session=False,
         )
+
+    async def _reach_telegram(self) -> None:
+        """Ask who the bot is (the first call polling makes) until Telegram answers."""
+        pause = BOOT_RETRY_FIRST
+        while True:
+            try:
+                await self.bot.me()
+                return
+            except (
+                TelegramNetworkError,
+                TelegramServerError,
+                aiohttp.ClientError,
+                OSError,
+            ) as error:
+                log.warning(
+                    "telegram: not reachable at start (%s); trying again in %.0f s",
+                    trouble(error),
+                    pause,
+                )
+            await self._sleep(pause)
+            pause = min(pause * 2, BOOT_RETRY_MAX)
 
     async def close(self) -> None:
         with contextlib.suppress(RuntimeError):  # not polling
@@ -174,7 +230,12 @@ class TelegramApp:
             if callback is not None:
                 await callback.answer(text[:200], show_alert=True)
             elif chat_id is not None:
-                await self.bot.send_message(chat_id, text, reply_parameters=replying_to(reply_to))
+                await self.send(
+                    chat_id,
+                    lambda: self.bot.send_message(
+                        chat_id, text, reply_parameters=replying_to(reply_to)
+                    ),
+                )
         except Exception:
             log.warning(
                 "telegram: could not send an error reply to chat %s", chat_id, exc_info=True
@@ -193,16 +254,31 @@ class TelegramApp:
 
     # -- what features share -------------------------------------------------------------------
 
+    async def send(self, chat_id: int, call: Callable[[], Awaitable[T]]) -> T:
+        """Make ``call``, a message to ``chat_id``, through the chat's flood control and
+        outages (see :class:`~bot.telegram.outbox.Outbox`). Every message the bot sends."""
+        return await self.outbox.send(chat_id, call)
+
+    async def reply(self, message: Message, text: str, **options: Any) -> Message:
+        """Answer ``message`` in its chat (and topic), through :meth:`send`; a text too long
+        for one message is cut short, with a note."""
+        text = replies.fit(text, MESSAGE_LIMIT)
+        return await self.send(message.chat.id, lambda: message.reply(text, **options))
+
     async def download(self, ref: ImageRef) -> bytes:
-        """The bytes of ``ref``; :class:`InvalidImage` when Telegram will not hand them out."""
+        """The bytes of ``ref``; :class:`InvalidImage` when they cannot be had, saying why.
+
+        A failure is logged by its kind only: its text may hold the file's URL, with the token.
+        """
         try:
             data = await self.bot.download(ref.file_id)
-        except TelegramBadRequest as error:
-            if "too big" in error.message:
+        except DOWNLOAD_TROUBLE as error:
+            if isinstance(error, TelegramBadRequest) and "too big" in error.message:
                 text = replies.too_big_to_fetch(ref.role, ref.name, self.image_limit, PLAIN)
                 raise InvalidImage(text) from None
-            raise
-        if data is None:  # only when a destination is given
+            log.warning("telegram: could not download a %s: %s", ref.role, trouble(error))
+            data = None
+        if data is None:
             raise InvalidImage(replies.not_downloaded(ref.role, ref.name, "Telegram", PLAIN))
         return data.read()
 
@@ -223,24 +299,50 @@ class TelegramApp:
 
     def _control_router(self) -> Router:
         router = Router(name="control")
+        # First of all: a message that names no member is never taken for one.
+        router.message.register(self._on_anonymous, anonymous, self._addressed)
+        router.message.register(self._ignore, anonymous)
         router.message.register(self._on_help, Command("help"))
         router.message.register(self._on_help, CommandStart())
         router.message.register(self._on_queue, Command("queue"))
         return router
 
+    async def _on_anonymous(self, message: Message) -> None:
+        """A command sent as a channel or as an anonymous admin: ask them to post as themselves.
+
+        Limits, /cancel and ownership all go by the sender's id, which such a message does not
+        have (``from`` is a placeholder shared by everyone posting that way)."""
+        await self.reply(message, replies.POST_AS_YOURSELF)
+
+    async def _ignore(self, message: Message) -> None:
+        return None
+
+    def _addressed(self, message: Message) -> bool:
+        """A command (as text or caption), or a reply to one of this bot's messages."""
+        text = message.text or message.caption or ""
+        replied = message.reply_to_message
+        author = replied.from_user if replied is not None else None
+        return text.startswith("/") or (author is not None and author.id == self.bot.id)
+
     async def _on_help(self, message: Message) -> None:
-        await message.reply(HELP)
+        await self.reply(message, HELP)
 
     async def _on_queue(self, message: Message) -> None:
         assert message.from_user is not None
         text = replies.queue(
-            self._service.overview(),
+            self.service.overview(),
             platform=PLATFORM,
             user_id=str(message.from_user.id),
             chat_id=str(message.chat.id),
             markup=PLAIN,
         )
-        await message.reply(text.joined())
+        await self.reply(message, text.joined())
+
+
+def anonymous(message: Message) -> bool:
+    """Sent on behalf of a chat (as a channel, as an anonymous admin), not by a member."""
+    user = message.from_user
+    return message.sender_chat is not None or user is None or user.id in PLACEHOLDER_SENDERS
 
 
 def image_in(message: Message | None, *, role: str, limit: int) -> ImageRef | None:
@@ -270,6 +372,15 @@ def image_in(message: Message | None, *, role: str, limit: int) -> ImageRef | No
             replies.too_big(role, ref.name, ref.size, limit, PLAIN, tip=replies.SMALLER_OR_PHOTO)
         )
     return ref
+
+
+def trouble(error: BaseException) -> str:
+    """What went wrong, for the log, without the error's own text (a URL with the token)."""
+    if isinstance(error, aiohttp.ClientResponseError):
+        return f"{type(error).__name__} (HTTP {error.status})"
+    if isinstance(error, TelegramAPIError) and not isinstance(error, TelegramNetworkError):
+        return f"{type(error).__name__}: {error.message}"  # Telegram's own description
+    return type(error).__name__
 
 
 def replying_to(message_id: int | None) -> ReplyParameters | None:

@@ -20,7 +20,9 @@ challenge closes, also after a restart if the deadline passed while the bot was 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from functools import partial
 
 from aiogram import Bot, F, Router
 from aiogram.exceptions import TelegramAPIError
@@ -48,6 +50,7 @@ from bot.jobs import Finished, MessageRef
 from bot.options import parse
 from bot.replies import PLAIN, Plain
 from bot.telegram.app import (
+    MESSAGE_LIMIT,
     PLATFORM,
     Feature,
     ImageRef,
@@ -126,7 +129,7 @@ class TelegramChallenges(Feature):
         elif action == "leaderboard":
             await self._leaderboard(message)
         else:
-            await message.reply(USAGE)
+            await self.app.reply(message, USAGE)
 
     def _image(self, message: Message, role: str, usage: str) -> ImageRef:
         ref = image_in(message, role=role, limit=self._limit) or image_in(
@@ -157,7 +160,7 @@ class TelegramChallenges(Feature):
         data = await self._download(ref)
         await self.core.check_painting(data)
         assert message.from_user is not None
-        challenge = self.core.create(
+        challenge = await self.core.acreate(
             platform=PLATFORM,
             community_id=chat_id,
             chat_id=chat_id,
@@ -176,11 +179,14 @@ class TelegramChallenges(Feature):
         )
         caption = "\n\n".join((text.headline, "\n".join(text.lines)))
         try:
-            sent = await self.bot.send_photo(
+            sent = await self.app.send(
                 message.chat.id,
-                BufferedInputFile(data, "challenge.jpg"),
-                caption=caption,
-                reply_parameters=replying_to(message.message_id),
+                lambda: self.bot.send_photo(
+                    message.chat.id,
+                    BufferedInputFile(data, "challenge.jpg"),
+                    caption=caption,
+                    reply_parameters=replying_to(message.message_id),
+                ),
             )
         except Exception:
             self.core.discard(challenge.id)
@@ -191,16 +197,21 @@ class TelegramChallenges(Feature):
         challenge = self.core.require_open(PLATFORM, str(message.chat.id))
         options = parse(args)
         ref = self._image(message, "photo", "/challenge enter")
-        data = await self._download(ref)
         assert message.from_user is not None
-        job = await self.core.enter(
-            challenge,
-            user_id=str(message.from_user.id),
-            user_name=member_name(message.from_user),
-            photo=data,
-            photo_name=ref.name,
-            options=options,
-        )
+        user_id = str(message.from_user.id)
+        # The member's slot first: past a limit nothing is downloaded.
+        slot = self.app.service.reserve(PLATFORM, challenge.entries_chat, user_id)
+        with slot:
+            data = await self._download(ref)
+            job = await self.core.enter(
+                challenge,
+                user_id=user_id,
+                user_name=member_name(message.from_user),
+                photo=data,
+                photo_name=ref.name,
+                options=options,
+                reservation=slot,
+            )
         board = self.app.feature(StatusBoard)
         board.expect(job)
         await board.open(job, picture_of=data, reply_to=message.message_id)
@@ -219,12 +230,14 @@ class TelegramChallenges(Feature):
         if running and await self.is_organiser(message.chat.id, message.from_user.id):
             counts = replies.standings(challenge, standings, votes=True, markup=markup)
             try:
-                await self.bot.send_message(message.from_user.id, counts.joined())
+                private = message.from_user.id
+                text = replies.fit(counts.joined(), MESSAGE_LIMIT)
+                await self.app.send(private, partial(self.bot.send_message, private, text))
                 lines.append(replies.COUNTS_SENT)
             except TelegramAPIError as error:  # e.g. they never started a chat with the bot
                 log.info("challenge %d: counts not sent privately: %s", challenge.id, error)
                 lines.append(replies.COUNTS_NEED_A_CHAT)
-        await message.reply("\n\n".join(lines))
+        await self.app.reply(message, "\n\n".join(lines))
 
     async def _end(self, message: Message, *, cancel: bool) -> None:
         await self._require_organiser(message, "cancel" if cancel else "end")
@@ -240,13 +253,14 @@ class TelegramChallenges(Feature):
         rows = self.core.leaderboard(PLATFORM, str(message.chat.id))
         text = replies.leaderboard(rows, "group", PLAIN)
         legend = (replies.LEADERBOARD_LEGEND,) if rows else ()
-        await message.reply("\n".join((text.joined(), *legend)))
+        await self.app.reply(message, "\n".join((text.joined(), *legend)))
 
     # -- entries and votes ---------------------------------------------------------------------
 
     async def deliver(self, event: Finished) -> bool:
         """Post a finished challenge painting as an entry; False when it is not one."""
-        entry = self.core.accept(event)
+        await self.core.adopt(event.job, event.result_png)  # the image written off the loop
+        entry = self.core.accept(event)  # then only the rules: still open for votes?
         if entry is None:
             return False
         challenge = self.core.get(entry.challenge_id)
@@ -255,7 +269,7 @@ class TelegramChallenges(Feature):
         reply = replying_to(status.message_id if status else None)
         try:
             # Through flood control and outages, like any result.
-            sent = await self.app.feature(StatusBoard).send(
+            sent = await self.app.send(
                 chat_id,
                 lambda: self.bot.send_photo(
                     chat_id,
@@ -302,17 +316,16 @@ class TelegramChallenges(Feature):
 
     async def announce(self, outcome: Outcome) -> None:
         chat_id = int(outcome.challenge.chat_id)
-        await self.bot.send_message(chat_id, replies.outcome(outcome, PLAIN))
+        text = replies.outcome(outcome, PLAIN)
+        await self.app.send(chat_id, lambda: self.bot.send_message(chat_id, text))
         for standing in outcome.podium:
-            image = standing.entry.image()
+            image = await asyncio.to_thread(standing.entry.image)  # up to 20 MB: off the loop
             if image is None or standing.place is None:
                 continue
-            await self.bot.send_photo(
-                chat_id,
-                BufferedInputFile(image, f"place-{standing.place}.png"),
-                caption=(
-                    f"{replies.place(standing, PLAIN)}, {replies.count(standing.votes, 'vote')}"
-                ),
+            photo = BufferedInputFile(image, f"place-{standing.place}.png")
+            caption = f"{replies.place(standing, PLAIN)}, {replies.count(standing.votes, 'vote')}"
+            await self.app.send(
+                chat_id, partial(self.bot.send_photo, chat_id, photo, caption=caption)
             )
 
     def _plain(self) -> Plain:

@@ -126,10 +126,12 @@ class PaintRequests(Feature):
     async def _on_cancel(self, message: Message) -> None:
         assert message.from_user is not None
         if self.cancel_flow(message.chat.id, message.from_user.id):
-            await message.reply(replies.FLOW_STOPPED)
+            await self._app.reply(message, replies.FLOW_STOPPED)
             return
-        job = await self._service.cancel_mine(PLATFORM, str(message.from_user.id))
-        await message.reply(replies.cancelling(job, str(message.from_user.id)))
+        by = str(message.from_user.id)
+        # This chat's painting only: /cancel in one group never stops one in another.
+        job = await self._service.cancel_mine(PLATFORM, by, chat_id=str(message.chat.id))
+        await self._app.reply(message, replies.cancelling(job, by))
 
     async def _on_paint(self, message: Message, command: CommandObject) -> None:
         """``/paint`` as a text, as a photo's caption, and/or in reply to the painting."""
@@ -220,6 +222,8 @@ class PaintRequests(Feature):
         painting: ImageRef | None,
     ) -> None:
         assert message.from_user is not None
+        # Past a limit the member hears it now, not after sending both images.
+        self._service.reserve(PLATFORM, str(message.chat.id), str(message.from_user.id)).release()
         self.cancel_flow(message.chat.id, message.from_user.id)
         flow = _Flow(
             chat_id=message.chat.id,
@@ -237,11 +241,15 @@ class PaintRequests(Feature):
         if flow.timer is not None:
             flow.timer.cancel()
         flow.timer = asyncio.create_task(self._flow_timeout_later(flow))
-        await self._bot.send_message(
+        force = ForceReply(selective=True, input_field_placeholder=f"your {flow.missing}")
+        await self._app.send(
             flow.chat_id,
-            text,
-            reply_markup=ForceReply(selective=True, input_field_placeholder=f"your {flow.missing}"),
-            reply_parameters=replying_to(flow.reply_to),
+            lambda: self._bot.send_message(
+                flow.chat_id,
+                text,
+                reply_markup=force,
+                reply_parameters=replying_to(flow.reply_to),
+            ),
         )
 
     async def _feed(self, flow: _Flow, messages: list[Message]) -> None:
@@ -270,10 +278,13 @@ class PaintRequests(Feature):
         del self._flows[key]
         minutes = max(1, round(self._flow_timeout / 60))
         try:
-            await self._bot.send_message(
+            await self._app.send(
                 flow.chat_id,
-                replies.gave_up(flow.missing, minutes),
-                reply_parameters=replying_to(flow.reply_to),
+                lambda: self._bot.send_message(
+                    flow.chat_id,
+                    replies.gave_up(flow.missing, minutes),
+                    reply_parameters=replying_to(flow.reply_to),
+                ),
             )
         except Exception as error:
             await self._app.report(error, flow.chat_id, None)
@@ -289,23 +300,26 @@ class PaintRequests(Feature):
         options: PaintOptions,
         reply_to: int,
     ) -> None:
-        """Download both images, queue the job and open its status message."""
-        photo_bytes, painting_bytes = await asyncio.gather(
-            self._download(photo), self._download(painting)
-        )
-        job = await self._service.submit(
-            PaintRequest(
-                platform=PLATFORM,
-                chat_id=str(chat_id),
-                user_id=str(user.id),
-                user_name=member_name(user),
-                photo=photo_bytes,
-                painting=painting_bytes,
-                options=options,
-                photo_name=photo.name,
-                painting_name=painting.name,
+        """Hold the member's slot (refused at once, before downloading, past a limit),
+        download both images, queue the job and open its status message."""
+        with self._service.reserve(PLATFORM, str(chat_id), str(user.id)) as slot:
+            photo_bytes, painting_bytes = await asyncio.gather(
+                self._download(photo), self._download(painting)
             )
-        )
+            job = await self._service.submit(
+                PaintRequest(
+                    platform=PLATFORM,
+                    chat_id=str(chat_id),
+                    user_id=str(user.id),
+                    user_name=member_name(user),
+                    photo=photo_bytes,
+                    painting=painting_bytes,
+                    options=options,
+                    photo_name=photo.name,
+                    painting_name=painting.name,
+                ),
+                reservation=slot,
+            )
         self._board.expect(job)
         await self._board.open(job, picture_of=photo_bytes, reply_to=reply_to)
 

@@ -1,27 +1,31 @@
-"""Telegram status messages and results, with the buttons under them and what they do.
+"""Telegram status messages and results, and the buttons under them (what they do is
+:mod:`bot.telegram.buttons`).
 
-A status message is a photo (the member's, then the engine's previews) captioned with what
-:mod:`bot.replies` says about the job, with a Cancel button while it runs. Its reference is
-stored on the job, so a recovered job keeps editing it after a restart. The one
-:class:`~bot.pacing.Pacer` paces the edits (a chat is a lane); results wait out flood control
-and outages. Buttons are typed :class:`~aiogram.filters.callback_data.CallbackData` holding a
-job id (``cancel:<job>``, ``reroll:<change>:<job>``: the strings of buttons already posted).
+A status message is a photo (a small picture of the member's photo, made in the sandbox, then
+the engine's previews) captioned with what :mod:`bot.replies` says about the job, with a Cancel
+button while it runs. Its reference is stored on the job, so a recovered job keeps editing it
+after a restart. The one :class:`~bot.pacing.Pacer` paces the edits (a chat is a lane); results
+go through the app's outbox (flood control, outages) and are marked delivered once out, so a
+result the bot could not post before it stopped is posted after the restart. Buttons are typed
+:class:`~aiogram.filters.callback_data.CallbackData` holding a job id (``cancel:<job>``,
+``reroll:<change>:<job>``, ``delete:<job>:<file message>``: the strings of buttons already
+posted).
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
+import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from aiogram import Router
 from aiogram.exceptions import (
     TelegramAPIError,
     TelegramBadRequest,
+    TelegramForbiddenError,
     TelegramNetworkError,
     TelegramRetryAfter,
     TelegramServerError,
@@ -29,15 +33,12 @@ from aiogram.exceptions import (
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import (
     BufferedInputFile,
-    CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     InputMediaPhoto,
 )
-from PIL import Image, ImageOps
 
 from bot import replies
-from bot.errors import NotAllowed
 from bot.jobs import (
     Failed,
     Finished,
@@ -48,11 +49,13 @@ from bot.jobs import (
     Progress,
     Queued,
 )
-from bot.options import reroll, rerolls_for
+from bot.options import rerolls_for
 from bot.pacing import Blocked, Clock, Lost, Paced, Pacer, Sleep
 from bot.replies import PLAIN, StatusState, status_after
+from bot.sandbox import DecoderFailed, Sandbox
 from bot.service import PaintService
-from bot.telegram.app import PLATFORM, Feature, TelegramApp, member_name, replying_to
+from bot.telegram.app import PLATFORM, Feature, TelegramApp, replying_to
+from engine.images import ImageError
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +63,17 @@ log = logging.getLogger(__name__)
 EntryDelivery = Callable[[Finished], Awaitable[bool]]
 T = TypeVar("T")
 
-SEND_ATTEMPTS = 5  # tries of one result upload through flood control
 STATUS_PICTURE_SIDE = 640
-OUTAGE_PAUSE = 5.0  # seconds before an edit that failed on a network or server error is retried
 CAPTION_LIMIT = 1024  # Telegram's limit for media captions
+# A plain grey 64 px JPEG: the status picture when the sandbox cannot make one (or there is
+# none). Never a picture decoded in this process.
+PLACEHOLDER_PICTURE = base64.b64decode(
+    "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDABALDA4MChAODQ4SERATGCgaGBYWGDEjJR0oOjM9PDkzODdASFxOQERXR"
+    "Tc4UG1RV19iZ2hnPk1xeXBkeFxlZ2P/2wBDARESEhgVGC8aGi9jQjhCY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2N"
+    "jY2NjY2NjY2NjY2NjY2NjY2NjY2NjY2P/wAARCABAAEADASIAAhEBAxEB/8QAFQABAQAAAAAAAAAAAAAAAAAAAAb/x"
+    "AAUEAEAAAAAAAAAAAAAAAAAAAAA/8QAFAEBAAAAAAAAAAAAAAAAAAAAAP/EABQRAQAAAAAAAAAAAAAAAAAAAAD/2gA"
+    "MAwEAAhEDEQA/AKQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAH/2Q=="
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -86,6 +96,13 @@ class RerollButton(CallbackData, prefix="reroll"):
     job: str
 
 
+class DeleteButton(CallbackData, prefix="delete"):
+    """Delete a result: its job, and the full-quality file posted under it (0: not known)."""
+
+    job: str
+    file_message: int = 0
+
+
 def cancel_markup(job: Job) -> InlineKeyboardMarkup:
     data = CancelButton(job=job.id).pack()
     return InlineKeyboardMarkup(
@@ -93,16 +110,20 @@ def cancel_markup(job: Job) -> InlineKeyboardMarkup:
     )
 
 
-def result_markup(job: Job) -> InlineKeyboardMarkup:
-    """The re-roll buttons (Stronger, Softer, Keep colours, ...): they carry the job id only."""
-    buttons = [
+def result_markup(job: Job, file_message: int | None = None) -> InlineKeyboardMarkup:
+    """The re-roll buttons (Stronger, Softer, Keep colours, ...) and Delete, which also
+    removes ``file_message`` (the full-quality file) once it is known. Ids only."""
+    rerolls = [
         InlineKeyboardButton(
             text=way.label(job.options),
             callback_data=RerollButton(change=way.key, job=job.id).pack(),
         )
         for way in rerolls_for(job.options)
     ]
-    return InlineKeyboardMarkup(inline_keyboard=[buttons])
+    delete = DeleteButton(job=job.id, file_message=file_message or 0).pack()
+    return InlineKeyboardMarkup(
+        inline_keyboard=[rerolls, [InlineKeyboardButton(text="🗑️ Delete", callback_data=delete)]]
+    )
 
 
 def result_caption(job: Job, seconds: float) -> str:
@@ -113,21 +134,6 @@ def result_caption(job: Job, seconds: float) -> str:
         replies.painted_in(seconds),
     )
     return "\n".join(lines)[:CAPTION_LIMIT]
-
-
-def status_picture(data: bytes) -> bytes:
-    """A small JPEG of ``data`` for the status message (run it in a thread)."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.draft("RGB", (STATUS_PICTURE_SIDE, STATUS_PICTURE_SIDE))
-            picture = ImageOps.exif_transpose(image).convert("RGB")
-    except Exception:  # the service validated it; this is only a picture for the status
-        log.warning("status picture: could not decode the photo; using a plain one")
-        picture = Image.new("RGB", (64, 64), (200, 200, 200))
-    picture.thumbnail((STATUS_PICTURE_SIDE, STATUS_PICTURE_SIDE))
-    out = io.BytesIO()
-    picture.save(out, "JPEG", quality=85)
-    return out.getvalue()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -168,6 +174,7 @@ class StatusBoard(Feature):
         service: PaintService,
         *,
         deliver_entry: EntryDelivery | None = None,
+        sandbox: Sandbox | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         interval: float = 4.0,
@@ -176,15 +183,18 @@ class StatusBoard(Feature):
         self._bot = app.bot
         self._service = service
         self._deliver_entry = deliver_entry
+        self._sandbox = sandbox
         self._pacer: Pacer[_Status] = Pacer(
-            self._edit, clock=clock, sleep=sleep, interval=interval, retry_pause=OUTAGE_PAUSE
+            self._edit,
+            clock=clock,
+            sleep=sleep,
+            interval=interval,
+            retry_pause=app.outbox.outage_pause,
         )
         self._closed = False
-        self.router = Router(name="status")
-        self.router.callback_query.register(self._on_cancel, CancelButton.filter())
-        self.router.callback_query.register(self._on_reroll, RerollButton.filter())
         app.add_feature(self)
-        service.add_listener(self.on_event)
+        # This board posts Telegram's results and says when each is out (mark_delivered).
+        service.add_listener(self.on_event, delivers=PLATFORM)
 
     async def close(self) -> None:
         self._closed = True
@@ -197,8 +207,11 @@ class StatusBoard(Feature):
         a result that is ready first waits for the status message instead of overtaking it."""
         self._status(job).opening = True
 
-    async def open(self, job: Job, *, picture_of: bytes, reply_to: int | None) -> None:
+    async def open(self, job: Job, *, picture_of: bytes | None, reply_to: int | None) -> None:
         """Send the status message of a newly queued ``job`` and remember it on the job.
+
+        ``picture_of``: the image its picture shows (the member's photo; for a re-roll, the
+        painting it starts from), made small in the sandbox; None: a plain picture.
 
         Never raises: the job is queued and its result will be sent either way, and telling the
         member that something failed would only make them ask again.
@@ -213,13 +226,13 @@ class StatusBoard(Feature):
             status.opened.set()
 
     async def _open(
-        self, status: _Status, job: Job, *, picture_of: bytes, reply_to: int | None
+        self, status: _Status, job: Job, *, picture_of: bytes | None, reply_to: int | None
     ) -> None:
         if status.state.position is None and status.state.state is JobState.QUEUED:
             position = self._service.position(job.id)
             eta = self._service.overview().etas.get(job.id)
             self._want(status, Queued(job=job, position=position or 1, eta=eta))
-        picture = await asyncio.to_thread(status_picture, picture_of)
+        picture = await self._picture(picture_of)
         reply = replying_to(reply_to)
         async with self._pacer.lock(status.chat_id):
             shown = status.showing(preview=0)  # the member's photo; previews come by editing
@@ -238,6 +251,18 @@ class StatusBoard(Feature):
             self._pacer.posted(status, shown)
         ref = MessageRef(status.chat_id, message.message_id)
         await self._service.attach_status(job.id, str(ref))
+
+    async def _picture(self, data: bytes | None) -> bytes:
+        """A small JPEG of ``data`` for a status message, made in the sandbox: this process,
+        which holds the token, never decodes a member's image."""
+        if data is None or self._sandbox is None:
+            return PLACEHOLDER_PICTURE
+        try:
+            return await self._sandbox.thumbnail(data, max_side=STATUS_PICTURE_SIDE)
+        except (ImageError, DecoderFailed) as error:
+            # The service checked the image; this is only the status message's picture.
+            log.warning("status picture not made (%s); using a plain one", type(error).__name__)
+            return PLACEHOLDER_PICTURE
 
     # -- events --------------------------------------------------------------------------------
 
@@ -283,6 +308,9 @@ class StatusBoard(Feature):
     async def _edit(self, status: _Status) -> Hashable:
         """The pacer's edit: show the wanted state; :class:`Blocked` or :class:`Lost` if not."""
         assert status.message_id is not None
+        blocked = self._app.outbox.blocked_for(status.chat_id)
+        if blocked > 0:  # a reply or a result ran into flood control in this chat
+            raise Blocked(blocked)
         shown = status.wanted()
         caption, markup = status_caption(status.job, status.state), status.markup()
         version = status.state.preview
@@ -308,6 +336,7 @@ class StatusBoard(Feature):
             log.warning(
                 "telegram flood control in chat %s: waiting %ss", status.chat_id, error.retry_after
             )
+            self._app.outbox.block(status.chat_id, error.retry_after)
             raise Blocked(error.retry_after) from None
         except TelegramBadRequest as error:
             if "not modified" not in error.message:
@@ -329,19 +358,53 @@ class StatusBoard(Feature):
     # -- results -------------------------------------------------------------------------------
 
     async def _deliver(self, event: Finished, status: _Status) -> None:
-        """Send the painting as a photo (chat preview, with buttons) and as a document."""
+        """Post the painting (or the challenge entry), then tell the service it is out.
+
+        A result not marked delivered (the bot stopped, Telegram was down past the retries) is
+        announced again at the next start and posted then; one the chat refuses for good (the
+        bot was blocked or removed) is marked too, so it is not tried at every start.
+        """
         job = event.job
-        chat_id = int(job.chat_id)
         if status.opening:
             await status.opened.wait()
         if job.challenge_id is not None and self._deliver_entry is not None:
             try:
                 if await self._deliver_entry(event):
+                    await self._service.mark_delivered(job.id)
                     return
             except Exception:
                 log.exception("job %s: posting the challenge entry failed", job.id)
+        try:
+            photo_id, file_id = await self._post_result(event, status)
+        except (TelegramForbiddenError, TelegramBadRequest) as error:
+            if isinstance(error, TelegramBadRequest) and "chat not found" not in error.message:
+                raise
+            # Blocked, removed from the group, the chat deleted: never deliverable.
+            log.warning("job %s: chat %s refuses the bot (%s)", job.id, job.chat_id, error.message)
+            await self._service.mark_delivered(job.id)
+            return
+        await self._service.mark_delivered(job.id)
+        if photo_id is not None:
+            # Delete under the photo removes the full-quality file too, now that it is known.
+            chat_id = int(job.chat_id)
+            markup = result_markup(job, file_id)
+            try:
+                await self.send(
+                    chat_id,
+                    lambda: self._bot.edit_message_reply_markup(
+                        chat_id=chat_id, message_id=photo_id, reply_markup=markup
+                    ),
+                )
+            except TelegramAPIError as error:
+                log.info("job %s: result buttons not updated: %s", job.id, error)
+
+    async def _post_result(self, event: Finished, status: _Status) -> tuple[int | None, int]:
+        """Send the painting as a photo (chat preview, with buttons) and as a document;
+        returns their message ids (no photo: Telegram refused it as one)."""
+        job = event.job
+        chat_id = int(job.chat_id)
         reply = replying_to(status.message_id)
-        photo_message_id: int | None = None
+        photo_id: int | None = None
         try:
             message = await self.send(
                 chat_id,
@@ -353,20 +416,20 @@ class StatusBoard(Feature):
                     reply_parameters=reply,
                 ),
             )
-            photo_message_id = message.message_id
+            photo_id = message.message_id
         except TelegramBadRequest as error:  # e.g. too large for a photo; the file still goes
             log.warning("job %s: result as photo refused: %s", job.id, error.message)
-        document_reply = replying_to(photo_message_id) or reply
-        await self.send(
+        document = await self.send(
             chat_id,
             lambda: self._bot.send_document(
                 chat_id,
                 BufferedInputFile(event.result_png, f"atelier-{job.id}.png"),
                 caption=replies.FULL_QUALITY,
-                reply_markup=result_markup(job) if photo_message_id is None else None,
-                reply_parameters=document_reply,
+                reply_markup=result_markup(job) if photo_id is None else None,
+                reply_parameters=replying_to(photo_id) or reply,
             ),
         )
+        return photo_id, document.message_id
 
     async def _fail_without_status(self, status: _Status) -> None:
         """A job failed before its status message could be posted: say so in a message."""
@@ -382,69 +445,7 @@ class StatusBoard(Feature):
             await self.send(status.chat_id, lambda: self._bot.send_message(status.chat_id, text))
 
     async def send(self, chat_id: int, call: Callable[[], Awaitable[T]]) -> T:
-        """Make a call that must not be lost (a result, a challenge entry), waiting out flood
-        control (which blocks the chat's status edits too) and outages."""
-        for attempt in range(1, SEND_ATTEMPTS + 1):
-            await self._pacer.unblocked(chat_id)
-            try:
-                return await call()
-            except TelegramRetryAfter as error:
-                self._pacer.block(chat_id, error.retry_after)
-                log.warning(
-                    "telegram flood control in chat %s (try %d): waiting %ss",
-                    chat_id,
-                    attempt,
-                    error.retry_after,
-                )
-                if attempt == SEND_ATTEMPTS:
-                    raise
-            except (TelegramNetworkError, TelegramServerError) as error:
-                # An outage (5xx, connection reset, timeout): wait and send again rather than
-                # lose the painting. A timeout may have delivered it; a duplicate beats a loss.
-                if attempt == SEND_ATTEMPTS:
-                    raise
-                pause = OUTAGE_PAUSE * attempt
-                log.warning(
-                    "telegram: sending to chat %s failed (try %d): %s; retrying in %.0fs",
-                    chat_id,
-                    attempt,
-                    error,
-                    pause,
-                )
-                await self._pacer.pause(pause)
-        raise AssertionError("unreachable")
-
-    # -- what the buttons do -------------------------------------------------------------------
-
-    async def _on_cancel(self, query: CallbackQuery, callback_data: CancelButton) -> None:
-        job = self._service.get(callback_data.job)
-        user_id = query.from_user.id
-        moderator = False
-        if job.user_id != str(user_id):
-            message = query.message
-            chat_type = message.chat.type if message is not None else "private"
-            moderator = await self._app.is_moderator(int(job.chat_id), chat_type, user_id)
-            if not moderator:
-                raise NotAllowed(replies.owner_only(job, "cancel"))
-        job = await self._service.cancel(job.id, user_id=str(user_id), moderator=moderator)
-        await query.answer(replies.cancelling(job, str(user_id)))
-
-    async def _on_reroll(self, query: CallbackQuery, callback_data: RerollButton) -> None:
-        source = self._service.get(callback_data.job)
-        job = await self._service.reroll(
-            source.id,
-            user_id=str(query.from_user.id),
-            user_name=member_name(query.from_user),
-            change=callback_data.change,
-        )
-        self.expect(job)
-        try:
-            await query.answer(replies.rerolling(reroll(callback_data.change), source.options))
-        except TelegramAPIError as error:
-            # E.g. pressed while the bot was down: the query expired, but the job is queued and
-            # its status message must still be opened (its result waits for it).
-            log.info("telegram: could not answer a re-roll press: %s", error)
-        reply_to = query.message.message_id if query.message is not None else None
-        await self.open(
-            job, picture_of=self._service.input_bytes(source, "photo"), reply_to=reply_to
-        )
+        """Make a call that must not be lost (a result, a challenge entry): through the app's
+        :class:`~bot.telegram.outbox.Outbox`, which waits out flood control (which blocks the
+        chat's status edits too) and outages."""
+        return await self._app.send(chat_id, call)

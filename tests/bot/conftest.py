@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from PIL import ImageFile
 
 from bot.service import PaintService
 from bot.settings import Limits
@@ -51,3 +53,30 @@ async def service(
     await service.start()
     yield service
     await service.close()
+
+
+@dataclass
+class Decodes:
+    """Pixel decodes attempted in this (the bot's) process."""
+
+    calls: list[str] = field(default_factory=list)
+    undo: Callable[[], None] = lambda: None
+
+    def stop(self) -> None:
+        """Let Pillow decode again (to look at what the bot sent)."""
+        self.undo()
+
+
+@pytest.fixture
+def no_decoding(monkeypatch: pytest.MonkeyPatch) -> Decodes:
+    """Pillow refuses to decode pixels in this process (and records the attempt), as the bot
+    process must never decode a member's image; headers may still be read."""
+    seen = Decodes()
+
+    def refuse(image: ImageFile.ImageFile) -> None:
+        seen.calls.append(f"{image.format} {image.size}")
+        raise AssertionError("an image was decoded in the bot process")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+    seen.undo = monkeypatch.undo
+    return seen

@@ -164,6 +164,17 @@ def test_bad_durations_say_what_works(text: str) -> None:
     assert "10 minutes" in error.value.message or "30m, 12h" in error.value.message
 
 
+def test_a_duration_of_thousands_of_digits_is_answered_in_a_short_sentence() -> None:
+    huge = "9" * 4400  # past Python's limit for converting digits to a number
+    with pytest.raises(BadDuration) as too_long:
+        parse_duration(f"{huge}d")
+    with pytest.raises(BadDuration) as unreadable:
+        parse_duration(f"{huge}x")
+    assert too_long.value.message == "A challenge runs from 10 minutes to 30 days."
+    assert unreadable.value.message.startswith("I can't read the duration “99999")
+    assert len(unreadable.value.message) < 200
+
+
 # -- rules -----------------------------------------------------------------------------------
 
 
@@ -592,3 +603,22 @@ async def test_an_entry_is_made_even_when_the_adapter_delivered_it_first(
     await painted(service, fake_engine, job.id)
     assert core.entry_for_job(job.id) is not None
     await core.close()
+
+
+async def test_an_entry_discarded_while_it_was_being_made_stays_discarded(
+    core: Challenges,
+) -> None:
+    """The challenge side makes the entry when the painting finishes (writing its image off
+    the loop) while the adapter, handed the same painting, makes it too, fails to post it and
+    discards it: the slower maker must not bring back an entry nobody can see or vote for."""
+    challenge = open_one(core)
+    event = finished(challenge.id, "alice")
+    making = asyncio.create_task(core.adopt(event.job, event.result_png))
+    await asyncio.sleep(0)  # the challenge side is writing the image in a thread
+    entry = core.accept(event)  # the adapter's turn
+    assert entry is not None
+    core.discard_entry(entry.id)  # its thread refused the post
+    assert await making is None
+    assert core.entries(challenge.id) == []
+    assert core.entry_for_job(event.job.id) is None
+    assert core.accept(event) is None  # posted as an ordinary painting from now on

@@ -9,12 +9,16 @@ import pytest
 from bot import replies
 from bot.errors import LimitReached
 from bot.jobs import (
+    Challenge,
+    ChallengeState,
+    Entry,
     Finished,
     Job,
     JobState,
     PositionChanged,
     Progress,
     QueueOverview,
+    Standing,
     Started,
 )
 from bot.replies import PLAIN, Plain, StatusState
@@ -242,3 +246,40 @@ def test_the_readme_transcript_is_what_the_bot_says() -> None:
         said += [text.headline, *text.lines]
     for sentence in said:
         assert any(line.endswith(sentence) or sentence in line for line in shown), sentence
+
+
+def test_a_text_too_long_for_one_message_is_cut_at_a_line_with_a_note() -> None:
+    lines = [f"line {n}: " + "x" * 40 for n in range(100)]
+    text = "\n".join(lines)
+    fitted = replies.fit(text, 500)
+    assert len(fitted) <= 500
+    assert fitted.endswith("\n" + replies.CUT_SHORT)
+    kept = fitted.splitlines()[:-1]
+    assert kept == lines[: len(kept)]  # whole lines, in order
+    assert replies.fit("short\ntext", 500) == "short\ntext"
+    assert replies.fit("y" * 900, 500) == "y" * 499 + "…"
+
+
+def test_standings_past_those_listed_say_how_many_more() -> None:
+    challenge = Challenge(
+        id=1,
+        platform="telegram",
+        community_id="g",
+        chat_id="g",
+        thread_id=None,
+        title="Poppies",
+        painting_path="p",
+        painting_name="p.png",
+        organiser_id="o",
+        organiser_name="Olga",
+        created_at=0.0,
+        ends_at=100.0,
+        state=ChallengeState.CLOSED,
+    )
+    ranked = [
+        Standing(Entry(n, 1, f"job{n}", f"u{n}", f"Member {n}", 0.0, "e.png"), 30 - n, None)
+        for n in range(1, 31)
+    ]
+    text = replies.standings(challenge, ranked, votes=True, markup=PLAIN)
+    assert text.lines[-2].startswith("25. Member 25")
+    assert text.lines[-1] == "… and 5 more entries."

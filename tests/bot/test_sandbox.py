@@ -201,6 +201,23 @@ async def test_thumbnail_through_a_real_child(children: Children) -> None:
     assert children.started == 1
 
 
+async def test_fit_through_a_real_child(children: Children) -> None:
+    """A picture too big for an upload comes back in the budget: a PNG if it fits, else JPEG."""
+    picture = Image.effect_noise((400, 300), 60).convert("RGB")
+    png = encode(picture, "PNG")
+
+    same, kind = await Sandbox().fit(png, len(png) + 10)
+    smaller, smaller_kind = await Sandbox().fit(png, 20_000)
+
+    assert kind == "png"
+    assert Image.open(io.BytesIO(same)).size == (400, 300)
+    assert smaller_kind == "jpeg"
+    assert len(smaller) <= 20_000
+    with Image.open(io.BytesIO(smaller)) as fitted:
+        assert fitted.format == "JPEG"
+    assert children.started == 2
+
+
 async def test_check_through_a_real_child() -> None:
     data = encode(Image.new("RGB", (90, 60), (1, 2, 3)), "TIFF")
 

@@ -20,7 +20,7 @@ from bot import errors
 from bot.challenges import BadDuration, ChallengeExists, ChallengeState, EntryLimit, NotOrganiser
 from bot.jobs import Finished, Job
 from bot.settings import Limits
-from tests.bot.discord.sim import DiscordSim, bot_messages, member, private, refused
+from tests.bot.discord.sim import DiscordSim, bot_messages, member, paint, private, refused
 from tests.fakes import jpeg_bytes, png_bytes
 
 DAY = 24 * 3600
@@ -345,3 +345,69 @@ async def test_an_entry_the_thread_refuses_is_not_left_as_an_invisible_entry(
     result = bot_messages(thread)[-1]
     assert result.content.startswith(alice.mention)
     assert result.attachments[0].filename == f"atelier-{job_id}.png"
+
+
+async def test_an_entry_past_the_members_limit_is_refused_before_its_photo_is_fetched(
+    sim: DiscordSim,
+    guild: simcord.GuildHandle,
+    channel: simcord.ChannelHandle,
+    olga: simcord.MemberActor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    alice = member(sim, guild, "alice")
+    await start(sim, olga, channel)
+    for _ in range(3):  # per_member=3 paintings at once: the third is running, two wait
+        await paint(sim, alice, channel)
+    fetched: list[str] = []
+    cdn = sim.env.backend.cdn
+    stored = cdn.get
+    monkeypatch.setattr(cdn, "get", lambda url: fetched.append(url) or stored(url))
+    result = await enter(sim, alice, channel)
+    assert "already have 3 paintings in progress" in refused(sim, result, errors.LimitReached)
+    assert fetched == []
+
+
+async def test_an_entry_is_delivered_once_and_withdraw_acknowledges_first(
+    sim: DiscordSim,
+    guild: simcord.GuildHandle,
+    channel: simcord.ChannelHandle,
+    olga: simcord.MemberActor,
+) -> None:
+    alice = member(sim, guild, "alice")
+    await start(sim, olga, channel)
+    job, entry, thread = await enter_and_paint(sim, alice, channel)
+    stored = sim.store.get_job(job.id)
+    assert stored is not None and stored.delivered_at is not None
+    await sim.restart()
+    assert len(entries_in(thread)) == 1  # not posted again
+
+    mark = len(sim.env.http_requests)
+    withdrawn = await alice.click(entry, label="Withdraw")
+    await sim.settle()
+    assert "withdrew" in private(withdrawn).lower()
+    calls = [(r.method, r.path) for r in sim.env.http_requests[mark:]]
+    acknowledged = next(i for i, c in enumerate(calls) if c[1].startswith("/interactions/"))
+    removed = calls.index(("DELETE", f"/channels/{thread.id}/messages/{entry.id}"))
+    assert acknowledged < removed
+
+
+async def test_a_challenge_is_not_started_where_its_thread_could_not_be_locked(
+    sim: DiscordSim, guild: simcord.GuildHandle, olga: simcord.MemberActor
+) -> None:
+    assert sim.bot.user is not None
+    no_threads = guild.create_text_channel(
+        "no-threads",
+        overwrites={sim.bot.user: discord.PermissionOverwrite(manage_threads=False)},
+    )
+    result = await start(sim, olga, no_threads)
+    assert "**Manage Threads**" in refused(sim, result, errors.NotAllowed)
+    assert bot_messages(no_threads) == []
+    assert sim.core.open_in("discord", str(no_threads.id)) is None
+
+
+def test_the_invite_asks_for_every_permission_the_bot_checks() -> None:
+    from bot.discord.client import CHALLENGE_PERMISSIONS, CHANNEL_PERMISSIONS, INVITE_PERMISSIONS
+
+    for name, _ in (*CHANNEL_PERMISSIONS, *CHALLENGE_PERMISSIONS):
+        assert getattr(INVITE_PERMISSIONS, name), name
+    assert INVITE_PERMISSIONS.manage_threads  # the thread is locked when a challenge ends

@@ -10,6 +10,7 @@ import io
 import os
 import re
 
+import pytest
 import simcord
 from PIL import Image
 
@@ -183,6 +184,22 @@ async def test_broken_image_is_explained_by_the_service(
     assert bot_messages(channel) == []
 
 
+async def test_an_attachment_discord_will_not_hand_out_is_asked_for_again(
+    sim: DiscordSim,
+    channel: simcord.ChannelHandle,
+    alice: simcord.MemberActor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cdn = sim.env.backend.cdn
+    stored = cdn.get
+    monkeypatch.setattr(cdn, "get", lambda url: None if url.endswith("/cat.png") else stored(url))
+    result = await paint(sim, alice, channel)
+    text = refused(sim, result, errors.InvalidImage)
+    assert text == "I couldn't download the photo (**cat.png**) from Discord. Please send it again."
+    assert bot_messages(channel) == []
+    assert sim.service.overview().running is None
+
+
 async def test_queue_full_is_a_private_reply(
     sim: DiscordSim,
     guild: simcord.GuildHandle,
@@ -228,3 +245,52 @@ async def test_help_has_an_example(
     assert result.ephemeral
     assert result.response is not None
     assert "/paint photo:" in (result.response.embeds[0].description or "")
+
+
+def count_fetches(sim: DiscordSim, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The attachment URLs the bot fetches from Discord's CDN from now on."""
+    fetched: list[str] = []
+    cdn = sim.env.backend.cdn
+    stored = cdn.get
+
+    def get(url: str) -> bytes | None:
+        fetched.append(url)
+        return stored(url)
+
+    monkeypatch.setattr(cdn, "get", get)
+    return fetched
+
+
+async def test_past_a_limit_nothing_is_fetched(
+    sim: DiscordSim,
+    channel: simcord.ChannelHandle,
+    alice: simcord.MemberActor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await paint(sim, alice, channel)
+    await sim.running_job()
+    fetched = count_fetches(sim, monkeypatch)
+    result = await paint(sim, alice, channel)
+    assert "already have a painting" in refused(sim, result, errors.LimitReached)
+    assert fetched == []
+    [callback] = [r for r in sim.requests("POST", "/interactions/")][-1:]
+    assert callback.json["type"] == 4  # answered at once: never deferred to download
+
+
+async def test_cancel_stops_only_the_painting_in_the_channel_where_it_is_sent(
+    sim: DiscordSim,
+    guild: simcord.GuildHandle,
+    channel: simcord.ChannelHandle,
+    alice: simcord.MemberActor,
+) -> None:
+    await paint(sim, alice, channel)
+    job = await sim.running_job()
+    elsewhere = guild.create_text_channel("elsewhere")
+    nothing = await alice.slash(elsewhere, "cancel")
+    await sim.settle()
+    assert "no painting in progress" in refused(sim, nothing, errors.JobNotFound)
+    assert sim.service.get(job.id).state is JobState.RUNNING
+    stopped = await alice.slash(channel, "cancel")
+    await sim.events.wait_for(Cancelled, job.id)
+    await sim.settle()
+    assert "Stopping" in private(stopped)

@@ -270,3 +270,75 @@ async def test_a_painting_faster_than_the_status_message_is_still_delivered(
     messages = bot_messages(channel)
     assert sum(1 for m in messages if m.attachments and m.content.startswith(alice.mention)) == 1
     assert all(m.components == [] for m in messages if not m.attachments)
+
+
+async def test_rerolls_are_for_the_owner_and_moderators(
+    sim: DiscordSim,
+    guild: simcord.GuildHandle,
+    channel: simcord.ChannelHandle,
+    alice: simcord.MemberActor,
+    bob: simcord.MemberActor,
+) -> None:
+    await paint(sim, alice, channel, strength=5)
+    job = await sim.running_job()
+    await sim.finish(job.id)
+    result_message = bot_messages(channel)[-1]
+
+    refused = await bob.click(result_message, label="Stronger")
+    await sim.settle()
+    assert private(refused) == "Only alice can paint this again."
+    assert sim.service.overview().running is None
+
+    curators = guild.create_role("Curators")
+    carol = guild.add_member(sim.env.create_user("carol"), roles=[curators])
+    answer = await carol.click(result_message, label="Stronger")
+    await sim.settle()
+    assert "Painting it again, stronger" in private(answer)
+    rerun = await sim.running_job()
+    assert (rerun.parent_id, rerun.user_id, rerun.options.strength) == (job.id, str(carol.id), 7)
+
+
+async def test_delete_acknowledges_before_it_calls_discord(
+    sim: DiscordSim, channel: simcord.ChannelHandle, alice: simcord.MemberActor
+) -> None:
+    await paint(sim, alice, channel)
+    job = await sim.running_job()
+    await sim.finish(job.id)
+    result_message = bot_messages(channel)[-1]
+    mark = len(sim.env.http_requests)
+    deleted = await alice.click(result_message, label="Delete")
+    await sim.settle()
+    assert private(deleted) == "Deleted the painting."
+    calls = [(r.method, r.path) for r in sim.env.http_requests[mark:]]
+    acknowledged = next(i for i, c in enumerate(calls) if c[1].startswith("/interactions/"))
+    removed = calls.index(("DELETE", f"/channels/{channel.id}/messages/{result_message.id}"))
+    assert acknowledged < removed
+    assert sim.requests("POST", "/interactions/")[-1].json["type"] == 5  # deferred
+
+
+async def test_a_result_not_posted_before_a_stop_is_posted_once_after_the_restart(
+    sim: DiscordSim, channel: simcord.ChannelHandle, alice: simcord.MemberActor
+) -> None:
+    """Discord could not be reached while the painting finished, past every retry (the
+    channel and a direct message alike); the bot stopped. The result is posted after the
+    restart, once: not again after the next one."""
+    await paint(sim, alice, channel)
+    job = await sim.running_job()
+    sim.env.inject_error("POST", "/channels/*/messages", status=503, times=None)
+    await sim.finish(job.id)
+    await sim.advance(2)
+    await sim.advance(5)  # the last retry; then a direct message is tried, and fails too
+    assert len(bot_messages(channel)) == 1  # the status message only
+    stored = sim.store.get_job(job.id)
+    assert stored is not None and stored.delivered_at is None
+
+    sim.env.backend.faults.clear()  # Discord is back
+    await sim.restart()
+    results = [m for m in bot_messages(channel) if m.attachments]
+    assert [m.attachments[0].filename for m in results] == [f"atelier-{job.id}.png"]
+    assert results[0].content.startswith(alice.mention)
+    stored = sim.store.get_job(job.id)
+    assert stored is not None and stored.delivered_at is not None
+
+    await sim.restart()
+    assert len([m for m in bot_messages(channel) if m.attachments]) == 1

@@ -14,7 +14,8 @@ long-poll semantics, exactly as in production polling.
     await api.close()
 
 Behaviour copied from Telegram: editing a message to exactly its current content and markup
-answers 400 "message is not modified"; ``getFile`` refuses files over 20 MB; file downloads live
+answers 400 "message is not modified"; texts over 4096 characters and captions over 1024
+answer 400 "message is too long"; ``getFile`` refuses files over 20 MB; file downloads live
 at ``/file/bot<token>/<file_path>``; album items share a ``media_group_id``.
 """
 
@@ -32,6 +33,8 @@ from typing import Any
 from aiohttp import web
 
 DOWNLOAD_LIMIT = 20 * 1024 * 1024
+MESSAGE_LIMIT = 4096  # characters of a text message
+CAPTION_LIMIT = 1024  # characters of a photo's or a document's caption
 NOT_MODIFIED = (
     "Bad Request: message is not modified: specified new message content and reply markup "
     "are exactly the same as a current content and reply markup of the message"
@@ -106,6 +109,7 @@ class FakeBotAPI:
     token: str = "123456:TEST-fake-token"
     bot_username: str = "atelier_test_bot"
     calls: list[Call] = field(default_factory=list)
+    waiting: list[Call] = field(default_factory=list)  # calls held back (see hold())
     downloads: list[str] = field(default_factory=list)  # file paths fetched
     messages: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     admins: dict[int, set[int]] = field(default_factory=dict)  # chat id -> user ids
@@ -117,6 +121,9 @@ class FakeBotAPI:
         self._message_ids = itertools.count(100)
         self._file_ids = itertools.count(1)
         self._files: dict[str, StoredFile] = {}
+        self._lost: set[str] = set()  # file paths whose download answers 404
+        self._unplugged = False  # downloads break off half-way
+        self._held: dict[str, asyncio.Event] = {}  # methods answered only once released
         self._failures: list[Failure] = []
         self._changed = asyncio.Condition()
         self._closing = False
@@ -182,6 +189,15 @@ class FakeBotAPI:
             declared_size=len(data) if declared_size is None else declared_size,
         )
         return file_id
+
+    def lose(self, file_id: str) -> None:
+        """``getFile`` still knows the file, but downloading it answers 404 (as when Telegram's
+        file server has dropped it)."""
+        self._lost.add(self._files[file_id].path)
+
+    def unplug_files(self) -> None:
+        """From now on every download breaks off half-way (the connection drops)."""
+        self._unplugged = True
 
     def file_bytes(self, file_id: str) -> bytes:
         return self._files[file_id].data
@@ -342,6 +358,11 @@ class FakeBotAPI:
             )
         )
 
+    def hold(self, method: str) -> asyncio.Event:
+        """Answer calls of ``method`` only once the returned event is set (a slow upload)."""
+        self._held[method] = asyncio.Event()
+        return self._held[method]
+
     def calls_to(self, *methods: str) -> list[Call]:
         return [c for c in self.calls if c.method in methods]
 
@@ -393,6 +414,12 @@ class FakeBotAPI:
             else:
                 params[key] = str(value)
         call = Call(method=method, params=params, files=files, at=time.monotonic())
+        held = self._held.get(method)
+        if held is not None:
+            self.waiting.append(call)
+            await self._notify()
+            await held.wait()
+            self.waiting.remove(call)
         if method == "getUpdates":
             return web.json_response({"ok": True, "result": await self._do_getUpdates(call)})
         failure = self._take_failure(call)
@@ -417,6 +444,15 @@ class FakeBotAPI:
         if request.match_info["token"] != self.token:
             return web.Response(status=401)
         path = request.match_info["path"]
+        if path in self._lost:
+            return web.Response(status=404, text="Not Found")
+        if self._unplugged:
+            response = web.StreamResponse(headers={"Content-Length": "100000"})
+            await response.prepare(request)
+            await response.write(b"the first bytes")
+            assert request.transport is not None
+            request.transport.close()
+            return response
         for stored in self._files.values():
             if stored.path == path:
                 self.downloads.append(path)
@@ -528,9 +564,17 @@ class FakeBotAPI:
         text = call.params.get("text")
         if not text:
             raise ApiError("Bad Request: message text is empty")
+        if len(text) > MESSAGE_LIMIT:
+            raise ApiError("Bad Request: message is too long")
         return self._new_message(call, text=text)
 
+    @staticmethod
+    def _check_caption(call: Call) -> None:
+        if len(call.text) > CAPTION_LIMIT:
+            raise ApiError("Bad Request: message caption is too long")
+
     async def _do_sendPhoto(self, call: Call) -> Any:
+        self._check_caption(call)
         photo = self._photo_from(call, call.params.get("photo") or "attach://photo")
         content: dict[str, Any] = {"photo": photo}
         if call.params.get("caption"):
@@ -538,6 +582,7 @@ class FakeBotAPI:
         return self._new_message(call, **content)
 
     async def _do_sendDocument(self, call: Call) -> Any:
+        self._check_caption(call)
         value = call.params.get("document") or "attach://document"
         data = call.files.get(str(value).removeprefix("attach://"))
         if data is None:
@@ -579,6 +624,7 @@ class FakeBotAPI:
         return message
 
     async def _do_editMessageCaption(self, call: Call) -> Any:
+        self._check_caption(call)
         message = self._stored(call)
         if "text" in message:
             raise ApiError("Bad Request: there is no caption in the message to edit")
@@ -628,6 +674,11 @@ class FakeBotAPI:
     async def _do_getChatAdministrators(self, call: Call) -> Any:
         chat_id = int(call.params["chat_id"])
         return [self._member(chat_id, uid) for uid in sorted(self.admins.get(chat_id, set()))]
+
+
+def is_file(file_id: str) -> Callable[[Call], bool]:
+    """A ``when`` for :meth:`FakeBotAPI.fail_next`: a ``getFile`` for this file."""
+    return lambda call: call.params.get("file_id") == file_id
 
 
 class ApiError(Exception):

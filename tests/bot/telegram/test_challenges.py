@@ -14,12 +14,15 @@ from typing import Any
 
 import pytest
 
+from bot import replies
 from bot.challenges import Challenges, ChallengeState
+from bot.jobs import Finished, Job, JobState
 from bot.service import PaintService
 from bot.settings import Limits
 from bot.store import Store
+from engine.protocol import PaintOptions
 from tests.bot.telegram.fake_bot_api import Call, FakeBotAPI
-from tests.bot.telegram.harness import running
+from tests.bot.telegram.harness import is_status, job_id_of, manual_service, running
 from tests.fakes import FakeEngine, FakeTime, jpeg_bytes, png_bytes
 
 DAY = 24 * 3600
@@ -349,3 +352,61 @@ async def test_an_entry_too_big_to_fetch_is_explained_as_for_paint(
         assert core.entries(challenge.id) == []
     assert "too large for bots to fetch from Telegram" in refused.text
     assert "something went wrong" not in refused.text
+
+
+async def test_an_entry_past_the_members_limit_is_refused_before_its_photo_is_fetched(
+    api: FakeBotAPI, store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    engine = FakeEngine(auto=False)
+    limits = Limits(per_member=1)
+    service = manual_service(store, data_dir, clock, engine, limits)
+    group = Group(api)
+    admin, rex = group.user(1, "Ada"), group.user(5, "Rex")
+    api.admins[GROUP_ID] = {admin["id"]}
+    async with service, challenges_on(api, service, store, data_dir, limits, clock):
+        after = group.send_photo(admin, PAINTING, "/challenge start 1d Poppies")
+        await api.wait_call("sendPhoto", after=after)
+        after = group.send_photo(rex, jpeg_bytes((48, 40)), "/challenge enter")
+        status = await api.wait_call("sendPhoto", where=is_status, after=after)
+        await engine.wait_started(job_id_of(status))
+        fetched = len(api.downloads)
+        refused = await group.reply(group.send_photo(rex, jpeg_bytes(), "/challenge enter"))
+    assert refused.text == replies.in_progress(1, 1)
+    assert len(api.downloads) == fetched
+
+
+async def test_standings_too_long_for_one_message_are_cut_short_with_a_note(
+    api: FakeBotAPI,
+    service: PaintService,
+    store: Store,
+    data_dir: Path,
+    limits: Limits,
+    clock: FakeTime,
+) -> None:
+    group = Group(api)
+    admin, sam = group.user(1, "Ada"), group.user(6, "Sam")
+    api.admins[GROUP_ID] = {admin["id"]}
+    async with challenges_on(api, service, store, data_dir, limits, clock) as core:
+        after = group.send_photo(admin, PAINTING, "/challenge start 1d Poppies")
+        await api.wait_call("sendPhoto", after=after)
+        challenge = core.open_in("telegram", str(GROUP_ID))
+        assert challenge is not None
+        for n in range(30):  # thirty entries by members with very long names
+            job = Job(
+                id=f"long{n}",
+                platform="telegram",
+                chat_id=str(GROUP_ID),
+                user_id=str(100 + n),
+                user_name=f"{n:02d} " + "Bartholomew-Maximilian " * 7,
+                options=PaintOptions(),
+                state=JobState.DONE,
+                created_at=clock(),
+                photo_path="p",
+                painting_path="q",
+                challenge_id=challenge.id,
+            )
+            core.accept(Finished(job=job, result_png=png_bytes((8, 8)), seconds=1.0))
+        standings = await group.reply(group.send(sam, "/challenge standings"))
+    assert len(standings.text) <= 4096
+    assert standings.text.endswith(replies.CUT_SHORT)
+    assert "00 Bartholomew" in standings.text

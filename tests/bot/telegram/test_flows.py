@@ -6,9 +6,13 @@ Timers (album wait, guided-flow timeout) run on fake time where a test needs to 
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from bot import replies
 from bot.jobs import JobState
 from bot.options import rerolls_for
 from bot.service import PaintService
+from bot.store import Store
 from tests.bot.telegram.fake_bot_api import FakeBotAPI
 from tests.bot.telegram.harness import (
     PAINTING,
@@ -16,11 +20,13 @@ from tests.bot.telegram.harness import (
     THUMB,
     ask_with_reply,
     edits_of,
+    job_id_of,
+    manual_service,
     result_of,
     running,
     status_of,
 )
-from tests.fakes import FakeTime
+from tests.fakes import FakeEngine, FakeTime
 
 
 async def test_album_with_caption_makes_one_job_and_delivers_photo_and_file(
@@ -56,7 +62,8 @@ async def test_album_with_caption_makes_one_job_and_delivers_photo_and_file(
     assert photo.chat_id == document.chat_id == alice["id"]
     assert photo.upload("photo") == document.upload("document") == service.result_png(job)
     offered = [d for _, d in photo.buttons]
-    assert offered == [f"reroll:{way.key}:{job_id}" for way in rerolls_for(job.options)]
+    rerolls = [f"reroll:{way.key}:{job_id}" for way in rerolls_for(job.options)]
+    assert offered == [*rerolls, f"delete:{job_id}:0"]
     assert {f"reroll:{key}:{job_id}" for key in ("stronger", "softer", "keep_colors")} <= set(
         offered
     )
@@ -235,3 +242,61 @@ async def test_an_image_type_the_engine_cannot_read_is_refused_before_downloadin
     assert "HEIC" in refused.text.replace("IMG_0001.HEIC", "")
     assert "PNG, JPEG, WebP, BMP, GIF or TIFF" in refused.text
     assert not api.calls_to("getFile")
+
+
+async def test_past_a_limit_nothing_is_downloaded(
+    api: FakeBotAPI, store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    """A member with a painting in progress is refused before their images are fetched, in
+    every way of asking: an album, a reply, a guided /paint (at once, not after two prompts)."""
+    engine = FakeEngine(auto=False)
+    service = manual_service(store, data_dir, clock, engine)
+    pia = api.user(4141, "Pia")
+    chat = api.private_chat(pia)
+    async with service, running(api, service):
+        ask_with_reply(api, pia, chat)
+        status, _ = await status_of(api)
+        await engine.wait_started(job_id_of(status))
+        fetched = len(api.downloads)
+
+        mark = len(api.calls)
+        ask_with_reply(api, pia, chat)
+        by_reply = await api.wait_call("sendMessage", after=mark)
+        mark = len(api.calls)
+        api.push_message(
+            api.photo_message(pia, chat, PHOTO, caption="/paint", media_group_id="a1"),
+            api.photo_message(pia, chat, PAINTING, media_group_id="a1"),
+        )
+        by_album = await api.wait_call("sendMessage", after=mark)
+        mark = len(api.calls)
+        api.push_message(api.text_message(pia, chat, "/paint"))
+        guided = await api.wait_call("sendMessage", after=mark)
+    in_progress = replies.in_progress(1, 1)
+    assert by_reply.text == by_album.text == guided.text == in_progress
+    assert len(api.downloads) == fetched
+    assert not [c for c in api.calls if c.text == replies.ASK_PHOTO]
+    assert service.overview().waiting == ()
+
+
+async def test_cancel_stops_only_a_painting_in_the_chat_where_it_is_sent(
+    api: FakeBotAPI, store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    engine = FakeEngine(auto=False)
+    service = manual_service(store, data_dir, clock, engine)
+    quin = api.user(4343, "Quin")
+    here, elsewhere = api.group_chat(-1001, "Here"), api.group_chat(-1002, "Elsewhere")
+    async with service, running(api, service):
+        ask_with_reply(api, quin, here)
+        status, _ = await status_of(api)
+        job_id = job_id_of(status)
+        await engine.wait_started(job_id)
+        mark = len(api.calls)
+        api.push_message(api.text_message(quin, elsewhere, "/cancel"))
+        nothing = await api.wait_call("sendMessage", after=mark)
+        assert nothing.chat_id == -1002
+        assert nothing.text == replies.NOTHING_TO_CANCEL
+        assert service.get(job_id).state is JobState.RUNNING
+        mark = len(api.calls)
+        api.push_message(api.text_message(quin, here, "/cancel"))
+        await api.wait_call("sendMessage", after=mark)
+        await api.wait_until(lambda: service.get(job_id).state is JobState.CANCELLED)

@@ -7,11 +7,17 @@ test needs to control it.
 
 from __future__ import annotations
 
+import asyncio
+import io
 from pathlib import Path
+
+from PIL import Image
 
 from bot.jobs import JobState
 from bot.service import PaintService
 from bot.store import Store
+from bot.telegram.status import PLACEHOLDER_PICTURE
+from tests.bot.conftest import Decodes
 from tests.bot.telegram.fake_bot_api import NOT_MODIFIED, FakeBotAPI
 from tests.bot.telegram.harness import (
     ask_with_reply,
@@ -286,3 +292,99 @@ def test_typed_button_data_reads_buttons_posted_before_it_was_typed() -> None:
     assert VoteButton.unpack("vote:12") == VoteButton(entry=12)
     assert WithdrawButton.unpack("withdraw:3") == WithdrawButton(entry=3)
     assert RerollButton(change="softer", job="x1").pack() == "reroll:softer:x1"
+
+
+async def test_the_status_picture_is_made_in_the_sandbox(
+    api: FakeBotAPI, service: PaintService, no_decoding: Decodes
+) -> None:
+    """The bot process holds the token: the member's photo is made small in a child process
+    (a real sandbox), never decoded here."""
+    ada = api.user(3131, "Ada")
+    chat = api.private_chat(ada)
+    async with running(api, service):
+        ask_with_reply(api, ada, chat)
+        status, _ = await status_of(api)
+        await result_of(api)
+    assert no_decoding.calls == []
+    no_decoding.stop()
+    picture = status.upload("photo")
+    assert picture is not None
+    assert picture != PLACEHOLDER_PICTURE
+    with Image.open(io.BytesIO(picture)) as shown:
+        assert (shown.format, shown.size) == ("JPEG", (96, 64))
+        red, _green, blue = shown.convert("RGB").getpixel((48, 32))
+    assert blue > 150 > red  # the member's blue photo
+
+
+async def test_a_result_not_posted_before_a_stop_is_posted_once_after_the_restart(
+    api: FakeBotAPI, store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    """Telegram was down while the painting finished, past every retry; the bot stopped. The
+    result is posted after the restart, once: not again after the next one."""
+    engine = FakeEngine(auto=False)
+    service = manual_service(store, data_dir, clock, engine)
+    ticks = FakeTime(auto=True)  # the retries' pauses pass at once
+    ivo = api.user(3232, "Ivo")
+    chat = api.private_chat(ivo)
+    async with service, running(api, service, clock=ticks, sleep=ticks.sleep):
+        ask_with_reply(api, ivo, chat)
+        status, _ = await status_of(api)
+        job_id = job_id_of(status)
+        await engine.wait_started(job_id)
+        for _ in range(5):
+            api.fail_next("sendPhoto", status=502, description="Bad Gateway", when=is_result)
+        engine.finish(job_id)
+        await api.wait_until(lambda: len([c for c in api.calls if is_result(c)]) == 5)
+        await service.drained()
+    assert service.get(job_id).state is JobState.DONE
+    assert store.get_job(job_id).delivered_at is None  # type: ignore[union-attr]
+    assert not [c for c in api.calls_to("sendDocument") if c.error is None]
+
+    def delivered_at() -> float | None:
+        job = store.get_job(job_id)
+        assert job is not None
+        return job.delivered_at
+
+    mark = len(api.calls)
+    service = manual_service(store, data_dir, clock, FakeEngine(auto=False))
+    async with service, running(api, service):
+        result, result_id = await result_of(api, after=mark)
+        await api.wait_call("sendDocument", after=mark)
+        await api.wait_until(lambda: delivered_at() is not None)
+    # The next start has nothing to deliver: no Finished is even announced.
+    mark = len(api.calls)
+    service = manual_service(store, data_dir, clock, FakeEngine(auto=False))
+    async with service, running(api, service):
+        await api.wait_call("getMe", after=mark)
+        await service.drained()
+    delivered = [c for c in api.calls if is_result(c) and c.error is None]
+    assert [job_id_of(c) for c in delivered] == [job_id]
+    assert result_id == job_id
+    assert result.params["reply_parameters"]["message_id"] == status.result["message_id"]
+    assert len([c for c in api.calls_to("sendDocument") if c.error is None]) == 1
+
+
+async def test_a_result_for_a_chat_that_is_gone_is_not_tried_at_every_start(
+    api: FakeBotAPI, store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    engine = FakeEngine(auto=False)
+    service = manual_service(store, data_dir, clock, engine)
+    zoe = api.user(3434, "Zoe")
+    group = api.group_chat(-700)
+    async with service, running(api, service):
+        ask_with_reply(api, zoe, group)
+        status, _ = await status_of(api)
+        job_id = job_id_of(status)
+        await engine.wait_started(job_id)
+        api.fail_next("sendPhoto", description="Bad Request: chat not found", when=is_result)
+        api.fail_next("sendDocument", description="Bad Request: chat not found")
+        engine.finish(job_id)
+        await api.wait_call("sendDocument")
+        for _ in range(10_000):  # loop turns, not time: the bot makes no further call
+            stored = store.get_job(job_id)
+            if stored is not None and stored.delivered_at is not None:
+                break
+            await asyncio.sleep(0)
+    stored = store.get_job(job_id)
+    assert stored is not None and stored.delivered_at is not None
+    assert [c.status for c in api.calls_to("sendDocument")] == [400]  # tried once, not again
