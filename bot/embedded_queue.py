@@ -198,13 +198,15 @@ class EmbeddedQueue:
                 if self._running is not None:
                     # A graceful stop is not a crash: the job runs again first thing, and this
                     # interruption does not count against it.
-                    self._report(RunRequeued(job.id, "", self._running.attempts + 1, "released"))
+                    attempt = self._running.attempts + 1
+                    self._running = None
+                    self._on_update(RunRequeued(job.id, "", attempt, "released"))
                 raise
             except Exception:
                 errors_in_a_row += 1
                 log.exception("job %s: unexpected error in the run loop", job.id)
                 if self._running is not None:
-                    self._report(RunFailed(job.id, "", "internal", replies.OUR_FAULT))
+                    await self._end(RunFailed(job.id, "", "internal", replies.OUR_FAULT))
             finally:
                 self._running = None
             if errors_in_a_row:
@@ -212,10 +214,16 @@ class EmbeddedQueue:
                 await self._sleep(RUN_LOOP_BACKOFF[min(errors_in_a_row, len(RUN_LOOP_BACKOFF)) - 1])
 
     def _report(self, update: RunUpdate) -> None:
-        """Hand ``update`` to the service; an outcome ends the job in hand."""
-        if not isinstance(update, RunStarted | RunPlanned | RunProgress):
-            self._running = None
+        """Hand a step of the job in hand to the service (its outcome: :meth:`_end`)."""
         self._on_update(update)
+
+    async def _end(self, update: RunUpdate) -> None:
+        """Hand the outcome of the job in hand to the service, and wait for what follows
+        from it (a result handed out) before the next job."""
+        self._running = None
+        pending = self._on_update(update)
+        if pending is not None:
+            await pending
 
     async def _run(self, job: Job) -> None:
         job = replace(job, state=JobState.RUNNING, attempts=job.attempts + 1)
@@ -242,8 +250,7 @@ class EmbeddedQueue:
             await self._after_crash(job, str(error))
             return
         if isinstance(outcome, protocol.JobDone):
-            png = await _read(outcome.result_path, job.id)
-            self._report(
+            await self._end(
                 RunDone(
                     job.id,
                     "",
@@ -252,13 +259,12 @@ class EmbeddedQueue:
                     work=outcome.work,
                     width=outcome.width,
                     height=outcome.height,
-                    png=png,
                 )
             )
         elif isinstance(outcome, protocol.JobCancelled):
-            self._report(RunCancelled(job.id, "", self._cancel_requests.pop(job.id, "")))
+            await self._end(RunCancelled(job.id, "", self._cancel_requests.pop(job.id, "")))
         else:
-            self._report(RunFailed(job.id, "", outcome.code, outcome.message))
+            await self._end(RunFailed(job.id, "", outcome.code, outcome.message))
 
     def _engine_update(self, update: JobUpdate) -> None:
         job = self._running
@@ -287,19 +293,19 @@ class EmbeddedQueue:
         await self._engine.cancel(job.id)
         # The engine was busy with this job; restart it so the next job starts on a clean one.
         await self._restart_engine()
-        self._report(RunFailed(job.id, "", "timeout", replies.too_slow(self._job_timeout)))
+        await self._end(RunFailed(job.id, "", "timeout", replies.too_slow(self._job_timeout)))
 
     async def _after_crash(self, job: Job, reason: str) -> None:
         job = replace(job, crashes=job.crashes + 1)
         log.error("job %s: engine died (%s); crash %d for this job", job.id, reason, job.crashes)
         await self._restart_engine()
         if job.id in self._cancel_requests:
-            self._report(RunCancelled(job.id, "", self._cancel_requests.pop(job.id)))
+            await self._end(RunCancelled(job.id, "", self._cancel_requests.pop(job.id)))
         elif job.crashes >= 2:
-            self._report(RunFailed(job.id, "", "engine_crashed", replies.CRASHED_TWICE))
+            await self._end(RunFailed(job.id, "", "engine_crashed", replies.CRASHED_TWICE))
         else:
             self._waiting.insert(0, replace(job, state=JobState.QUEUED))  # it already ran
-            self._report(RunRequeued(job.id, "", job.attempts + 1, "engine_crashed"))
+            await self._end(RunRequeued(job.id, "", job.attempts + 1, "engine_crashed"))
             self._wake.set()
 
     async def _restart_engine(self) -> None:
@@ -314,12 +320,3 @@ class EmbeddedQueue:
                 log.exception("engine restart failed; trying again in %.0fs", delay)
                 await self._sleep(delay)
                 delay = min(delay * 2, 60.0)
-
-
-async def _read(path: str, job_id: str) -> bytes | None:
-    """A result's bytes, read off the event loop; None when the file cannot be read."""
-    try:
-        return await asyncio.to_thread(Path(path).read_bytes)
-    except OSError as error:
-        log.warning("job %s: its result can no longer be read (%s)", job_id, error)
-        return None

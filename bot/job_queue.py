@@ -31,13 +31,14 @@ Updates map to the job events members see: ``RunStarted`` -> ``Started`` (a reru
 restarts on another GPU); ``RunDone`` -> ``Finished`` (the result is in the results folder);
 ``RunFailed`` -> ``Failed``; ``RunCancelled`` -> ``Cancelled``; :class:`QueueMoved` -> new
 positions. After handling one with an ``event_id``, the service stores the id; passing it to
-``start`` replays what came after (a bot restart loses nothing). Updates may repeat after a
-replay or a reconcile: one for a job that is already finished is skipped.
+``start`` replays what came after (a bot restart loses nothing). An outcome may come twice
+across a restart (a reconcile at start, then the replayed stream): the second, for a job that
+has finished already, is skipped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, Protocol
@@ -117,7 +118,7 @@ class RunDone(RunUpdate):
     work: int
     width: int
     height: int
-    png: bytes | None = None  # the result, read already; None when it could not be read
+    png: bytes | None = None  # the result, when already in hand (else read from result_path)
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,9 @@ class QueueMoved:
 
 
 Update = RunUpdate | QueueMoved
-UpdateHandler = Callable[[Update], None]
+# Handles an update at once; when that needs I/O before the queue's next step (a finished
+# painting read from disk and handed out), it returns an awaitable for the queue to await.
+UpdateHandler = Callable[[Update], Awaitable[None] | None]
 KnownJobs = Callable[[], Sequence[Job]]
 
 

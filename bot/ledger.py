@@ -72,6 +72,11 @@ class Ledger:
         if job.id in self._jobs:
             self._jobs[job.id] = job
 
+    def let_go(self, job_id: str) -> None:
+        """Out of hand without an end (the bot stops; the next start takes it up again)."""
+        self._jobs.pop(job_id, None)
+        self.progress.pop(job_id, None)
+
     def save(self, job: Job) -> bool:
         """Write ``job``'s state; if that fails, log it and keep the state to write again
         later. Never raises."""

@@ -133,6 +133,7 @@ class ScaledQueue:
         self._view = QueueView(capacity=0)
         self._seen: dict[str, Stranger | None] = {}  # waiting ids looked up; None: this bot's
         self._admitting: set[str] = set()  # admissions in flight
+        self._settled: set[str] = set()  # outcomes a reconcile reported, before their event
 
     # -- what the service reads ----------------------------------------------------------------
 
@@ -301,6 +302,7 @@ class ScaledQueue:
                 update = await self._to_update(event)
                 if update is not None:
                     report.outcomes.append(update)
+                    self._settled.add(job.id)
         if report.readmitted or report.cancelled or report.outcomes:
             log.info(
                 "reconciled with Redis: %d admitted again, %d cancelled, %d outcomes recovered",
@@ -360,11 +362,14 @@ class ScaledQueue:
                 if self._lost_contact:
                     self._lost_contact = False
                     for outcome in (await self._reconcile(known)).outcomes:
-                        _hand(on_update, outcome)
+                        await _hand(on_update, outcome)
                 for event in events:
-                    update = await self._to_update(event)
-                    if update is not None:
-                        _hand(on_update, update)
+                    if event.type in redis_jobs.OUTCOMES and event.job_id in self._settled:
+                        self._settled.discard(event.job_id)  # reported by a reconcile already
+                    else:
+                        update = await self._to_update(event)
+                        if update is not None:
+                            await _hand(on_update, update)
                     self._after = event.id
                 delay = 0.5
             except asyncio.CancelledError:
@@ -404,7 +409,7 @@ class ScaledQueue:
                 before = self._view.order
                 await self.refresh()
                 if self._view.order != before:
-                    _hand(on_update, QueueMoved())
+                    await _hand(on_update, QueueMoved())
             except asyncio.CancelledError:
                 raise
             except UNREACHABLE:
@@ -506,10 +511,12 @@ class ScaledQueue:
         )
 
 
-def _hand(on_update: UpdateHandler, update: Update) -> None:
+async def _hand(on_update: UpdateHandler, update: Update) -> None:
     """Give the service an update; a failure there is logged, and the stream moves on."""
     try:
-        on_update(update)
+        pending = on_update(update)
+        if pending is not None:
+            await pending
     except Exception:
         log.exception("handling %s failed", type(update).__name__)
 

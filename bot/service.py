@@ -51,7 +51,7 @@ from typing import Final
 
 from bot import eta, housekeeping, replies
 from bot.admission import Admission, Reservation
-from bot.delivery import Deliveries
+from bot.delivery import Deliveries, load_finished
 from bot.embedded_queue import EmbeddedQueue, next_turn, run_order
 from bot.errors import (
     InvalidImage,
@@ -188,7 +188,9 @@ class PaintService:
         await self._recover_deliveries()
         report = await self._queue.reconcile(known)
         for update in report.outcomes:
-            self._apply(update, recovering=True)
+            pending = self._apply(update, recovering=True)
+            if pending is not None:
+                await pending
         await self._queue.start(after=self._store.get_meta(EVENTS_READ))
         self._tasks.append(self._supervisor.spawn("paint-run-loop", self._run_loop))
         self._tasks.append(self._supervisor.spawn("paint-housekeeping", self._housekeeping_loop))
@@ -667,8 +669,10 @@ class PaintService:
 
     # -- what the queue reports ----------------------------------------------------------------
 
-    def _apply(self, update: Update, *, recovering: bool = False) -> None:
-        """One step of a job from the queue: write its state, then tell the listeners.
+    def _apply(self, update: Update, *, recovering: bool = False) -> Awaitable[None] | None:
+        """One step of a job from the queue: write its state, then tell the listeners. A
+        finished painting is then read and handed out by the awaitable returned, which the
+        queue awaits before its next step.
 
         ``recovering``: found at start, before anyone listens (nothing is announced but
         failures, which listeners added later get too).
@@ -676,7 +680,8 @@ class PaintService:
         self._ledger.save_again()
         if isinstance(update, QueueMoved):
             self._announce_positions()
-            return
+            return None
+        pending: Awaitable[None] | None = None
         job = self._ledger.find(update.job_id)
         if job is None:
             log.debug(
@@ -692,7 +697,7 @@ class PaintService:
         elif isinstance(update, RunRequeued):
             self._requeued(job, update, recovering=recovering)
         elif isinstance(update, RunDone):
-            self._done(job, update)
+            pending = self._done(job, update)
         elif isinstance(update, RunFailed):
             if update.code == "engine_crashed":
                 job = replace(job, crashes=job.crashes + 1)
@@ -705,6 +710,7 @@ class PaintService:
             self._announce_positions()
         if update.event_id:
             self._remember(update.event_id)
+        return pending
 
     def _started(self, job: Job, update: RunStarted) -> None:
         job = replace(
@@ -748,6 +754,7 @@ class PaintService:
         self._ledger.progress.pop(job.id, None)
         if self._closed:
             log.info("job %s was running at shutdown; it runs again at the next start", job.id)
+            self._ledger.let_go(job.id)
             return
         if recovering:
             return
@@ -758,7 +765,7 @@ class PaintService:
         )
         self._announce_positions()
 
-    def _done(self, job: Job, update: RunDone) -> None:
+    def _done(self, job: Job, update: RunDone) -> Awaitable[None]:
         self._speed.learn(update.work or job.work, update.seconds)
         job = self._finish(
             job, JobState.DONE, result_path=update.result_path, seconds=update.seconds
@@ -773,10 +780,18 @@ class PaintService:
             update.height,
             (job.finished_at or 0) - job.created_at,
         )
-        if update.png is None:
+        return self._hand_out(job, update.png)
+
+    async def _hand_out(self, job: Job, png: bytes | None) -> None:
+        """A finished painting to the listeners: its result read (off the event loop) unless
+        the queue had it in hand; one that cannot be read fails."""
+        if png is None:
+            finished = await load_finished(job)
+        else:
+            finished = Finished(job=job, result_png=png, seconds=job.seconds or 0.0)
+        if finished is None:
             self._finish_failed(job, "internal", replies.OUR_FAULT)
         else:
-            finished = Finished(job=job, result_png=update.png, seconds=job.seconds or 0.0)
             self._deliveries.finished(job, finished, self._listeners)
 
     def _remember(self, event_id: str) -> None:
