@@ -258,6 +258,7 @@ async def test_the_scaled_mode_through_build_and_run_with_metrics(
         )
         result = await api.wait_call("sendDocument", within=60)
         assert (result.upload("document") or b"").startswith(b"\x89PNG")
+        await atelier.service.drained()  # the metrics' listener has had the events too
         metrics = await asyncio.to_thread(http_get, port, "/metrics")
         assert 'atelier_jobs_finished_total{outcome="done",reason="",role="bot"} 1.0' in metrics
         assert await asyncio.to_thread(http_get, port, "/healthz") == "ok\n"
@@ -294,7 +295,8 @@ class Announcement(logging.Handler):
     def watching(self) -> Iterator[None]:
         logger = logging.getLogger("bot")
         logger.addHandler(self)
-        old, logger.level = logger.level, logging.INFO
+        old = logger.level
+        logger.setLevel(logging.INFO)  # (setLevel, not the attribute: it clears level caches)
         try:
             yield
         finally:
