@@ -33,7 +33,7 @@ from bot import monitoring, redaction
 from bot.challenges import Challenges
 from bot.discord import AtelierDiscord, build_client
 from bot.folder_lock import FolderInUse, FolderLock
-from bot.job_queue import JobQueue
+from bot.job_queue import JobQueue, QueueUnavailable
 from bot.sandbox import SECRET_NAME, Sandbox, scrub_environment
 from bot.service import PaintService
 from bot.settings import ConfigError, Settings, load_environment
@@ -216,6 +216,8 @@ async def _start(service: PaintService) -> None:
         raise StartupError(
             "the engine did not get ready in time (loading the model took too long)"
         ) from None
+    except QueueUnavailable as error:
+        raise StartupError(f"the job queue cannot be used: {error}") from None
 
 
 async def _serve_metrics(service: PaintService, port: int) -> monitoring.MonitoringServer:

@@ -46,6 +46,10 @@ from typing import Final, Protocol
 from bot.jobs import Job
 
 
+class QueueUnavailable(Exception):
+    """The queue cannot be used by this process; the message says why and what to change."""
+
+
 class CancelResult(StrEnum):
     CANCELLED = "cancelled"  # it was waiting; it is gone now
     SIGNALLED = "signalled"  # it is running; its engine stops within one iteration

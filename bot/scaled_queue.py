@@ -10,11 +10,18 @@ SQLite row keeps it for :meth:`ScaledQueue.reconcile`).
 :meth:`ScaledQueue.serve` runs three loops. One reader follows this bot's event stream
 (``XREAD BLOCK`` <= 2 s on a connection of its own) and turns events into
 :class:`~bot.job_queue.RunUpdate` values for the service, in order; a finished painting's PNG
-is fetched from its blob and written to the results folder first. After Redis was unreachable
-it reconciles before reading on. A reaper takes back the jobs of dead hosts, as every agent
-does too (idempotent). A third keeps the snapshot that :meth:`ScaledQueue.view` answers from:
-the waiting order (other bots' jobs too), jobs running elsewhere, devices alive; every 2 s and
-soon after this bot changes something.
+is fetched from its blob and written to the results folder first. After Redis was unreachable,
+or restarted (its run id changed), it reconciles before reading on; an outcome a reconcile
+reported is not reported again when its event comes. A reaper takes back the jobs of dead
+hosts, as every agent does too (idempotent). A third keeps the snapshot that
+:meth:`ScaledQueue.view` answers from: the waiting order (other bots' jobs too), jobs running
+elsewhere, devices alive; every 2 s and soon after this bot changes something.
+
+A bot id is one process's: a reconcile first takes the id's name in Redis (a key with an
+expiry the reaper renews, dropped at a clean stop), and a second process on the same id is
+refused with :class:`~bot.job_queue.QueueUnavailable`, after waiting out a name left by one
+that died. Two processes on one id would read each other's events and cancel each other's
+jobs as strays.
 
 Never imports discord, aiogram or torch.
 """
@@ -45,6 +52,7 @@ from bot.job_queue import (
     Held,
     KnownJobs,
     QueueMoved,
+    QueueUnavailable,
     QueueView,
     Reconciled,
     RunCancelled,
@@ -72,6 +80,8 @@ from engine.redis_jobs import (
 )
 
 log = logging.getLogger(__name__)
+
+NAME_TTL = 15.0  # seconds a dead bot process keeps its bot id's name
 
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OutOfMemoryError, ReadOnlyError, OSError)
 PAUSED = replies.PAUSED
@@ -107,7 +117,10 @@ class ScaledQueue:
         lease: float = redis_jobs.LEASE,
         block_ms: int = redis_jobs.BLOCK_MS,
         keys: redis_jobs.Keys | None = None,
+        name_ttl: float = NAME_TTL,
     ) -> None:
+        """``bot_id`` names this bot's event stream and jobs in Redis: one process at a time
+        may use it (another one waits up to ``name_ttl`` seconds, then gives up)."""
         self._url = url
         self.bot_id = bot_id
         self._limits = limits
@@ -134,6 +147,9 @@ class ScaledQueue:
         self._seen: dict[str, Stranger | None] = {}  # waiting ids looked up; None: this bot's
         self._admitting: set[str] = set()  # admissions in flight
         self._settled: set[str] = set()  # outcomes a reconcile reported, before their event
+        self._token = secrets.token_hex(8)  # this process, holding the bot id's name
+        self._name_ttl = max(name_ttl, 3 * reap_every)  # renewed by the reaper
+        self._named = False
 
     # -- what the service reads ----------------------------------------------------------------
 
@@ -204,6 +220,9 @@ class ScaledQueue:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._block_ms / 1000 + 5):
                     await self._served.wait()
+        if self._named:  # the next process with this bot id need not wait for it to expire
+            with contextlib.suppress(*UNREACHABLE):
+                await self.jobs.drop_name(self.bot_id, self._token)
         await self._client.aclose()
 
     # -- JobQueue ------------------------------------------------------------------------------
@@ -278,6 +297,7 @@ class ScaledQueue:
             return Reconciled()
 
     async def _reconcile(self, known: KnownJobs) -> Reconciled:
+        await self._take_name()  # before anything of this bot id is cancelled
         report = Reconciled()
         in_redis = await self.jobs.bot_jobs(self.bot_id)
         # Read after Redis: a job admitted meanwhile is known here by now.
@@ -333,6 +353,24 @@ class ScaledQueue:
         )
         return await self.jobs.admit(new, limits)
 
+    async def _take_name(self) -> None:
+        """Hold this bot id's name in Redis, waiting for one that a process which just died
+        still holds; :class:`QueueUnavailable` if another process keeps it."""
+        deadline = time.monotonic() + self._name_ttl + 1
+        waited = False
+        while not await self.jobs.hold_name(self.bot_id, self._token, self._name_ttl):
+            self._named = False
+            if time.monotonic() > deadline:
+                raise QueueUnavailable(
+                    f"another bot process uses the bot id {self.bot_id!r} in this Redis; give "
+                    "each bot its own ATELIER_BOT_ID"
+                )
+            if not waited:
+                log.warning("bot id %s is held by another process; waiting", self.bot_id)
+                waited = True
+            await asyncio.sleep(1.0)
+        self._named = True
+
     def _unreachable(self, error: BaseException) -> None:
         if self.reachable:
             log.warning("Redis unreachable (%s); new paintings are paused", error)
@@ -360,8 +398,9 @@ class ScaledQueue:
                     return  # not handled: a later start(after=...) replays them
                 self._reached()
                 if self._lost_contact:
+                    outcomes = (await self._reconcile(known)).outcomes
                     self._lost_contact = False
-                    for outcome in (await self._reconcile(known)).outcomes:
+                    for outcome in outcomes:
                         await _hand(on_update, outcome)
                 for event in events:
                     if event.type in redis_jobs.OUTCOMES and event.job_id in self._settled:
@@ -385,6 +424,15 @@ class ScaledQueue:
     async def _reap_loop(self) -> None:
         while not self._closing:
             try:
+                if self._named and not await self.jobs.hold_name(
+                    self.bot_id, self._token, self._name_ttl
+                ):
+                    self._named = False
+                    log.error(
+                        "another bot process took the bot id %s: give each its own "
+                        "ATELIER_BOT_ID (the two now read each other's events)",
+                        self.bot_id,
+                    )
                 reaped = await self.jobs.reap()
                 if reaped.requeued or reaped.failed or reaped.cancelled:
                     log.info(

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bot import errors, replies
+from bot.job_queue import QueueUnavailable
 from bot.jobs import (
     Cancelled,
     Finished,
@@ -65,6 +66,7 @@ class Bot:
         bot_id: str = "bot1",
         limits: Limits = LIMITS,
         refresh_every: float = 0.2,
+        name_ttl: float = 15.0,
     ) -> None:
         self.store = Store.open(folder / "atelier.sqlite3")
         self.queue = ScaledQueue(
@@ -75,6 +77,7 @@ class Bot:
             reap_every=0.25,
             refresh_every=refresh_every,
             lease=LEASE,
+            name_ttl=name_ttl,
         )
         self.service = PaintService(
             store=self.store, queue=self.queue, limits=limits, data_dir=folder
@@ -161,6 +164,25 @@ async def test_etas_divide_the_queue_by_the_devices_alive(bot: Bot, redis: Redis
     one = jobs[0].work * bot.service.seconds_per_work
     assert [etas[job.id] for job in jobs] == pytest.approx([one, one, 2 * one, 2 * one])
     assert bot.service.status().devices_alive == 2
+
+
+async def test_one_bot_process_per_bot_id(redis_url: str, tmp_path: Path) -> None:
+    """Two processes on one bot id would read each other's events and cancel each other's
+    jobs as strays: the second is refused (after waiting out a name left by a dead one)."""
+    first = Bot(redis_url, tmp_path / "one", bot_id="same", name_ttl=1)
+    await first.service.start()
+    second = Bot(redis_url, tmp_path / "two", bot_id="same", name_ttl=1)
+    job = await first.service.submit(request("a"))
+    with pytest.raises(QueueUnavailable, match="give each bot its own ATELIER_BOT_ID"):
+        await second.service.start()
+    await second.close()
+    assert first.service.get(job.id).state is JobState.QUEUED  # not cancelled as a stray
+    assert await first.queue.order() == [job.id]
+    await first.close()  # a clean stop hands the name over at once
+    third = Bot(redis_url, tmp_path / "one", bot_id="same", name_ttl=600)
+    await asyncio.wait_for(third.service.start(), 5)
+    assert third.service.get(job.id).state is JobState.QUEUED
+    await third.close()
 
 
 # -- limits ---------------------------------------------------------------------------------------
