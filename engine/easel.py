@@ -21,7 +21,7 @@ from PIL import Image
 from torch import Tensor
 
 from engine import schedule
-from engine.colour import rgb_to_ycbcr, to_image, to_tensor, ycbcr_to_rgb
+from engine.colour import match_colours, rgb_to_ycbcr, to_image, to_tensor, ycbcr_to_rgb
 from engine.errors import Cancelled
 from engine.paint_settings import PaintSettings
 from engine.progress import ProgressCallback, StepHook, Tracker
@@ -135,7 +135,9 @@ class Easel:
         return rgb_to_ycbcr(self.photo_t)[:, :1] if self.settings.keep_colors else self.photo_t
 
     def initial_canvas(self) -> Tensor:
-        """The previous scale's canvas upsampled, or (first scale) the photo or seeded noise."""
+        """The previous scale's canvas upsampled, or (first scale) the photo, the photo in the
+        painting's colours (``init="colour"``; the photo's own with ``keep_colors``) or seeded
+        noise."""
         _, _, h, w = self.photo_t.shape
         if self.canvas is not None:
             canvas = F.interpolate(self.canvas, size=(h, w), mode="bicubic", align_corners=False)
@@ -143,6 +145,10 @@ class Easel:
         if self.settings.init == "noise":
             noise = torch.rand((1, self.channels, h, w), generator=self.generator)
             return noise.to(self.device)
+        if self.settings.init == "colour" and not self.settings.keep_colors:
+            # The painting's colour statistics, from a small copy (64x64 is plenty for 3x3).
+            small = self.painting.resize((64, 64), Image.Resampling.BOX)
+            return match_colours(self.photo_t, to_tensor(small, self.device))
         return self.content_input().clone()
 
     def as_rgb(self, canvas: Tensor) -> Tensor:

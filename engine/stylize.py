@@ -347,6 +347,7 @@ class Stylist:
             optimizer=s.optimizer,
             history=s.lbfgs_history,
             adam_lr=s.adam_lr,
+            adam_betas=s.adam_betas,
             network=_network_key(s),
             content_layer=s.content_layer,
             style_weights=tuple(_style_weights(s).items()),
@@ -540,6 +541,7 @@ def _group_key(settings: PaintSettings, plan: tuple[schedule.Scale, ...]) -> Has
         settings.optimizer,
         settings.lbfgs_history,
         settings.adam_lr,
+        settings.adam_betas,
         settings.precision,
     )
 

@@ -45,6 +45,7 @@ class Shape:
     optimizer: str  # "lbfgs" or "adam"
     history: int  # L-BFGS pairs
     adam_lr: float
+    adam_betas: tuple[float, float]
     network: tuple[object, ...]  # the Stylist's key of the VGGFeatures in use
     content_layer: str
     style_weights: tuple[tuple[str, float], ...]
@@ -108,7 +109,7 @@ class Workspace:
         )
         self.optimiser: LBFGS | Adam
         if shape.optimizer == "adam":
-            self.optimiser = Adam(self.canvas, lr=shape.adam_lr)
+            self.optimiser = Adam(self.canvas, lr=shape.adam_lr, betas=shape.adam_betas)
         else:
             # Tolerances as before: never stop on a small gradient (the objective is
             # normalised per scale), stop only when nothing changes any more.
@@ -248,6 +249,10 @@ class Workspaces:
         made = Workspace(shape, net, device, self.make_recorder())
         self._entries[shape] = made
         return made
+
+    def recorded(self) -> int:
+        """How many graphs the workspaces held have recorded."""
+        return sum(w.runner.recorded for w in self._entries.values())
 
     def shapes(self) -> list[Shape]:
         """The shapes held, least recently used first."""

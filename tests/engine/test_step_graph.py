@@ -18,7 +18,7 @@ from engine.workspace import Workspace
 from ..conftest import make_painting, make_photo
 from .test_lbfgs import host_reads
 
-SETTINGS = PaintSettings(long_side=128, steps=(12, 8), tv_weight=0.0, preview_every=0.0, seed=0)
+SETTINGS = PaintSettings(long_side=128, steps=(8, 7), tv_weight=0.0, preview_every=0.0, seed=0)
 
 
 def workspace_tensors(workspace: Workspace) -> list[Tensor]:
@@ -82,7 +82,7 @@ def test_iterations_replayed_from_a_graph_paint_what_eager_ones_do(
     # warm-up iterations; the rest of each scale replayed.
     assert recorder.recorded == 2
     assert recorder.warmed == 4
-    assert recorder.replayed == (12 - 3) + (8 - 3)
+    assert recorder.replayed == (8 - 3) + (7 - 3)
     expected = eager.paint_batch(commissions())
     for got, want in zip(first, expected, strict=True):
         assert isinstance(got, Image.Image) and isinstance(want, Image.Image)
@@ -90,7 +90,7 @@ def test_iterations_replayed_from_a_graph_paint_what_eager_ones_do(
     # The next batch of the same shapes loads into the same workspaces and replays at once.
     again = graphed.paint_batch(commissions())
     assert recorder.recorded == 2
-    assert recorder.replayed == (12 - 3) + (8 - 3) + (12 - 1) + (8 - 1)
+    assert recorder.replayed == (8 - 3) + (7 - 3) + (8 - 1) + (7 - 1)
     assert [a.tobytes() for a in again if isinstance(a, Image.Image)] == [
         w.tobytes() for w in expected if isinstance(w, Image.Image)
     ]
