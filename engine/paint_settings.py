@@ -156,6 +156,35 @@ class PaintSettings:
         return BRUSH_SCALES[self.brush]
 
     @property
+    def style_weights(self) -> dict[str, float]:
+        """Each style layer's weight within the style term (equal, summing to 1, by default)."""
+        layers = self.style_layers
+        weights = self.layer_weights or [1.0 / len(layers)] * len(layers)
+        return dict(zip(layers, weights, strict=True))
+
+    @property
+    def network(self) -> tuple[object, ...]:
+        """What fixes the feature network: the layers in use and the pooling."""
+        layers = (self.content_layer, *self.style_layers)
+        return (tuple(sorted(set(layers))), self.pooling)
+
+    @property
+    def shared(self) -> tuple[object, ...]:
+        """What paintings sharing one pass must agree on (besides their plan's steps): the
+        network, the objective's structure, the optimiser and the precision. Everything else
+        (strength, brush, colours, TV, seed, init, size) may differ per painting."""
+        return (
+            self.network,
+            self.content_layer,
+            tuple(self.style_weights.items()),
+            self.optimizer,
+            self.lbfgs_history,
+            self.adam_lr,
+            self.adam_betas,
+            self.precision,
+        )
+
+    @property
     def total_steps(self) -> int:
         return sum(self.steps)
 

@@ -52,18 +52,18 @@ from torch import Tensor
 
 from engine import protocol, schedule
 from engine import weights as weights_module
-from engine.batch import Layout, Region
-from engine.colour import match_luminance, rgb_to_ycbcr, to_tensor
+from engine.batch import Layout
 from engine.device import autocast_dtype, device_kind, pick_device, set_matmul_precision, tune
 from engine.easel import Commission, Easel, Outcome, StopCheck
 from engine.errors import OutOfMemory
-from engine.losses import Targets, gram_matrix
+from engine.losses import Targets
 from engine.paint_settings import PaintSettings
 from engine.progress import ProgressCallback, StepView
 from engine.step_graph import CudaGraphs, Recorder
-from engine.style_cache import DEFAULT_CACHE_SIZE, StyleCache, StyleKey
+from engine.style_cache import DEFAULT_CACHE_SIZE, StyleCache
+from engine.targets import content_features, style_grams
 from engine.vgg import VGGFeatures, min_input_side
-from engine.workspace import Shape, Workspace, Workspaces, network_features
+from engine.workspace import Shape, Workspace, Workspaces
 
 log = logging.getLogger(__name__)
 
@@ -316,9 +316,12 @@ class Stylist:
         region = layout.region(self.device, net.depth + 1) if shape.masked else None
         set_matmul_precision(self.device, settings.precision)
         workspace = self.workspaces.get(shape, net, self.device)
-        grams = [self._style_grams(e, s) for e, s in zip(easels, scales, strict=True)]
+        grams = [
+            style_grams(net, e, s, self.cache, self.device, self.channels_last)
+            for e, s in zip(easels, scales, strict=True)
+        ]
         targets = Targets(
-            content=self._content_targets(net, shape, layout, region, easels),
+            content=content_features(net, easels, layout, shape, region),
             grams={layer: torch.cat([g[layer] for g in grams]) for layer in settings.style_layers},
         )
         canvas = layout.pad([easel.initial_canvas() for easel in easels])
@@ -348,9 +351,9 @@ class Stylist:
             history=s.lbfgs_history,
             adam_lr=s.adam_lr,
             adam_betas=s.adam_betas,
-            network=_network_key(s),
+            network=s.network,
             content_layer=s.content_layer,
-            style_weights=tuple(_style_weights(s).items()),
+            style_weights=tuple(s.style_weights.items()),
             autocast=autocast_dtype(self.device, s.precision),
             channels_last=self.channels_last,
         )
@@ -415,74 +418,8 @@ class Stylist:
     ) -> Callable[[], Image.Image]:
         return lambda: easel.image(layout.crop(workspace.canvas.detach(), i))
 
-    # -- targets ------------------------------------------------------------------------------
-
-    def _content_targets(
-        self,
-        net: VGGFeatures,
-        shape: Shape,
-        layout: Layout,
-        region: Region | None,
-        easels: list[Easel],
-    ) -> Tensor:
-        """The photos' features at the content layer, computed as the canvases' are."""
-        layer = easels[0].settings.content_layer
-        with torch.inference_mode():
-            photos = layout.pad([easel.content_input() for easel in easels])
-            feats = network_features(
-                net,
-                photos,
-                autocast_to=shape.autocast,
-                channels_last=shape.channels_last,
-                region=region,
-                mixed=shape.mixed,
-            )
-            return feats[layer].float()
-
-    def _style_grams(self, easel: Easel, scale: schedule.Scale) -> dict[str, Tensor]:
-        """The painting's Gram matrices for a canvas of ``scale`` (cached), (1, C, C) each."""
-        s = easel.settings
-        pw, ph = self._painting_size(easel, scale)
-        dtype = autocast_dtype(self.device, s.precision)
-        key: StyleKey = (
-            easel.digest,
-            pw,
-            ph,
-            tuple(s.style_layers),
-            s.pooling,
-            easel.luminance,
-            str(dtype),
-            str(self.device),
-        )
-        cached = self.cache.get(key)
-        if cached is not None:
-            return cached
-        resized = easel.painting.resize((pw, ph), Image.Resampling.LANCZOS, reducing_gap=3.0)
-        net = self._network(s)
-        with torch.inference_mode():
-            x = to_tensor(resized, self.device)
-            if easel.luminance is not None:
-                x = match_luminance(rgb_to_ycbcr(x)[:, :1], *easel.luminance)
-            feats = network_features(net, x, autocast_to=dtype, channels_last=self.channels_last)
-            grams = {layer: gram_matrix(feats[layer]) for layer in s.style_layers}
-        grams = {k: v.clone() for k, v in grams.items()}
-        self.cache.put(key, grams)
-        return grams
-
-    def _painting_size(self, easel: Easel, scale: schedule.Scale) -> tuple[int, int]:
-        """The painting's size for this canvas: its long side is the canvas's times the brush scale.
-
-        Only the canvas's long side counts (not its area or aspect ratio), so photos of any
-        shape painted at one size share the painting's cached style targets.
-        """
-        pw, ph = easel.painting.size
-        factor = easel.settings.brush_scale * max(scale.width, scale.height) / max(pw, ph)
-        smallest = min_input_side(easel.settings.style_layers)
-        factor = max(factor, smallest / min(pw, ph))
-        return max(smallest, round(pw * factor)), max(smallest, round(ph * factor))
-
     def _network(self, settings: PaintSettings) -> VGGFeatures:
-        key = _network_key(settings)
+        key = settings.network
         net = self._nets.get(key)
         if net is None:
             layers = (settings.content_layer, *settings.style_layers)
@@ -521,29 +458,8 @@ def _min_side(settings: PaintSettings) -> int:
     return min_input_side((settings.content_layer, *settings.style_layers))
 
 
-def _network_key(settings: PaintSettings) -> tuple[object, ...]:
-    layers = (settings.content_layer, *settings.style_layers)
-    return (tuple(sorted(set(layers))), settings.pooling)
-
-
-def _style_weights(settings: PaintSettings) -> dict[str, float]:
-    layers = settings.style_layers
-    weights = settings.layer_weights or [1.0 / len(layers)] * len(layers)
-    return dict(zip(layers, weights, strict=True))
-
-
 def _group_key(settings: PaintSettings, plan: tuple[schedule.Scale, ...]) -> Hashable:
-    return (
-        tuple(s.steps for s in plan),
-        settings.content_layer,
-        tuple(_style_weights(settings).items()),
-        settings.pooling,
-        settings.optimizer,
-        settings.lbfgs_history,
-        settings.adam_lr,
-        settings.adam_betas,
-        settings.precision,
-    )
+    return (tuple(s.steps for s in plan), settings.shared)
 
 
 def stylize(
