@@ -136,7 +136,6 @@ def _paint(
     left out; the others are started and painted together. Nothing more is sent once the bot
     has gone away or the engine is shutting down.
     """
-
     started = time.perf_counter()
     commissions: list[Commission] = []
     for job in jobs:
@@ -203,9 +202,14 @@ def _outcome_sender(
     conn: Connection,
     stopping: threading.Event,
 ) -> Callable[[Image.Image | Exception], None]:
-    """Report a job's outcome: write the PNG and say JobDone, or say why there is none."""
+    """Report a job's outcome: write the PNG and say JobDone, or say why there is none.
+    Once per job: a second outcome (only a last-resort failure could give one) is dropped."""
+    reported = threading.Event()
 
     def send(outcome: Image.Image | Exception) -> None:
+        if reported.is_set():
+            return
+        reported.set()
         if isinstance(outcome, Exception):
             _report(conn, stopping, _failure(job.job_id, outcome, cancelled))
             return
