@@ -16,7 +16,7 @@ from engine import easel, protocol, schedule, stylize
 from engine.easel import Easel
 from engine.errors import Cancelled, OutOfMemory
 from engine.paint_settings import PaintSettings
-from engine.progress import Progress
+from engine.progress import Progress, StepView
 from engine.schedule import Scale
 from engine.stylize import Stylist
 
@@ -452,3 +452,22 @@ def test_channels_last_on_cpu_paints_the_same(vgg_state: dict[str, Tensor]) -> N
         )
         totals.append(seen[-1].losses["total"])
     assert totals[0] == pytest.approx(totals[1], rel=0.02)
+
+
+def test_a_per_step_hook_sees_every_step_and_changes_nothing(stylist: Stylist) -> None:
+    # The seam for keeping frames (a timelapse): called after every iteration, outside the
+    # optimisation's maths; rendering the canvas there leaves the painting as it was.
+    settings = BATCH.replace(steps=(3, 2))
+    views: list[tuple[int, int, tuple[int, int]]] = []
+
+    def hook(view: StepView) -> None:
+        frame = view.render()
+        views.append((view.scale, view.step, frame.size))
+        assert frame.size == (view.width, view.height)
+
+    photo, painting = make_photo(128, 96), make_painting()
+    (hooked,) = stylist.paint_batch([stylize.Commission(photo, painting, settings, on_step=hook)])
+    plain = stylist.paint(photo, painting, settings)
+    assert [(s, n) for s, n, _ in views] == [(0, 1), (0, 2), (0, 3), (1, 4), (1, 5)]
+    assert {size for _, _, size in views} == {(64, 48), (128, 96)}
+    assert isinstance(hooked, Image.Image) and hooked.tobytes() == plain.tobytes()
