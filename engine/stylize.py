@@ -12,8 +12,10 @@ from the paper, and why:
   iterations; ``init="noise"`` is available and seeded.
 * L-BFGS without line search, one objective evaluation per iteration (as in jcjohnson's
   neural-style): a "step" is exactly one forward and backward pass, so progress, ETA and cancel are
-  per evaluation. Adam is available for memory-bound devices. Our own :class:`lbfgs.LBFGS` runs
-  torch's algorithm with its state on the device, for a batch of canvases at once (``lbfgs.py``).
+  per evaluation. Our own :class:`lbfgs.LBFGS` runs torch's algorithm with its state on the
+  device, for a batch of canvases at once (``lbfgs.py``). Adam (``adam.py``) is the CPU draft
+  preset's optimiser: in one scale from the photo recoloured to the painting's colours
+  (``init="colour"``) it reaches in 26 iterations what L-BFGS needs about 60 for there.
 * Nothing in the loop waits for the device except what a decision needs: the loss values shown
   in progress are read at most every ``progress.LOSS_READ_INTERVAL`` seconds (and at the end of
   each scale), whether the optimiser has stopped is read every :data:`POLL_STEPS` iterations on a
