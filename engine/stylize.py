@@ -232,8 +232,7 @@ class Stylist:
             if self.device.type != "cuda":
                 raise
         except Exception as error:  # a failure of the shared pass ends every job in it
-            log.error("a painting pass failed", exc_info=error)
-            for easel in easels:
+            for easel in easels:  # (the caller logs it: the worker with each job's id)
                 easel.finish(error)
             return
         self._free_memory()  # outside the except block: the failed pass's tensors are freed
@@ -314,7 +313,7 @@ class Stylist:
             [(s.height, s.width) for s in scales], [e.channels for e in easels], quantum
         )
         net = self._network(settings)
-        shape = self._shape(easels, layout, net)
+        shape = self._shape(easels, layout)
         region = layout.region(self.device, net.depth + 1) if shape.masked else None
         set_matmul_precision(self.device, settings.precision)
         workspace = self.workspaces.get(shape, net, self.device)
@@ -339,7 +338,7 @@ class Stylist:
         for i, easel in enumerate(easels):
             easel.canvas = layout.crop(painted, i).clone()
 
-    def _shape(self, easels: list[Easel], layout: Layout, net: VGGFeatures) -> Shape:
+    def _shape(self, easels: list[Easel], layout: Layout) -> Shape:
         s = easels[0].settings
         return Shape(
             batch=layout.batch,
