@@ -16,7 +16,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY engine ./engine
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir ".[scale]"
 
 # The VGG-19 ImageNet weights, downloaded (hash-checked) at build time into the image's torch
 # cache, so the container starts without network access to the weights host.

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test bot bench lint typecheck clean
+.PHONY: test bot bench lint typecheck clean redis-server
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Atelier needs Python 3.11 or newer"'
@@ -13,11 +13,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) redis-server
 	$(BIN)/ruff check bot engine tests bench
 	$(BIN)/ruff format --check bot engine tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+# The scaled mode's tests start a real redis-server (Debian's package); installed here when we can.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server (Debian package) for the tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "make test needs redis-server: run 'sudo apt-get install -y redis-server' (Debian/Ubuntu)" \
+	      "or put a redis-server 7 on PATH" >&2; \
+	    exit 1; \
+	  fi; }
 
 bot: $(STAMP)
 	$(BIN)/python -m bot

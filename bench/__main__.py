@@ -15,6 +15,8 @@ BENCHMARKS: list[str] = [
     "bench.speed_bench",
     "bench.service_bench",
     "bench.admission_bench",
+    "bench.purge_bench",
+    "bench.scale_bench",
 ]
 
 

@@ -7,7 +7,11 @@ process so that one's memory does not colour the other's:
 - ``before``: what the bot did: :func:`engine.images.probe` (a full decode) for each request
   on the default thread pool, inside the bot process;
 - ``after``: :func:`engine.images.admit` (headers only) in the bot process, then the full
-  check in :class:`bot.sandbox.Sandbox`: a capped child process, one at a time.
+  check in :class:`bot.sandbox.Sandbox`: a capped child process, one at a time;
+- ``service``: the same burst through the real :class:`bot.service.PaintService` with that
+  sandbox (a real SQLite file, an in-process fake engine), as the bot runs it now: the member's
+  slot is reserved first, so the seven requests beyond the one-painting limit are refused
+  before anything is checked.
 
 Printed per run: what became of the 8 requests, the bot process's peak resident memory growth
 (high-water mark reset first), the worst event-loop lag seen by a 10 ms ticker, wall seconds,
@@ -23,17 +27,24 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 from PIL import Image
 
+from bot.errors import UserFacingError
+from bot.jobs import PaintRequest
 from bot.sandbox import DecoderFailed, Sandbox
+from bot.service import PaintService
+from bot.settings import Limits
+from bot.store import Store
 from engine import images
+from tests.fakes import FakeEngine, png_bytes
 
 REQUESTS = 8
-SCENARIOS = ("before", "after")
+SCENARIOS = ("before", "after", "service")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -78,6 +89,39 @@ async def after(data: bytes, sandbox: Sandbox) -> str:
     return "admitted"
 
 
+async def through_service(data: bytes, sandbox: Sandbox, folder: Path) -> list[str]:
+    store = Store.open(folder / "atelier.sqlite3")
+    service = PaintService(
+        store=store,
+        engine=FakeEngine(auto=False),
+        limits=Limits(),
+        data_dir=folder,
+        sandbox=sandbox,
+    )
+    request = PaintRequest(
+        platform="bench",
+        chat_id="chat",
+        user_id="bomber",
+        user_name="Bomber",
+        photo=data,
+        painting=png_bytes((64, 64)),
+    )
+    async with service:
+        results = await asyncio.gather(
+            *(service.submit(request) for _ in range(REQUESTS)), return_exceptions=True
+        )
+    store.close()
+    outcomes = []
+    for result in results:
+        if isinstance(result, UserFacingError):
+            outcomes.append(f"refused ({type(result).__name__})")
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            outcomes.append("queued")
+    return outcomes
+
+
 async def burst(scenario: str) -> dict[str, object]:
     data = bomb()
     sandbox = Sandbox()
@@ -90,8 +134,11 @@ async def burst(scenario: str) -> dict[str, object]:
     started = time.perf_counter()
     if scenario == "before":
         outcomes = await asyncio.gather(*(before(data) for _ in range(REQUESTS)))
-    else:
+    elif scenario == "after":
         outcomes = await asyncio.gather(*(after(data, sandbox) for _ in range(REQUESTS)))
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            outcomes = await through_service(data, sandbox, Path(folder))
     seconds = time.perf_counter() - started
     stop.set()
     await monitor

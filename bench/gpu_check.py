@@ -26,8 +26,8 @@ import torch
 from PIL import Image
 
 from bench.engine_bench import IMAGES, load_inputs, random_weights
-from bot.engine_client import EngineClient, JobUpdate
 from engine import protocol
+from engine.client import EngineClient, JobUpdate
 from engine.errors import OutOfMemory
 from engine.progress import Progress
 from engine.stylize import Stylist

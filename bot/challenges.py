@@ -6,9 +6,9 @@ style through the normal queue; members vote; at the deadline the top three are 
     challenges = Challenges(store=store, service=service, data_dir=data_dir, limits=limits)
     challenges.on_closed("discord", announce)      # the adapter posts the results
     await challenges.start()                        # tables, catch-up, deadline task
-    challenge = challenges.create(platform=..., community_id=..., chat_id=..., painting=...)
-    job = await challenges.enter(platform, chat_id, user_id, user_name, photo, ...)
-    entry = challenges.accept(job, result_png)      # when the entry's painting is finished
+    challenge = await challenges.acreate(platform=..., community_id=..., chat_id=..., ...)
+    job = await challenges.enter(challenge, user_id=..., photo=..., reservation=slot)
+    entry = challenges.accept(finished_event)       # the entry to post (made at DONE)
     challenges.vote(entry.id, user_id)
 
 Rules (each refusal is a :class:`ChallengeError` with the member's message):
@@ -27,31 +27,54 @@ Rules (each refusal is a :class:`ChallengeError` with the member's message):
   places. A deadline that passed while the bot was down is closed when it starts again; an
   announcement that did not get out is tried again a few times, then at the next start.
 
+Durability: an entry is made when its painting is finished (the class listens to the service),
+not when an adapter posts it, so a bot stopped in between loses nothing: at the next start the
+finished entries without a row are made before any deadline is closed, and the painting is
+announced again for posting (:meth:`bot.service.PaintService.add_listener`). Creating a
+challenge and making an entry each write their file whole under its final name first and then
+the row in one statement or transaction; a failure removes the file, so nothing half-made stays.
+
 Files: the challenge painting is kept at ``data/challenges/<id>/painting.img`` and each entry's
-painting at ``data/challenges/<id>/entry-<entry id>.png``, so both outlive job retention. Every
-entry is submitted with these same painting bytes, so the service stores the painting once and
-the engine's style-target cache serves every entry.
+painting at ``data/challenges/<id>/entry-<job id>.png`` (older ones: ``entry-<entry id>.png``),
+so both outlive job retention; owner-only, like everything in the data folder. Every entry is
+submitted with these same painting bytes, so the service stores the painting once and the
+engine's style-target cache serves every entry.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import shutil
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
+from bot import replies
+from bot.admission import Reservation
 from bot.errors import NotAllowed, UserFacingError
-from bot.jobs import Finished, Job, JobEvent, PaintRequest
+from bot.jobs import (
+    Challenge,
+    ChallengeState,
+    Entry,
+    Finished,
+    Job,
+    JobEvent,
+    JobState,
+    LeaderboardRow,
+    Outcome,
+    PaintRequest,
+    Standing,
+    VoteResult,
+)
+from bot.pacing import nap
 from bot.service import PaintService
 from bot.settings import Limits
 from bot.store import Store
+from bot.supervisor import Supervised, Supervisor
+from engine import files
 from engine.protocol import PaintOptions
 
 log = logging.getLogger(__name__)
@@ -65,6 +88,7 @@ PODIUM = 3
 # Seconds between tries of an announcement the platform refused (an outage, flood control);
 # after the last one it is tried again at the next start.
 ANNOUNCE_RETRY_DELAYS = (30.0, 120.0, 600.0)
+DEADLINE_RETRY = 60.0  # seconds before the deadline task looks again after an error
 _UNITS = {"w": 7 * 24 * 3600, "d": 24 * 3600, "h": 3600, "m": 60}
 _DURATION = re.compile(r"(\d+)([wdhm])")
 
@@ -161,93 +185,6 @@ class NotOrganiser(NotAllowed):
     pass
 
 
-# -- data --------------------------------------------------------------------------------------
-
-
-class ChallengeState(StrEnum):
-    OPEN = "open"
-    CLOSED = "closed"
-    CANCELLED = "cancelled"
-
-
-@dataclass(frozen=True)
-class Challenge:
-    id: int
-    platform: str
-    community_id: str  # Discord server id, or the Telegram group's chat id
-    chat_id: str  # where it was started
-    thread_id: str | None  # where entries go (a Discord thread); None: the chat itself
-    title: str
-    painting_path: str
-    painting_name: str
-    organiser_id: str
-    organiser_name: str
-    created_at: float
-    ends_at: float
-    state: ChallengeState
-    closed_at: float | None = None
-    closed_by: str | None = None
-    announced: bool = False
-    message_ref: str | None = None
-
-    @property
-    def entries_chat(self) -> str:
-        return self.thread_id or self.chat_id
-
-
-@dataclass(frozen=True)
-class Entry:
-    id: int
-    challenge_id: int
-    job_id: str
-    user_id: str
-    user_name: str
-    created_at: float
-    image_path: str
-    message_ref: str | None = None
-
-    def image(self) -> bytes | None:
-        path = Path(self.image_path)
-        return path.read_bytes() if path.is_file() else None
-
-
-@dataclass(frozen=True)
-class Standing:
-    entry: Entry
-    votes: int
-    place: int | None  # 1-3 for the podium; None otherwise
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a challenge ended, for the announcement."""
-
-    challenge: Challenge
-    podium: tuple[Standing, ...]  # places 1..3 in order
-    entries: int
-    voters: int
-    tie_broken: bool  # equal votes on the podium were decided by the earlier entry
-
-    @property
-    def cancelled(self) -> bool:
-        return self.challenge.state is ChallengeState.CANCELLED
-
-
-@dataclass(frozen=True)
-class VoteResult:
-    entry: Entry
-    moved_from: Entry | None  # the entry the vote was on before, if another one
-    unchanged: bool = False
-
-
-@dataclass(frozen=True)
-class LeaderboardRow:
-    user_id: str
-    user_name: str
-    wins: int
-    podiums: int
-
-
 Announcer = Callable[[Outcome], Awaitable[None]]
 
 
@@ -259,34 +196,11 @@ def parse_duration(text: str) -> int:
     cleaned = text.strip().lower().replace(" ", "")
     parts = _DURATION.findall(cleaned)
     if not cleaned or "".join(n + u for n, u in parts) != cleaned:
-        raise BadDuration(
-            f"I can't read the duration “{text.strip()}”. Use a number and a unit: 30m, 12h, "
-            "3d, 1d12h or 1w (m minutes, h hours, d days, w weeks)."
-        )
+        raise BadDuration(replies.bad_duration(text.strip()))
     seconds = sum(int(number) * _UNITS[unit] for number, unit in parts)
     if not MIN_DURATION <= seconds <= MAX_DURATION:
-        raise BadDuration(
-            f"A challenge runs from 10 minutes to 30 days; “{text.strip()}” is "
-            f"{describe_duration(seconds)}."
-        )
+        raise BadDuration(replies.duration_out_of_range(text.strip(), seconds))
     return seconds
-
-
-def describe_duration(seconds: float) -> str:
-    seconds = round(seconds)
-    days, rest = divmod(seconds, 24 * 3600)
-    hours, rest = divmod(rest, 3600)
-    minutes = rest // 60
-    parts = [
-        f"{value} {unit}{'s' if value != 1 else ''}"
-        for value, unit in ((days, "day"), (hours, "hour"), (minutes, "minute"))
-        if value
-    ]
-    return " ".join(parts) or "less than a minute"
-
-
-def utc_time(moment: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(moment))
 
 
 # -- the service -------------------------------------------------------------------------------
@@ -304,6 +218,7 @@ class Challenges:
         limits: Limits,
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self._store = store
         self._db: sqlite3.Connection = store.connection
@@ -312,9 +227,10 @@ class Challenges:
         self._limits = limits
         self._clock = clock
         self._sleep = sleep
+        self._supervisor = supervisor or Supervisor(sleep=sleep)
         self._announcers: dict[str, Announcer] = {}
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task: Supervised | None = None
         self._announcing: set[asyncio.Task[None]] = set()
         self._db.executescript(SCHEMA)
 
@@ -325,21 +241,25 @@ class Challenges:
         self._announcers[platform] = announcer
 
     async def start(self) -> None:
-        """Close what is overdue (the bot may have been down), retry lost announcements, and
-        start the deadline task."""
-        self._dir.mkdir(parents=True, exist_ok=True)
+        """Make the entries finished while the bot was stopping, close what is overdue (the
+        bot may have been down), retry lost announcements, and start the deadline task."""
+        files.private_folder(self._dir)
+        # Entries are made when their painting is finished, whoever posts them.
+        self._service.add_listener(self._on_job_event)
+        await self._adopt_finished()
         for challenge in self._unannounced():  # before closing: those announce themselves
             self._spawn_announcement(challenge)
         await self.close_due()
-        self._task = asyncio.create_task(self._deadlines(), name="challenge-deadlines")
+        self._task = self._supervisor.spawn("challenge-deadlines", self._deadlines)
 
     async def close(self) -> None:
-        tasks = [*self._announcing, *([self._task] if self._task else [])]
+        """Stop the deadline task and the announcements in flight; never raises."""
+        tasks = list(self._announcing)
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._task is not None:
+            await self._task.stop()
         self._task = None
 
     async def drained(self) -> None:
@@ -352,21 +272,18 @@ class Challenges:
             self._wake.clear()
             try:
                 await self.close_due()
+                row = self._db.execute(
+                    "SELECT MIN(ends_at) AS t FROM challenges WHERE state = 'open'"
+                ).fetchone()
+                next_deadline = row["t"]
             except Exception:
-                log.exception("closing due challenges failed")
-            row = self._db.execute(
-                "SELECT MIN(ends_at) AS t FROM challenges WHERE state = 'open'"
-            ).fetchone()
-            if row["t"] is None:
-                await self._wake.wait()
-                continue
-            sleeper = asyncio.ensure_future(self._sleep(max(0.0, row["t"] - self._clock())))
-            waker = asyncio.ensure_future(self._wake.wait())
-            try:
-                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sleeper.cancel()
-                waker.cancel()
+                # The database may be busy or the disk full: look again in a while.
+                log.exception(
+                    "closing due challenges failed; trying again in %.0f s", DEADLINE_RETRY
+                )
+                next_deadline = self._clock() + DEADLINE_RETRY
+            due = None if next_deadline is None else max(0.0, next_deadline - self._clock())
+            await nap(self._sleep, due, self._wake)  # a new challenge wakes it
 
     async def close_due(self) -> list[Challenge]:
         """Close every open challenge whose deadline has passed; announce each."""
@@ -397,56 +314,133 @@ class Challenges:
         duration: int,
         thread_id: str | None = None,
     ) -> Challenge:
-        """Store a new open challenge (the caller has checked the organiser and the image)."""
+        """Store a new open challenge (the caller has checked the organiser and the image).
+
+        Blocking (writes the painting); :meth:`acreate` does the same off the event loop.
+        """
+        title = self._check_new(platform, chat_id, title, duration)
+        staged = files.write_private(self._staging_path(), painting)
+        return self._create(
+            staged,
+            platform=platform,
+            community_id=community_id,
+            chat_id=chat_id,
+            title=title,
+            painting_name=painting_name,
+            organiser_id=organiser_id,
+            organiser_name=organiser_name,
+            duration=duration,
+            thread_id=thread_id,
+        )
+
+    async def acreate(
+        self,
+        *,
+        platform: str,
+        community_id: str,
+        chat_id: str,
+        title: str,
+        painting: bytes,
+        painting_name: str,
+        organiser_id: str,
+        organiser_name: str,
+        duration: int,
+        thread_id: str | None = None,
+    ) -> Challenge:
+        """:meth:`create`, with the painting written in a thread."""
+        title = self._check_new(platform, chat_id, title, duration)
+        staged = await asyncio.to_thread(files.write_private, self._staging_path(), painting)
+        return self._create(
+            staged,
+            platform=platform,
+            community_id=community_id,
+            chat_id=chat_id,
+            title=title,
+            painting_name=painting_name,
+            organiser_id=organiser_id,
+            organiser_name=organiser_name,
+            duration=duration,
+            thread_id=thread_id,
+        )
+
+    def _check_new(self, platform: str, chat_id: str, title: str, duration: int) -> str:
         title = " ".join(title.split())
         if not title:
-            raise ChallengeError("Give the challenge a title.")
+            raise ChallengeError(replies.NO_TITLE)
         if len(title) > 100:
-            raise ChallengeError("Keep the title under 100 characters.")
+            raise ChallengeError(replies.LONG_TITLE)
         if not MIN_DURATION <= duration <= MAX_DURATION:
-            raise BadDuration("A challenge runs from 10 minutes to 30 days.")
+            raise BadDuration(replies.DURATION_RANGE)
         existing = self.open_in(platform, chat_id)
         if existing is not None:
             raise self.exists_error(existing)
+        return title
+
+    def _staging_path(self) -> Path:
+        files.private_folder(self._dir)
+        return self._dir / f".new-{time.monotonic_ns()}.img"
+
+    def _create(
+        self,
+        staged: Path,
+        *,
+        platform: str,
+        community_id: str,
+        chat_id: str,
+        title: str,
+        painting_name: str,
+        organiser_id: str,
+        organiser_name: str,
+        duration: int,
+        thread_id: str | None,
+    ) -> Challenge:
+        """The row and its painting together: one transaction, the staged file renamed into
+        the challenge's folder inside it. On any failure neither is left."""
         now = self._clock()
+        folder: Path | None = None
         try:
-            cursor = self._db.execute(
-                "INSERT INTO challenges (platform, community_id, chat_id, thread_id, title, "
-                "painting_path, painting_name, organiser_id, organiser_name, created_at, "
-                "ends_at, state) VALUES (?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, 'open')",
-                (
-                    platform,
-                    community_id,
-                    chat_id,
-                    thread_id,
-                    title,
-                    painting_name,
-                    organiser_id,
-                    organiser_name,
-                    now,
-                    now + duration,
-                ),
-            )
-        except sqlite3.IntegrityError:
-            existing = self.open_in(platform, chat_id)
-            if existing is None:
-                raise
-            raise self.exists_error(existing) from None
-        challenge_id = int(cursor.lastrowid or 0)
-        folder = self._dir / str(challenge_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "painting.img"
-        path.write_bytes(painting)
-        self._db.execute(
-            "UPDATE challenges SET painting_path = ? WHERE id = ?", (str(path), challenge_id)
-        )
+            with self._store.transaction():
+                cursor = self._db.execute(
+                    "INSERT INTO challenges (platform, community_id, chat_id, thread_id, title, "
+                    "painting_path, painting_name, organiser_id, organiser_name, created_at, "
+                    "ends_at, state) VALUES (?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, 'open')",
+                    (
+                        platform,
+                        community_id,
+                        chat_id,
+                        thread_id,
+                        title,
+                        painting_name,
+                        organiser_id,
+                        organiser_name,
+                        now,
+                        now + duration,
+                    ),
+                )
+                challenge_id = int(cursor.lastrowid or 0)
+                folder = files.private_folder(self._dir / str(challenge_id))
+                path = folder / "painting.img"
+                staged.replace(path)
+                self._db.execute(
+                    "UPDATE challenges SET painting_path = ? WHERE id = ?",
+                    (str(path), challenge_id),
+                )
+        except BaseException as error:
+            staged.unlink(missing_ok=True)
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+            if isinstance(error, sqlite3.IntegrityError):
+                existing = self.open_in(platform, chat_id)
+                if existing is not None:
+                    raise self.exists_error(existing) from None
+            raise
         log.info(
             "challenge %d %r opened in %s/%s until %s",
             challenge_id,
             title,
             platform,
             chat_id,
-            utc_time(now + duration),
+            replies.utc_time(now + duration),
         )
         self._wake.set()
         return self.get(challenge_id)
@@ -455,12 +449,20 @@ class Challenges:
     def limits(self) -> Limits:
         return self._limits
 
-    def exists_error(self, challenge: Challenge) -> ChallengeExists:
-        return ChallengeExists(
-            f"This channel already has an open challenge: {challenge.title}, ends "
-            f"{utc_time(challenge.ends_at)}.",
-            challenge,
-        )
+    def now(self) -> float:
+        """Unix time on the challenges' clock (deadlines are measured on it)."""
+        return self._clock()
+
+    async def check_painting(self, data: bytes) -> None:
+        """Refuse a challenge painting the engine could not use, before anything is posted."""
+        await self._service.check_image(data, "painting")
+
+    def exists_error(
+        self, challenge: Challenge, markup: replies.Markup | None = None
+    ) -> ChallengeExists:
+        """The refusal of a second open challenge in one channel (dates in ``markup``)."""
+        shown = markup or replies.Plain(now=self._clock())
+        return ChallengeExists(replies.challenge_exists(challenge, shown), challenge)
 
     def set_thread(self, challenge_id: int, thread_id: str | None) -> None:
         self._db.execute(
@@ -488,7 +490,7 @@ class Challenges:
     def _close_now(self, challenge_id: int, state: ChallengeState, by: str) -> Challenge:
         challenge = self._finish(self.get(challenge_id), state, by=by)
         if challenge is None:
-            raise VotingClosed("That challenge has already ended.")
+            raise VotingClosed(replies.ALREADY_ENDED)
         return challenge
 
     def _finish(
@@ -594,18 +596,31 @@ class Challenges:
 
         The request carries the challenge painting's bytes (stored once by content hash by the
         service) and ``challenge_id``; its status messages go to ``chat_id`` (default: where
-        the entries are posted).
+        the entries are posted). Blocking (reads the painting); :meth:`enter` does not block.
         """
-        self._check_open(
-            challenge, f"The challenge “{challenge.title}” has ended; entries are closed."
+        self._check_may_enter(challenge, user_id)
+        painting = Path(challenge.painting_path).read_bytes()
+        return self._request(
+            challenge, painting, user_id, user_name, photo, photo_name, options, chat_id
         )
+
+    def _check_may_enter(self, challenge: Challenge, user_id: str) -> None:
+        self._check_open(challenge, replies.entries_closed(challenge.title))
         limit = self._limits.challenge_entries
         if self.entries_used(challenge.id, challenge.platform, user_id) >= limit:
-            raise EntryLimit(
-                f"You already have {limit} {'entry' if limit == 1 else 'entries'} in this "
-                "challenge; withdraw one first."
-            )
-        painting = Path(challenge.painting_path).read_bytes()
+            raise EntryLimit(replies.entry_limit(limit))
+
+    def _request(
+        self,
+        challenge: Challenge,
+        painting: bytes,
+        user_id: str,
+        user_name: str,
+        photo: bytes,
+        photo_name: str,
+        options: PaintOptions,
+        chat_id: str | None,
+    ) -> PaintRequest:
         return PaintRequest(
             platform=challenge.platform,
             chat_id=chat_id or challenge.entries_chat,
@@ -629,18 +644,24 @@ class Challenges:
         photo_name: str,
         options: PaintOptions,
         chat_id: str | None = None,
+        reservation: Reservation | None = None,
     ) -> Job:
-        """Queue the member's entry; it becomes an entry when the painting is finished."""
-        request = self.entry_request(
-            challenge,
-            user_id=user_id,
-            user_name=user_name,
-            photo=photo,
-            photo_name=photo_name,
-            options=options,
-            chat_id=chat_id,
+        """Queue the member's entry; it becomes an entry when the painting is finished.
+
+        ``reservation``: the member's slot, from :meth:`bot.service.PaintService.reserve`
+        before the photo was downloaded; used up (released) here whatever happens.
+        """
+        try:
+            self._check_may_enter(challenge, user_id)
+            painting = await asyncio.to_thread(Path(challenge.painting_path).read_bytes)
+        except BaseException:
+            if reservation is not None:
+                reservation.release()
+            raise
+        request = self._request(
+            challenge, painting, user_id, user_name, photo, photo_name, options, chat_id
         )
-        return await self._service.submit(request)
+        return await self._service.submit(request, reservation=reservation)
 
     def entries_used(self, challenge_id: int, platform: str, user_id: str) -> int:
         """The member's entries plus their challenge paintings still queued or running."""
@@ -661,33 +682,99 @@ class Challenges:
         return int(stored) + in_flight
 
     def accept(self, event: JobEvent) -> Entry | None:
-        """Turn a finished challenge painting into an entry (once; None if it is too late)."""
+        """The entry to post for a finished challenge painting, or None (not an entry, or too
+        late: the painting is then posted as an ordinary one).
+
+        The entry is normally made already, when the painting finished; if not, it is made
+        here (blocking: writes the image). An entry whose challenge has closed meanwhile is
+        not posted: nobody could vote for it any more.
+        """
         job = event.job
         if not isinstance(event, Finished) or job.challenge_id is None:
+            return None
+        challenge = self.find(job.challenge_id)
+        existing = self.entry_for_job(job.id)
+        if existing is not None:
+            return existing if challenge is not None and self._voting(challenge) else None
+        if challenge is None or not self._eligible(job, challenge):
+            log.info("job %s finished after its challenge closed; not an entry", job.id)
+            return None
+        path = files.write_private(self._entry_path(challenge.id, job.id), event.result_png)
+        entry = self._record_entry(challenge, job, path)
+        return entry if self._voting(challenge) else None
+
+    async def adopt(self, job: Job, result_png: bytes | None = None) -> Entry | None:
+        """Make the entry of a finished challenge painting (once; None if it is not one or
+        finished too late), from ``result_png`` or the job's result file, off the event loop."""
+        if job.challenge_id is None or job.state is not JobState.DONE:
             return None
         existing = self.entry_for_job(job.id)
         if existing is not None:
             return existing
         challenge = self.find(job.challenge_id)
-        if (
-            challenge is None
-            or challenge.state is not ChallengeState.OPEN
-            or self._clock() >= challenge.ends_at
-        ):
-            log.info("job %s finished after its challenge closed; not an entry", job.id)
+        if challenge is None or not self._eligible(job, challenge):
             return None
-        cursor = self._db.execute(
-            "INSERT INTO challenge_entries (challenge_id, job_id, user_id, user_name, "
-            "created_at, image_path) VALUES (?, ?, ?, ?, ?, '')",
-            (challenge.id, job.id, job.user_id, job.user_name, self._clock()),
+        target = self._entry_path(challenge.id, job.id)
+        if result_png is not None:
+            path = await asyncio.to_thread(files.write_private, target, result_png)
+        elif job.result_path:
+            path = await asyncio.to_thread(_copy_private, Path(job.result_path), target)
+        else:
+            return None
+        return self._record_entry(challenge, job, path)
+
+    async def _on_job_event(self, event: JobEvent) -> None:
+        if isinstance(event, Finished) and event.job.challenge_id is not None:
+            await self.adopt(event.job, event.result_png)
+
+    async def _adopt_finished(self) -> None:
+        """Entries whose painting finished but whose row was never made (the bot stopped)."""
+        rows = self._db.execute(
+            "SELECT id FROM jobs WHERE state = 'done' AND delivered_at IS NULL "
+            "AND challenge_id IS NOT NULL AND purged = 0 "
+            "AND id NOT IN (SELECT job_id FROM challenge_entries) ORDER BY seq"
+        ).fetchall()
+        for row in rows:
+            job = self._store.get_job(row["id"])
+            if job is not None:
+                try:
+                    await self.adopt(job)
+                except OSError as error:
+                    log.warning("job %s: its entry could not be made (%s)", job.id, error)
+
+    def _eligible(self, job: Job, challenge: Challenge) -> bool:
+        """Painted while the challenge was open: finished (or, unknown, now) before its end."""
+        finished = job.finished_at if job.finished_at is not None else self._clock()
+        return challenge.state is not ChallengeState.CANCELLED and (
+            finished < challenge.ends_at
+            and (challenge.closed_at is None or finished < challenge.closed_at)
         )
+
+    def _voting(self, challenge: Challenge) -> bool:
+        return challenge.state is ChallengeState.OPEN and self._clock() < challenge.ends_at
+
+    def _entry_path(self, challenge_id: int, job_id: str) -> Path:
+        return files.private_folder(self._dir / str(challenge_id)) / f"entry-{job_id}.png"
+
+    def _record_entry(self, challenge: Challenge, job: Job, path: Path) -> Entry:
+        """The entry's row for an image written whole at ``path``; one statement, and on
+        failure the image goes too. Made once: a second maker gets the first one's."""
+        try:
+            cursor = self._db.execute(
+                "INSERT INTO challenge_entries (challenge_id, job_id, user_id, user_name, "
+                "created_at, image_path) VALUES (?, ?, ?, ?, ?, ?)",
+                (challenge.id, job.id, job.user_id, job.user_name, self._clock(), str(path)),
+            )
+        except sqlite3.IntegrityError:
+            existing = self.entry_for_job(job.id)  # made meanwhile, at the same path
+            if existing is None:
+                path.unlink(missing_ok=True)
+                raise
+            return existing
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
         entry_id = int(cursor.lastrowid or 0)
-        path = self._dir / str(challenge.id) / f"entry-{entry_id}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(event.result_png)
-        self._db.execute(
-            "UPDATE challenge_entries SET image_path = ? WHERE id = ?", (str(path), entry_id)
-        )
         log.info("challenge %d: entry %d from %s", challenge.id, entry_id, job.user_id)
         entry = self.entry(entry_id)
         assert entry is not None
@@ -701,9 +788,9 @@ class Challenges:
     def vote(self, entry_id: int, user_id: str) -> VoteResult:
         entry = self._entry_or_gone(entry_id)
         challenge = self.get(entry.challenge_id)
-        self._check_open(challenge, "Voting has closed.")
+        self._check_open(challenge, replies.VOTING_CLOSED)
         if entry.user_id == user_id:
-            raise SelfVote("You can't vote for your own entry.")
+            raise SelfVote(replies.SELF_VOTE)
         row = self._db.execute(
             "SELECT entry_id FROM challenge_votes WHERE challenge_id = ? AND user_id = ?",
             (challenge.id, user_id),
@@ -723,8 +810,8 @@ class Challenges:
         entry = self._entry_or_gone(entry_id)
         challenge = self.get(entry.challenge_id)
         if entry.user_id != user_id and not organiser:
-            raise NotAllowed("Only the member who entered it or an organiser can withdraw it.")
-        self._check_open(challenge, "The challenge has ended; entries can no longer be withdrawn.")
+            raise NotAllowed(replies.NOT_YOUR_ENTRY)
+        self._check_open(challenge, replies.WITHDRAW_CLOSED)
         self._db.execute("DELETE FROM challenge_entries WHERE id = ?", (entry_id,))
         Path(entry.image_path).unlink(missing_ok=True)
         log.info("challenge %d: entry %d withdrawn by %s", challenge.id, entry_id, user_id)
@@ -747,7 +834,7 @@ class Challenges:
     def _entry_or_gone(self, entry_id: int) -> Entry:
         entry = self.entry(entry_id)
         if entry is None:
-            raise NoChallenge("That entry was withdrawn.")
+            raise NoChallenge(replies.ENTRY_GONE)
         return entry
 
     # -- queries -------------------------------------------------------------------------------
@@ -759,7 +846,7 @@ class Challenges:
     def get(self, challenge_id: int) -> Challenge:
         challenge = self.find(challenge_id)
         if challenge is None:
-            raise NoChallenge("I can't find that challenge.")
+            raise NoChallenge(replies.CHALLENGE_GONE)
         return challenge
 
     def open_in(self, platform: str, chat_id: str) -> Challenge | None:
@@ -774,7 +861,7 @@ class Challenges:
     def require_open(self, platform: str, chat_id: str) -> Challenge:
         challenge = self.open_in(platform, chat_id)
         if challenge is None:
-            raise NoChallenge("There is no open challenge here.")
+            raise NoChallenge(replies.NO_OPEN_CHALLENGE)
         return challenge
 
     def latest_in(self, platform: str, chat_id: str) -> Challenge | None:
@@ -919,3 +1006,7 @@ def _entry(row: sqlite3.Row) -> Entry:
         image_path=row["image_path"],
         message_ref=row["message_ref"],
     )
+
+
+def _copy_private(source: Path, target: Path) -> Path:
+    return files.write_private(target, source.read_bytes())

@@ -1,8 +1,9 @@
 """Errors a member caused, each with its own message for the member.
 
-One handler per platform turns a :class:`UserFacingError` into a short reply visible to the
-member. Anything that is not a ``UserFacingError`` is a bug or an outage: it is logged with a
-reference id and answered politely, never shown as a traceback.
+One mapping, :func:`bot.replies.error_reply`, used by both platforms, turns a
+:class:`UserFacingError` into a short reply visible to the member. Anything that is not a
+``UserFacingError`` is a bug or an outage: it is logged with a reference id and answered
+politely, never shown as a traceback.
 
     UserFacingError
     ├── InvalidImage        the photo or painting cannot be used (names which, and why)
@@ -11,7 +12,8 @@ reference id and answered politely, never shown as a traceback.
     ├── QueueFull           the queue (global or this chat's) is full; says when to retry
     ├── NotAllowed          not the owner or a moderator, or not in an allowed channel
     ├── JobNotFound         no such painting (or it has expired)
-    └── NotAvailable        the inputs of an old painting were deleted after the retention period
+    ├── NotAvailable        the inputs of an old painting were deleted after the retention period
+    └── Paused              the job queue (Redis, in the scaled mode) cannot be reached just now
 """
 
 from __future__ import annotations
@@ -50,4 +52,8 @@ class JobNotFound(UserFacingError):
 
 
 class NotAvailable(UserFacingError):
+    pass
+
+
+class Paused(UserFacingError):
     pass

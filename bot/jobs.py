@@ -1,4 +1,5 @@
-"""The service's data: requests, jobs and the events a job goes through. Plain frozen data.
+"""The core's plain frozen data: paintings (requests, jobs and the events a job goes through)
+and style challenges (challenges, entries, standings, outcomes).
 
 Adapters receive :class:`JobEvent` subclasses from :meth:`bot.service.PaintService.add_listener`;
 each event carries a snapshot of the :class:`Job` (platform, chat, owner, the platform's own
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
 from engine.protocol import PaintOptions
 
@@ -73,6 +75,28 @@ class Job:
     challenge_id: int | None = None
     seconds: float | None = None  # painting time on the engine
     turn: int = 0  # round-robin round: jobs run by (turn, arrival)
+    delivered_at: float | None = None  # when the adapter posted the result (DONE jobs)
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """A message on a platform, stored as ``"chat_id/message_id"`` (a job's status message,
+    a challenge's announcement, an entry)."""
+
+    chat_id: int
+    message_id: int
+
+    @classmethod
+    def parse(cls, ref: str | None) -> MessageRef | None:
+        """The reference in ``ref``; None when there is none or it is malformed."""
+        chat, _, message = (ref or "").partition("/")
+        try:
+            return cls(int(chat), int(message))
+        except ValueError:
+            return None
+
+    def __str__(self) -> str:
+        return f"{self.chat_id}/{self.message_id}"
 
 
 @dataclass(frozen=True)
@@ -141,3 +165,91 @@ class ServiceStatus:
     jobs_done: int
     jobs_failed: int
     average_seconds: float | None
+
+
+# ----------------------------------------------------------------------------------------------
+# Style challenges (the rules and tables are bot.challenges)
+
+
+class ChallengeState(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Challenge:
+    id: int
+    platform: str
+    community_id: str  # Discord server id, or the Telegram group's chat id
+    chat_id: str  # where it was started
+    thread_id: str | None  # where entries go (a Discord thread); None: the chat itself
+    title: str
+    painting_path: str
+    painting_name: str
+    organiser_id: str
+    organiser_name: str
+    created_at: float
+    ends_at: float
+    state: ChallengeState
+    closed_at: float | None = None
+    closed_by: str | None = None
+    announced: bool = False
+    message_ref: str | None = None
+
+    @property
+    def entries_chat(self) -> str:
+        return self.thread_id or self.chat_id
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    challenge_id: int
+    job_id: str
+    user_id: str
+    user_name: str
+    created_at: float
+    image_path: str
+    message_ref: str | None = None
+
+    def image(self) -> bytes | None:
+        path = Path(self.image_path)
+        return path.read_bytes() if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class Standing:
+    entry: Entry
+    votes: int
+    place: int | None  # 1-3 for the podium; None otherwise
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a challenge ended, for the announcement."""
+
+    challenge: Challenge
+    podium: tuple[Standing, ...]  # places 1..3 in order
+    entries: int
+    voters: int
+    tie_broken: bool  # equal votes on the podium were decided by the earlier entry
+
+    @property
+    def cancelled(self) -> bool:
+        return self.challenge.state is ChallengeState.CANCELLED
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    entry: Entry
+    moved_from: Entry | None  # the entry the vote was on before, if another one
+    unchanged: bool = False
+
+
+@dataclass(frozen=True)
+class LeaderboardRow:
+    user_id: str
+    user_name: str
+    wins: int
+    podiums: int

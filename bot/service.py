@@ -1,23 +1,36 @@
-"""The platform-neutral paint service: admission, fair queue, engine runs, events.
+"""The platform-neutral paint service: admission, fair queue, engine runs, events, delivery.
 
 Both chat adapters use only this class. The flow of one painting::
 
-    submit() --validate, store inputs--> QUEUED --run loop--> RUNNING --engine--> DONE
-                                           |                     |-> FAILED (image, timeout,
-                                           '-- cancel() ---------'   crashes, ...)
-                                                    CANCELLED
+    reserve() --download--> submit() --check headers, store inputs--> QUEUED --run loop-->
+    RUNNING --engine--> DONE --adapter posts it, mark_delivered()--> delivered
+                 |          |-> FAILED (image, timeout, crashes, ...)
+                 '-- cancel() -> CANCELLED
 
 Guarantees:
 
-- Admission control happens before anything is queued: options, per-member, per-chat and
-  global limits, and the images themselves (decoded in a worker thread with the engine's own
-  rules). Each refusal is a :class:`~bot.errors.UserFacingError` with its own message.
+- Admission control happens before anything is downloaded or queued: :meth:`reserve` checks the
+  per-member, per-chat and global limits at once and holds the member's slot (see
+  :mod:`bot.admission`); then options, and the images' headers (:func:`engine.images.admit`,
+  never a pixel decoded in this process, a few at a time off the event loop), and, given a
+  :class:`~bot.sandbox.Sandbox`, a full decode in a capped child process, one at a time. Each
+  refusal is a :class:`~bot.errors.UserFacingError` with its own message.
 - Fair order: first come, first served, except that no member gets a second job ahead of
   another member's first (round-robin between members, see :func:`run_order`).
 - Every state change is written to SQLite before its event is sent, so a restart continues
-  where it stopped: queued jobs come back in order; a job that was running runs once more.
+  where it stopped: queued jobs come back in order; a job that was running runs again. A write
+  that fails (a full disk, a locked database) is logged and tried again later; the event is
+  sent all the same, so the member is told, and the queue goes on.
 - If the engine dies, the job in hand is retried once after a restart of the engine; a job that
-  kills it twice fails. A job past the time limit is stopped and fails. No job stays RUNNING.
+  kills it twice fails, as does one the bot was killed under twice. A graceful stop is not a
+  crash: the job in hand goes back to the front of the queue. A job past the time limit is
+  stopped and fails. No job stays RUNNING.
+- Delivery is durable: a finished painting counts as delivered once its adapter calls
+  :meth:`mark_delivered`; one that was not (the bot stopped first) is announced again at the
+  next start, to listeners added then or later. :meth:`deliveries_settled` gives deliveries in
+  flight a bounded time at shutdown.
+- The long-lived tasks (run loop, housekeeping) run under a :class:`~bot.supervisor.Supervisor`:
+  one exception does not end them.
 
 Events go to every listener added with :meth:`PaintService.add_listener`, each listener fed by
 its own queue and task, so a slow chat platform never holds up the engine or other listeners.
@@ -26,29 +39,30 @@ its own queue and task, so a slow chat platform never holds up the engine or oth
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import secrets
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Final
 
-from bot.engine_client import Engine, EngineCrashed, JobUpdate
+from bot import housekeeping, replies
+from bot.admission import Admission, Reservation
+from bot.delivery import Deliveries, load_finished
 from bot.errors import (
     InvalidImage,
     InvalidOptions,
     JobNotFound,
-    LimitReached,
     NotAllowed,
     NotAvailable,
-    QueueFull,
 )
+from bot.feeds import Listener, ListenerFeed
 from bot.jobs import (
     Cancelled,
     Failed,
-    Finished,
     Job,
     JobEvent,
     JobState,
@@ -60,23 +74,27 @@ from bot.jobs import (
     ServiceStatus,
     Started,
 )
+from bot.options import reroll as reroll_named
+from bot.sandbox import DecoderFailed, Sandbox
 from bot.settings import Limits
 from bot.store import Store
-from engine import images, protocol, schedule
+from bot.supervisor import Supervised, Supervisor
+from engine import files, images, protocol, schedule
+from engine.client import Engine, EngineCrashed, JobUpdate
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-Listener = Callable[[JobEvent], Awaitable[None]]
+Sleep = Callable[[float], Awaitable[None]]
 
 # Seconds per pixel-iteration before anything was measured; the moving average takes over
 # after the first job. Rough figures for a 2-core CPU and a current GPU.
 INITIAL_SECONDS_PER_WORK = {"cpu": 2.0e-5, "gpu": 3.0e-7}
 SPEED_SMOOTHING = 0.3  # weight of the newest job in the moving average
-CANCEL_GRACE = 15.0  # seconds the engine gets to stop a job before it is restarted
 PURGE_INTERVAL = 3600.0
-
-REROLL_CHANGES = ("stronger", "softer", "keep_colors")
+LISTENER_CLOSE_GRACE: Final = 10.0  # seconds a listener gets to finish its events at close
+VALIDATIONS_AT_ONCE: Final = 2  # header checks running at the same time
+RUN_LOOP_BACKOFF: Final = (1.0, 5.0, 30.0)  # seconds after 1, 2, 3+ unexpected errors in a row
 
 
 def run_order(waiting: list[Job]) -> list[Job]:
@@ -106,7 +124,14 @@ class PaintService:
         clock: Clock | None = None,
         preview_seconds: float = 6.0,
         default_quality: str = schedule.DEFAULT_QUALITY,
+        sandbox: Sandbox | None = None,
+        supervisor: Supervisor | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
+        """``sandbox``: where member images are decoded in full before they are queued (none:
+        headers only, the engine decodes); ``supervisor``: runs the long-lived tasks (shared
+        with the rest of the process, so that ``python -m bot`` can stop when one keeps
+        failing); ``clock`` and ``sleep``: injected time."""
         self._store = store
         self._engine = engine
         self._limits = limits
@@ -114,8 +139,13 @@ class PaintService:
         self._inputs_dir = data_dir / "inputs"
         self._results_dir = data_dir / "results"
         self._clock: Clock = clock or time.time
+        self._sleep = sleep
         self._preview_seconds = preview_seconds
         self._default_quality = default_quality
+        self._sandbox = sandbox
+        self._supervisor = supervisor or Supervisor(sleep=sleep)
+        self._admission = Admission(limits, self._clock)
+        self._claims = housekeeping.InputClaims()
         self._waiting: list[Job] = []  # arrival order
         self._running: Job | None = None
         self._current_turn = 0  # the turn of the job started last
@@ -124,37 +154,57 @@ class PaintService:
         self._cancel_requests: dict[str, str] = {}  # job id -> who asked
         self._positions: dict[str, int] = {}  # last position sent per waiting job
         self._wake = asyncio.Event()
-        self._listeners: list[_ListenerFeed] = []
-        self._tasks: list[asyncio.Task[None]] = []
-        self._admission = asyncio.Lock()
+        self._listeners: list[ListenerFeed] = []
+        self._tasks: list[Supervised] = []
+        self._admitting = asyncio.Lock()
+        self._validations = asyncio.Semaphore(VALIDATIONS_AT_ONCE)
         self._seconds_per_work: float | None = None
         self._recovery_events: list[JobEvent] = []  # failures found while recovering
+        self._unsaved: dict[str, Job] = {}  # states whose write failed; written again later
+        self._deliveries = Deliveries(store, self._clock)
         self._closed = False
 
     # -- life cycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._inputs_dir.mkdir(parents=True, exist_ok=True)
-        self._results_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self._data_dir, self._inputs_dir, self._results_dir):
+            files.private_folder(folder)
         stored = self._store.get_meta("seconds_per_work")
         self._seconds_per_work = float(stored) if stored else None
         self._recover()
+        await self._recover_deliveries()
         await self._engine.start()
-        self._tasks.append(asyncio.create_task(self._run_loop(), name="paint-run-loop"))
-        self._tasks.append(asyncio.create_task(self._purge_loop(), name="paint-purge"))
+        self._tasks.append(self._supervisor.spawn("paint-run-loop", self._run_loop))
+        self._tasks.append(self._supervisor.spawn("paint-housekeeping", self._housekeeping_loop))
         self._announce_positions(force=True)
 
     async def close(self) -> None:
+        """Stop the tasks, put a job in hand back in the queue, drain listeners, stop the engine.
+
+        Never stops half-way: a task that died, a listener that fails or a write that fails is
+        logged, and the rest is still closed.
+        """
+        if self._closed:
+            return
         self._closed = True
+        interrupted = self._running
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await task.stop()
         self._tasks.clear()
+        if interrupted is not None and not interrupted.state.terminal:
+            # A graceful stop is not a crash: the job runs again first thing, and this
+            # interruption does not count against it.
+            log.info(
+                "job %s was running at shutdown; it runs again at the next start", interrupted.id
+            )
+            self._save(replace(interrupted, state=JobState.QUEUED))
+        self._save_again()  # a last try for states whose write failed
         for feed in self._listeners:
-            await feed.close()
-        await self._engine.close()
+            await feed.close(LISTENER_CLOSE_GRACE)
+        try:
+            await self._engine.close()
+        except Exception:
+            log.exception("closing the engine failed")
 
     async def __aenter__(self) -> PaintService:
         await self.start()
@@ -163,15 +213,27 @@ class PaintService:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def add_listener(self, listener: Listener) -> None:
+    @property
+    def supervisor(self) -> Supervisor:
+        return self._supervisor
+
+    def add_listener(self, listener: Listener, *, delivers: str | None = None) -> None:
         """Send every future event to ``listener``.
 
         A listener added after :meth:`start` first gets the state of the jobs in hand (the
-        running job as ``Started``, waiting ones as ``PositionChanged``) and the failures found
-        while recovering, so an adapter that connects late still picks up recovered jobs.
+        running job as ``Started``, waiting ones as ``PositionChanged``), the failures found
+        while recovering and the finished paintings not yet delivered (as ``Finished``), so an
+        adapter that connects late still picks up recovered jobs.
+
+        ``delivers``: the platform whose results this listener posts. It then calls
+        :meth:`mark_delivered` once a result is posted, and a result it never marks is announced
+        again at the next start. A platform no listener delivers for keeps the simpler rule: its
+        result counts as delivered once every listener has handled its ``Finished``.
         """
-        feed = _ListenerFeed(listener)
+        feed = ListenerFeed(listener)
         self._listeners.append(feed)
+        if delivers is not None:
+            self._deliveries.delivers(delivers)
         for event in self._recovery_events:
             feed.put(event)
         if self._running is not None:
@@ -180,6 +242,7 @@ class PaintService:
         etas = self._etas(order)
         for position, job in enumerate(order, start=1):
             feed.put(PositionChanged(job=job, position=position, eta=etas.get(job.id)))
+        self._deliveries.replay(feed)
 
     async def drained(self) -> None:
         """Wait until every listener has handled every event sent so far."""
@@ -190,22 +253,29 @@ class PaintService:
         """Reload the queue after a restart; a job that was running runs again, once."""
         for job in self._store.jobs_in([JobState.RUNNING, JobState.QUEUED]):
             if job.state is JobState.RUNNING:
-                if job.attempts >= 2:
+                # Still RUNNING: the bot did not stop gracefully (killed, crashed, power cut),
+                # and the engine went with it. That counts as a crash of this job.
+                job = replace(job, crashes=job.crashes + 1)
+                if job.crashes >= 2:
                     self._finish_failed(
-                        job,
-                        "engine_crashed",
-                        "This painting was interrupted twice by restarts, so I stopped trying. "
-                        "Please send it again.",
-                        recovering=True,
+                        job, "engine_crashed", replies.INTERRUPTED_TWICE, recovering=True
                     )
                     continue
                 job = replace(job, state=JobState.QUEUED)
                 self._store.save_job(job)
-                log.info("job %s was running at shutdown; queued to run again", job.id)
+                log.info("job %s was running when the bot stopped; queued to run again", job.id)
             self._waiting.append(job)
         if self._waiting:
             log.info("recovered %d queued jobs", len(self._waiting))
             self._wake.set()
+
+    async def _recover_deliveries(self) -> None:
+        """Announce again the finished paintings that were never delivered."""
+        for job in self._store.undelivered():
+            if not job.result_path or not await asyncio.to_thread(Path(job.result_path).is_file):
+                continue
+            log.info("job %s finished but was not delivered before the stop; announcing it", job.id)
+            self._deliveries.finished(job, None, self._listeners)
 
     # -- member actions ------------------------------------------------------------------------
 
@@ -213,95 +283,148 @@ class PaintService:
     def limits(self) -> Limits:
         return self._limits
 
-    async def submit(self, request: PaintRequest) -> Job:
+    def reserve(self, platform: str, chat_id: str, user_id: str) -> Reservation:
+        """Check the limits now and hold the member's slot until the submit that uses it.
+
+        Raises :class:`~bot.errors.LimitReached` or :class:`~bot.errors.QueueFull` at once
+        (before anything is downloaded). The :class:`~bot.admission.Reservation` counts as a
+        queued painting in every limit until :meth:`submit` given it ends, or it is released
+        (``release()``, or leaving ``with slot:``).
+        """
+        return self._admission.reserve(
+            platform,
+            chat_id,
+            user_id,
+            active=self._active(),
+            waiting=self._waiting,
+            remaining=self._remaining_running(),
+        )
+
+    async def submit(self, request: PaintRequest, *, reservation: Reservation | None = None) -> Job:
+        """Check and queue ``request``; ``reservation`` (from :meth:`reserve`) is used up.
+
+        Without a reservation one is taken here, so a request being checked counts against
+        the limits all the same.
+        """
         options = request.options.resolved(self._default_quality)
         try:
             options.validate()
         except protocol.OptionError as error:
-            raise InvalidOptions(f"That option doesn't work: {error}.") from None
-        self._check_limits(request.platform, request.chat_id, request.user_id)
-        photo = await self._validate(request.photo, "photo")
-        await self._validate(request.painting, "painting")
-        async with self._admission:
-            # Checked again: other submissions may have been admitted while we validated.
-            # Inputs are saved only once admitted, so a refusal leaves no orphan file behind.
-            self._check_limits(request.platform, request.chat_id, request.user_id)
-            photo_path, painting_path = await asyncio.to_thread(
-                self._save_inputs, request.photo, request.painting
-            )
-            job = Job(
-                id=_new_job_id(),
-                platform=request.platform,
-                chat_id=request.chat_id,
-                user_id=request.user_id,
-                user_name=request.user_name,
-                options=options,
-                state=JobState.QUEUED,
-                created_at=self._clock(),
-                photo_path=photo_path,
-                painting_path=painting_path,
-                photo_name=request.photo_name,
-                painting_name=request.painting_name,
-                width=photo.width,
-                height=photo.height,
-                work=self._estimate_work(photo.width, photo.height, options),
-                status_ref=request.status_ref,
-                challenge_id=request.challenge_id,
-            )
-            return self._admit(job)
-
-    async def reroll(self, job_id: str, *, user_id: str, user_name: str, change: str) -> Job:
-        """A new painting from the inputs of ``job_id`` with one option changed."""
-        source = self.get(job_id)
-        if change not in REROLL_CHANGES:
-            raise InvalidOptions(f"Unknown change {change!r}; use {', '.join(REROLL_CHANGES)}.")
-        if self._store.is_purged(job_id) or not _files_exist(
-            source.photo_path, source.painting_path
+            if reservation is not None:
+                reservation.release()
+            raise InvalidOptions(replies.option_refused(error)) from None
+        slot = reservation
+        if slot is not None and (slot.platform, slot.user_id) != (
+            request.platform,
+            request.user_id,
         ):
+            slot.release()
+            raise ValueError(f"{slot!r} is not for {request.platform}/{request.user_id}")
+        if slot is None or slot.released:  # none given, or held so long that it lapsed
+            slot = self.reserve(request.platform, request.chat_id, request.user_id)
+        with slot:
+            photo = await self.check_image(request.photo, "photo")
+            await self.check_image(request.painting, "painting")
+            async with self._admitting:
+                # Checked again: a reservation that lapsed while we checked no longer counts.
+                self._check_limits(request.platform, request.chat_id, request.user_id, slot)
+                paths = await asyncio.to_thread(self._save_inputs, request.photo, request.painting)
+                try:
+                    job = Job(
+                        id=_new_job_id(),
+                        platform=request.platform,
+                        chat_id=request.chat_id,
+                        user_id=request.user_id,
+                        user_name=request.user_name,
+                        options=options,
+                        state=JobState.QUEUED,
+                        created_at=self._clock(),
+                        photo_path=paths[0],
+                        painting_path=paths[1],
+                        photo_name=request.photo_name,
+                        painting_name=request.painting_name,
+                        width=photo.width,
+                        height=photo.height,
+                        work=self._estimate_work(photo.width, photo.height, options),
+                        status_ref=request.status_ref,
+                        challenge_id=request.challenge_id,
+                    )
+                    return self._admit(job)
+                finally:
+                    self._claims.release(paths)
+
+    async def reroll(
+        self,
+        job_id: str,
+        *,
+        user_id: str,
+        user_name: str,
+        change: str,
+        platform: str | None = None,
+        moderator: bool = False,
+    ) -> Job:
+        """A new painting from the inputs of ``job_id`` with one option changed.
+
+        Only from a finished (DONE) painting, only by its owner or a moderator, and only on the
+        platform it was made on (``platform``: where the button was pressed).
+        """
+        source = self.get(job_id)
+        if platform is not None and source.platform != platform:
+            raise NotAllowed(replies.OTHER_PLATFORM)
+        if source.user_id != user_id and not moderator:
+            raise NotAllowed(replies.only_owner_repaints(source))
+        if source.state is not JobState.DONE:
             raise NotAvailable(
-                "The photo and painting of that result have been deleted after the retention "
-                "period. Please send them again with /paint."
+                replies.NOT_A_FINISHED_PAINTING
+                if source.state.terminal
+                else replies.NOT_FINISHED_YET
             )
-        options = source.options
-        if change == "stronger":
-            options = replace(options, strength=min(protocol.STRENGTH_MAX, options.strength + 2))
-        elif change == "softer":
-            options = replace(options, strength=max(protocol.STRENGTH_MIN, options.strength - 2))
-        else:
-            options = replace(options, keep_colors=not options.keep_colors)
-        async with self._admission:
+        way = reroll_named(change)
+        retained = source.finished_at is not None and (
+            self._clock() - source.finished_at < self._limits.retention_hours * 3600
+        )
+        gone = NotAvailable(replies.DELETED_WITH_INPUTS if retained else replies.INPUTS_DELETED)
+        if self._store.is_purged(job_id):
+            raise gone
+        options = way.apply(source.options)
+        async with self._admitting:
             self._check_limits(source.platform, source.chat_id, user_id)
-            job = replace(
-                source,
-                id=_new_job_id(),
-                user_id=user_id,
-                user_name=user_name,
-                options=options,
-                state=JobState.QUEUED,
-                created_at=self._clock(),
-                work=self._estimate_work(source.width, source.height, options),
-                started_at=None,
-                finished_at=None,
-                result_path=None,
-                error_code=None,
-                error_message=None,
-                attempts=0,
-                crashes=0,
-                status_ref=None,
-                parent_id=source.id,
-                challenge_id=None,  # a re-roll is a member's own painting, not an entry
-                seconds=None,
-            )
-            return self._admit(job)
+            paths = (source.photo_path, source.painting_path)
+            if not await asyncio.to_thread(self._claim_existing, paths):
+                raise gone
+            try:
+                job = replace(
+                    source,
+                    id=_new_job_id(),
+                    user_id=user_id,
+                    user_name=user_name,
+                    options=options,
+                    state=JobState.QUEUED,
+                    created_at=self._clock(),
+                    work=self._estimate_work(source.width, source.height, options),
+                    started_at=None,
+                    finished_at=None,
+                    result_path=None,
+                    error_code=None,
+                    error_message=None,
+                    attempts=0,
+                    crashes=0,
+                    status_ref=None,
+                    parent_id=source.id,
+                    challenge_id=None,  # a re-roll is a member's own painting, not an entry
+                    seconds=None,
+                    delivered_at=None,
+                )
+                return self._admit(job)
+            finally:
+                self._claims.release(paths)
 
     async def cancel(self, job_id: str, *, user_id: str, moderator: bool = False) -> Job:
         job = self.get(job_id)
         if job.user_id != user_id and not moderator:
-            raise NotAllowed(
-                "Only the member who asked for this painting or a moderator can cancel it."
-            )
+            raise NotAllowed(replies.owner_only(job, "cancel"))
         if job.state.terminal:
-            raise JobNotFound(f"That painting is already {job.state.value}.")
+            raise JobNotFound(replies.already(job.state))
         if job.state is JobState.QUEUED:
             self._waiting = [j for j in self._waiting if j.id != job_id]
             self._positions.pop(job_id, None)
@@ -316,10 +439,22 @@ class PaintService:
         log.info("job %s cancel requested while running by %s", job_id, user_id)
         return job
 
-    async def cancel_mine(self, platform: str, user_id: str) -> Job:
-        mine = [j for j in self._active() if j.platform == platform and j.user_id == user_id]
+    async def cancel_mine(self, platform: str, user_id: str, *, chat_id: str | None = None) -> Job:
+        """Cancel the member's newest painting in progress in ``chat_id`` (where they asked).
+
+        ``chat_id=None`` looks in every chat of the platform; kept only until both adapters pass
+        the chat: on Telegram, everyone posting as a channel or as an anonymous admin shares
+        one user id, and must not cancel each other's paintings in other groups.
+        """
+        mine = [
+            j
+            for j in self._active()
+            if j.platform == platform
+            and j.user_id == user_id
+            and (chat_id is None or j.chat_id == chat_id)
+        ]
         if not mine:
-            raise JobNotFound("You have no painting in progress. Start one with /paint.")
+            raise JobNotFound(replies.NOTHING_TO_CANCEL)
         # The newest one: a member with several jobs most likely regrets the last.
         return await self.cancel(mine[-1].id, user_id=user_id)
 
@@ -330,16 +465,38 @@ class PaintService:
         self._replace_live(job)
 
     async def delete_result(self, job_id: str, *, user_id: str, moderator: bool = False) -> Job:
+        """Delete a finished painting's result, and its inputs unless a kept job uses them."""
         job = self.get(job_id)
         if job.user_id != user_id and not moderator:
-            raise NotAllowed(
-                "Only the member who asked for this painting or a moderator can delete it."
-            )
+            raise NotAllowed(replies.owner_only(job, "delete"))
+        if not job.state.terminal:
+            raise NotAllowed(replies.CANCEL_INSTEAD)
         if job.result_path:
             await asyncio.to_thread(Path(job.result_path).unlink, missing_ok=True)
-        job = replace(job, result_path=None)
-        self._store.save_job(job)
-        return job
+        self._store.mark_purged(job.id)
+        deleted = self._claims.delete_unused(self._store, (job.photo_path, job.painting_path))
+        log.info("job %s deleted by %s (%d inputs went with it)", job.id, user_id, deleted)
+        return replace(job, result_path=None)
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    async def mark_delivered(self, job_id: str) -> None:
+        """The result of ``job_id`` has been posted: it is not announced again after a restart.
+
+        Called by the adapter that delivers for the job's platform (see :meth:`add_listener`),
+        once the result message is out. Never raises: a write that fails is logged, and the
+        result may then be posted once more after a restart.
+        """
+        self._deliveries.mark(job_id)
+
+    async def deliveries_settled(self, grace: float) -> bool:
+        """Wait up to ``grace`` seconds until every finished painting handed to a listener
+        has been delivered; True if all were.
+
+        For shutdown, before the adapters close: the shutdown's grace for deliveries in flight.
+        What is still undelivered after it is announced again at the next start.
+        """
+        return await self._deliveries.settled(grace)
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -349,9 +506,11 @@ class PaintService:
         for job in self._waiting:
             if job.id == job_id:
                 return job
+        if job_id in self._unsaved:
+            return self._unsaved[job_id]
         stored = self._store.get_job(job_id)
         if stored is None:
-            raise JobNotFound("I can't find that painting; it may have expired.")
+            raise JobNotFound(replies.NOT_FOUND)
         return stored
 
     def position(self, job_id: str) -> int | None:
@@ -382,15 +541,26 @@ class PaintService:
         )
 
     def result_png(self, job: Job) -> bytes:
+        """The result's bytes. Blocking (up to tens of megabytes): from a thread, or use
+        :meth:`read_result`."""
         if not job.result_path or not Path(job.result_path).is_file():
-            raise NotAvailable("That painting has been deleted.")
+            raise NotAvailable(replies.RESULT_DELETED)
         return Path(job.result_path).read_bytes()
 
     def input_bytes(self, job: Job, which: str) -> bytes:
+        """An input's bytes. Blocking: from a thread, or use :meth:`read_input`."""
         path = Path(job.photo_path if which == "photo" else job.painting_path)
         if not path.is_file():
-            raise NotAvailable(f"The {which} of that painting has been deleted.")
+            raise NotAvailable(replies.input_deleted(which))
         return path.read_bytes()
+
+    async def read_result(self, job: Job) -> bytes:
+        """:meth:`result_png` off the event loop."""
+        return await asyncio.to_thread(self.result_png, job)
+
+    async def read_input(self, job: Job, which: str) -> bytes:
+        """:meth:`input_bytes` off the event loop."""
+        return await asyncio.to_thread(self.input_bytes, job, which)
 
     def _active(self) -> list[Job]:
         """The running job (until it is finished) and the waiting ones."""
@@ -400,55 +570,65 @@ class PaintService:
 
     # -- admission -----------------------------------------------------------------------------
 
-    def _check_limits(self, platform: str, chat_id: str, user_id: str) -> None:
-        active = self._active()
-        mine = sum(1 for j in active if j.platform == platform and j.user_id == user_id)
-        if mine >= self._limits.per_member:
-            if self._limits.per_member == 1:
-                raise LimitReached(
-                    "You already have a painting in progress. Wait for it to finish, "
-                    "or cancel it with /cancel."
-                )
-            raise LimitReached(
-                f"You already have {mine} paintings in progress, the most allowed. "
-                "Wait for one to finish, or cancel one with /cancel."
-            )
-        if len(self._waiting) >= self._limits.queue:
-            raise QueueFull(
-                f"The queue is full ({len(self._waiting)} paintings waiting). "
-                f"Try again in {self._time_until_a_slot()}."
-            )
-        in_chat = sum(1 for j in self._waiting if j.platform == platform and j.chat_id == chat_id)
-        if in_chat >= self._limits.queue_per_chat:
-            raise QueueFull(
-                f"This chat already has {in_chat} paintings waiting, the most allowed. "
-                f"Try again in {self._time_until_a_slot()}."
-            )
+    def _check_limits(
+        self, platform: str, chat_id: str, user_id: str, own: Reservation | None = None
+    ) -> None:
+        self._admission.check(
+            platform,
+            chat_id,
+            user_id,
+            active=self._active(),
+            waiting=self._waiting,
+            remaining=self._remaining_running(),
+            exclude=own,
+        )
 
-    def _time_until_a_slot(self) -> str:
-        minutes = max(1, round(self._remaining_running() / 60))
-        return "about a minute" if minutes == 1 else f"about {minutes} minutes"
+    async def check_image(self, data: bytes, role: str) -> images.ImageInfo:
+        """Check an image by the engine's rules; :class:`InvalidImage` if unfit.
 
-    async def _validate(self, data: bytes, role: str) -> images.ImageInfo:
+        Its headers here (never a pixel decoded in this process, a few at a time off the event
+        loop); in full in the sandbox's capped child, one at a time, when there is a sandbox.
+        A picture the sandbox cannot open for want of memory or time is left to the engine.
+        """
         try:
-            return await asyncio.to_thread(
-                images.probe, data, role=role, max_bytes=self._limits.max_input_bytes
-            )
+            async with self._validations:
+                info = await asyncio.to_thread(
+                    images.admit, data, role=role, max_bytes=self._limits.max_input_bytes
+                )
+            if self._sandbox is not None:
+                await self._sandbox.check(data, role=role, max_bytes=self._limits.max_input_bytes)
         except images.ImageError as error:
             raise InvalidImage(error.message) from None
+        except DecoderFailed as error:
+            # Not the member's fault as far as anyone can tell; the engine decides.
+            log.info(
+                "a %s was not decoded in the sandbox (%s); the engine checks it", role, error.reason
+            )
+        return info
 
     def _save_inputs(self, photo: bytes, painting: bytes) -> tuple[str, str]:
-        """Store inputs by content hash: a painting shared by many jobs is kept once."""
+        """Store inputs by content hash (a painting shared by many jobs is kept once) and
+        claim them, so housekeeping keeps them until the job's row exists. In a thread."""
         paths = []
-        for data in (photo, painting):
-            path = self._inputs_dir / f"{hashlib.sha256(data).hexdigest()}.img"
-            if not path.exists():
-                # A private partial name: the same painting may arrive in many requests at once.
-                partial = path.with_name(f"{path.stem}.{secrets.token_hex(4)}.part")
-                partial.write_bytes(data)
-                partial.replace(path)
-            paths.append(str(path))
+        with self._claims.locked():
+            for data in (photo, painting):
+                path = (
+                    self._inputs_dir
+                    / f"{hashlib.sha256(data).hexdigest()}{housekeeping.INPUT_SUFFIX}"
+                )
+                if not path.exists():
+                    files.write_private(path, data)
+                paths.append(str(path))
+            self._claims.hold(paths)
         return paths[0], paths[1]
+
+    def _claim_existing(self, paths: tuple[str, str]) -> bool:
+        """Claim stored inputs for a new job; False (nothing claimed) if one is gone."""
+        with self._claims.locked():
+            if not all(Path(path).is_file() for path in paths):
+                return False
+            self._claims.hold(paths)
+        return True
 
     def _estimate_work(self, width: int, height: int, options: protocol.PaintOptions) -> int:
         preset = schedule.PRESETS[(options.quality, self._engine.device_kind)]
@@ -478,7 +658,9 @@ class PaintService:
     # -- the run loop --------------------------------------------------------------------------
 
     async def _run_loop(self) -> None:
+        errors_in_a_row = 0
         while True:
+            self._save_again()
             while not self._waiting:
                 self._wake.clear()
                 await self._wake.wait()
@@ -487,25 +669,28 @@ class PaintService:
             self._positions.pop(job.id, None)
             try:
                 await self._run(job)
+                errors_in_a_row = 0
             except asyncio.CancelledError:
                 raise
             except Exception:
+                errors_in_a_row += 1
                 log.exception("job %s: unexpected error in the run loop", job.id)
                 current = self._running or job
                 if not current.state.terminal:
-                    self._finish_failed(
-                        current, "internal", "Something went wrong on my side. Please try again."
-                    )
+                    self._finish_failed(current, "internal", replies.OUR_FAULT)
             finally:
                 self._running = None
             self._announce_positions()
+            if errors_in_a_row:
+                # Something is wrong beyond one job (the disk, the database): don't spin.
+                await self._sleep(RUN_LOOP_BACKOFF[min(errors_in_a_row, len(RUN_LOOP_BACKOFF)) - 1])
 
     async def _run(self, job: Job) -> None:
         rerun = job.attempts > 0
         job = replace(
             job, state=JobState.RUNNING, started_at=self._clock(), attempts=job.attempts + 1
         )
-        self._store.save_job(job)
+        self._save(job)
         self._running, self._running_percent, self._running_eta = job, 0.0, None
         self._current_turn = max(self._current_turn, job.turn)
         log.info(
@@ -553,13 +738,11 @@ class PaintService:
                 outcome.height,
                 (job.finished_at or 0) - job.created_at,
             )
-            self._emit(
-                Finished(
-                    job=job,
-                    result_png=await asyncio.to_thread(Path(outcome.result_path).read_bytes),
-                    seconds=outcome.seconds,
-                )
-            )
+            finished = await load_finished(job)
+            if finished is None:
+                self._finish_failed(job, "internal", replies.OUR_FAULT)
+            else:
+                self._deliveries.finished(job, finished, self._listeners)
         elif isinstance(outcome, protocol.JobCancelled):
             by = self._cancel_requests.pop(job.id, "")
             job = self._finish(job, JobState.CANCELLED)
@@ -576,7 +759,7 @@ class PaintService:
             if update.total_work and update.total_work != job.work:
                 job = replace(job, work=update.total_work)
                 self._running = job
-                self._store.save_job(job)
+                self._save(job)
             return
         self._running_percent = update.percent
         self._running_eta = update.eta
@@ -597,12 +780,8 @@ class PaintService:
         await self._engine.cancel(job.id)
         # The engine was busy with this job; restart it so the next job starts on a clean one.
         await self._restart_engine()
-        minutes = self._limits.job_timeout / 60
         self._finish_failed(
-            self._running or job,
-            "timeout",
-            f"This painting took longer than the {minutes:.0f}-minute limit and was stopped. "
-            "Try quality=draft or a smaller photo.",
+            self._running or job, "timeout", replies.too_slow(self._limits.job_timeout)
         )
 
     async def _after_crash(self, job: Job, reason: str) -> None:
@@ -614,15 +793,10 @@ class PaintService:
             job = self._finish(job, JobState.CANCELLED)
             self._emit(Cancelled(job=job, by_user=by))
         elif job.crashes >= 2:
-            self._finish_failed(
-                job,
-                "engine_crashed",
-                "This painting stopped the engine twice, so I gave up on it. "
-                "Try a smaller photo or another painting.",
-            )
+            self._finish_failed(job, "engine_crashed", replies.CRASHED_TWICE)
         else:
             job = replace(job, state=JobState.QUEUED)
-            self._store.save_job(job)
+            self._save(job)
             self._waiting.insert(0, job)  # first in line: it was already running
             self._wake.set()
 
@@ -636,12 +810,39 @@ class PaintService:
                 raise
             except Exception:
                 log.exception("engine restart failed; trying again in %.0fs", delay)
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
                 delay = min(delay * 2, 60.0)
+
+    def _save(self, job: Job) -> bool:
+        """Write ``job``'s state; if that fails (full disk, locked database), log it and keep
+        the state to write again later. Never raises: the caller's event goes out either way."""
+        try:
+            self._store.save_job(job)
+        except sqlite3.Error as error:
+            log.error(
+                "job %s: could not write its state %s (%s); trying again later",
+                job.id,
+                job.state.value,
+                error,
+            )
+            self._unsaved[job.id] = job
+            return False
+        self._unsaved.pop(job.id, None)
+        return True
+
+    def _save_again(self) -> None:
+        """Write the states whose write failed before, oldest first; stop at the first failure."""
+        for job in list(self._unsaved.values()):
+            try:
+                self._store.save_job(job)
+            except sqlite3.Error:
+                return
+            log.info("job %s: its state %s is written now", job.id, job.state.value)
+            self._unsaved.pop(job.id, None)
 
     def _finish(self, job: Job, state: JobState, **changes: object) -> Job:
         job = replace(job, state=state, finished_at=self._clock(), **changes)  # type: ignore[arg-type]
-        self._store.save_job(job)
+        self._save(job)
         if self._running is not None and self._running.id == job.id:
             self._running = job
         return job
@@ -685,7 +886,10 @@ class PaintService:
         self._seconds_per_work = (
             measured if old is None else old + SPEED_SMOOTHING * (measured - old)
         )
-        self._store.set_meta("seconds_per_work", repr(self._seconds_per_work))
+        try:
+            self._store.set_meta("seconds_per_work", repr(self._seconds_per_work))
+        except sqlite3.Error as error:
+            log.warning("could not store the engine's speed (%s)", error)
 
     def _remaining_running(self) -> float:
         if self._running is None:
@@ -721,90 +925,40 @@ class PaintService:
         for feed in self._listeners:
             feed.put(event)
 
-    async def _purge_loop(self) -> None:
-        """Hourly: delete expired files and log a status line for the admin."""
+    async def _housekeeping_loop(self) -> None:
+        """Hourly: delete expired files, forget old rows, log a status line for the admin."""
         while True:
             try:
-                # In the loop's thread: the store's connection is not shared across threads,
-                # and deleting a few files is quick.
-                self.purge_expired()
-                status = self.status()
+                report = await self._sweep()
                 log.info(
                     "status: %d waiting, running %s, %d done, %d failed, %s s per job, engine %s",
-                    status.queue_length,
-                    status.running_job or "nothing",
-                    status.jobs_done,
-                    status.jobs_failed,
-                    f"{status.average_seconds:.1f}" if status.average_seconds else "-",
-                    status.engine_device or "down",
+                    len(self._waiting),
+                    self._running.id if self._running else "nothing",
+                    report.counts.get(JobState.DONE.value, 0),
+                    report.counts.get(JobState.FAILED.value, 0),
+                    f"{report.average_seconds:.1f}" if report.average_seconds else "-",
+                    self._engine.device or "down",
                 )
             except Exception:
                 log.exception("hourly housekeeping failed")
-            await asyncio.sleep(PURGE_INTERVAL)
+            await self._sleep(PURGE_INTERVAL)
 
-    def purge_expired(self) -> int:
-        """Delete inputs and results of jobs finished before the retention period."""
-        cutoff = self._clock() - self._limits.retention_hours * 3600
-        purged = 0
-        for job in self._store.expired_jobs(cutoff):
-            if job.result_path:
-                Path(job.result_path).unlink(missing_ok=True)
-            self._store.mark_purged(job.id)
-            for path in (job.photo_path, job.painting_path):
-                if not self._store.input_in_use(path):
-                    Path(path).unlink(missing_ok=True)
-            purged += 1
-        if purged:
-            log.info("deleted the files of %d expired jobs", purged)
-        return purged
+    async def purge_expired(self) -> int:
+        """Delete inputs and results of jobs finished before the retention period, and forget
+        the rows of jobs purged long enough ago; returns how many jobs lost their files."""
+        return (await self._sweep()).purged
 
-
-class _ListenerFeed:
-    """One listener's own queue and task: events in order, failures logged and skipped."""
-
-    def __init__(self, listener: Listener) -> None:
-        self._listener = listener
-        self._queue: asyncio.Queue[JobEvent | None] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        with contextlib.suppress(RuntimeError):  # no running loop yet: started on first event
-            self._start()
-
-    def _start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._drain(), name="paint-listener")
-
-    def put(self, event: JobEvent) -> None:
-        if self._task is None:
-            self._start()
-        self._queue.put_nowait(event)
-
-    async def _drain(self) -> None:
-        while True:
-            event = await self._queue.get()
-            try:
-                if event is None:
-                    return
-                await self._listener(event)
-            except Exception:
-                assert event is not None
-                log.exception(
-                    "listener failed on %s for job %s", type(event).__name__, event.job.id
-                )
-            finally:
-                self._queue.task_done()
-
-    async def join(self) -> None:
-        """Wait until every event so far has been handled."""
-        await self._queue.join()
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._queue.put_nowait(None)
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-
-def _files_exist(*paths: str) -> bool:
-    return all(Path(path).is_file() for path in paths)
+    async def _sweep(self) -> housekeeping.SweepReport:
+        now = self._clock()
+        return await asyncio.to_thread(
+            housekeeping.sweep,
+            self._store.path,
+            self._inputs_dir,
+            self._claims,
+            files_before=now - self._limits.retention_hours * 3600,
+            rows_before=now - self._limits.forget_days * 24 * 3600,
+            should_stop=lambda: self._closed,
+        )
 
 
 def _new_job_id() -> str:

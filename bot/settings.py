@@ -45,6 +45,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ATELIER_MAX_INPUT_MB", "20", "Largest photo or painting accepted, in MB."),
     Variable("ATELIER_JOB_TIMEOUT", "1200", "Seconds a painting may run before it is stopped."),
     Variable("ATELIER_RETENTION_HOURS", "72", "Hours inputs and results are kept."),
+    Variable("ATELIER_FORGET_DAYS", "30", "Days a finished job's record (member, chat) is kept."),
     Variable("ATELIER_DEFAULT_QUALITY", DEFAULT_QUALITY, "Quality when a member names none."),
     Variable("ATELIER_PREVIEW_SECONDS", "6", "Seconds between preview images (0 = none)."),
     Variable("ATELIER_CHALLENGE_MAX_ENTRIES", "3", "Entries per member per challenge."),
@@ -95,6 +96,7 @@ class Limits:
     job_timeout: float = 1200.0
     retention_hours: float = 72.0
     challenge_entries: int = 3
+    forget_days: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,7 @@ class Settings:
                 job_timeout=read.positive_float("ATELIER_JOB_TIMEOUT"),
                 retention_hours=read.positive_float("ATELIER_RETENTION_HOURS"),
                 challenge_entries=read.positive_int("ATELIER_CHALLENGE_MAX_ENTRIES"),
+                forget_days=read.positive_float("ATELIER_FORGET_DAYS"),
             ),
             engine=EngineSettings(
                 device=read.text("ATELIER_DEVICE"),

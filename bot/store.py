@@ -1,20 +1,33 @@
 """SQLite persistence: the source of truth across restarts.
 
-One file in the data folder, WAL mode. Calls are synchronous and short (single-row writes on a
-local file take well under a millisecond), so the service calls them from the event loop.
-Challenge tables live in :mod:`bot.challenges` and use :meth:`Store.connection`.
+One file in the data folder, WAL mode, readable by its owner only. Calls are synchronous and
+short (single-row writes and indexed reads on a local file take well under a millisecond), so
+the service calls them from the event loop; the housekeeping (:mod:`bot.housekeeping`) opens its
+own connection in a thread for its batches. Challenge tables live in :mod:`bot.challenges` and
+use :meth:`Store.connection`.
+
+Every query the housekeeping runs over the whole history is served by an index (a test reads
+``EXPLAIN QUERY PLAN``): expired files, inputs still in use, rows to forget, undelivered
+paintings. A database from an earlier version is brought up to date on open (new columns are
+added; paintings finished before delivery was tracked count as delivered).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
+from typing import Final
 
 from bot.jobs import Job, JobState
+from engine import files
 from engine.protocol import PaintOptions
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -46,36 +59,99 @@ CREATE TABLE IF NOT EXISTS jobs (
     challenge_id INTEGER,
     seconds REAL,
     turn INTEGER NOT NULL DEFAULT 0,
-    purged INTEGER NOT NULL DEFAULT 0
+    purged INTEGER NOT NULL DEFAULT 0,
+    delivered_at REAL
 );
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
-CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(platform, user_id);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
 """
+# After the migrations: an index may name a column that an older table gets only then.
+INDEXES = """
+DROP INDEX IF EXISTS jobs_state;
+CREATE INDEX IF NOT EXISTS jobs_state_delivery ON jobs(state, delivered_at);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(platform, user_id);
+CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(purged, finished_at);
+CREATE INDEX IF NOT EXISTS jobs_photo ON jobs(photo_path, purged);
+CREATE INDEX IF NOT EXISTS jobs_painting ON jobs(painting_path, purged);
+"""
+# Columns added since the first release: name -> how to fill existing rows (SQL), or None.
+_ADDED_COLUMNS: Final = {
+    # Paintings finished before delivery was tracked were delivered then.
+    "delivered_at": ("REAL", "UPDATE jobs SET delivered_at = finished_at WHERE state = 'done'"),
+}
+_TERMINAL: Final = "('done', 'failed', 'cancelled')"
 
 _JOB_FIELDS = [f.name for f in fields(Job)]
 
 
+class StoreUnavailable(Exception):
+    """The database cannot be opened (damaged, not a database, unreadable); says which file."""
+
+
 class Store:
     """Jobs and small key-value facts (the ETA model) in one SQLite file."""
+
+    EXPIRED_SQL: Final = (
+        "SELECT * FROM jobs WHERE purged = 0 AND finished_at < ? "
+        f"AND state IN {_TERMINAL} ORDER BY finished_at LIMIT ?"
+    )
+    IN_USE_SQL: Final = (
+        "SELECT 1 FROM jobs WHERE purged = 0 AND photo_path = ? "
+        "UNION ALL SELECT 1 FROM jobs WHERE purged = 0 AND painting_path = ? LIMIT 1"
+    )
+    FORGETTABLE_SQL: Final = (
+        "SELECT seq FROM jobs WHERE purged = 1 AND finished_at < ? ORDER BY finished_at LIMIT ?"
+    )
+    UNDELIVERED_SQL: Final = (
+        "SELECT * FROM jobs WHERE state = 'done' AND delivered_at IS NULL ORDER BY seq"
+    )
 
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._db = connection
         self.path = path
 
     @classmethod
-    def open(cls, path: Path) -> Store:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA foreign_keys=ON")
-        db.executescript(SCHEMA)
+    def open(cls, path: Path, *, busy_timeout: float = 5.0) -> Store:
+        """Open (or create) the database; raise :class:`StoreUnavailable` if it is unusable."""
+        files.private_folder(path.parent)
+        try:
+            db = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+            )
+        except sqlite3.Error as error:
+            raise StoreUnavailable(f"the database {path} cannot be opened: {error}") from None
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.executescript(SCHEMA)
+            _migrate(db)
+            db.executescript(INDEXES)
+        except sqlite3.DatabaseError as error:
+            db.close()
+            raise StoreUnavailable(
+                f"the database {path} is damaged or not a database ({error}); move it away "
+                "(Atelier then starts with an empty history) or restore a backup"
+            ) from None
+        # SQLite gives the -wal and -shm files the database file's mode.
+        for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
+            files.make_private(path.with_name(name))
         return cls(db, path)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction: everything inside is committed together or not at all."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:  # also when the COMMIT itself failed
+                self._db.execute("ROLLBACK")
+            raise
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -110,22 +186,6 @@ class Store:
         ).fetchall()
         return [_row_to_job(r) for r in rows]
 
-    def recent_jobs(
-        self, *, platform: str, chat_id: str | None = None, user_id: str | None = None, limit: int
-    ) -> list[Job]:
-        """Finished paintings still on disk, newest first (for galleries)."""
-        sql = "SELECT * FROM jobs WHERE platform = ? AND state = 'done' AND purged = 0"
-        args: list[object] = [platform]
-        if chat_id is not None:
-            sql += " AND chat_id = ?"
-            args.append(chat_id)
-        if user_id is not None:
-            sql += " AND user_id = ?"
-            args.append(user_id)
-        sql += " ORDER BY seq DESC LIMIT ?"
-        args.append(limit)
-        return [_row_to_job(r) for r in self._db.execute(sql, args).fetchall()]
-
     def count_by_state(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state").fetchall()
         return {r["state"]: r["n"] for r in rows}
@@ -136,13 +196,10 @@ class Store:
         ).fetchone()
         return float(row["s"]) if row["s"] is not None else None
 
-    def expired_jobs(self, before: float) -> list[Job]:
-        """Finished jobs older than ``before`` whose files have not been deleted yet."""
-        rows = self._db.execute(
-            "SELECT * FROM jobs WHERE purged = 0 AND finished_at IS NOT NULL AND finished_at < ? "
-            "AND state IN ('done', 'failed', 'cancelled') ORDER BY seq",
-            (before,),
-        ).fetchall()
+    def expired_jobs(self, before: float, limit: int = 1_000_000) -> list[Job]:
+        """Finished jobs older than ``before`` whose files have not been deleted yet, oldest
+        first, at most ``limit`` of them."""
+        rows = self._db.execute(self.EXPIRED_SQL, (before, limit)).fetchall()
         return [_row_to_job(r) for r in rows]
 
     def mark_purged(self, job_id: str) -> None:
@@ -154,11 +211,25 @@ class Store:
 
     def input_in_use(self, path: str) -> bool:
         """Whether any job whose files are kept still refers to this input file."""
-        row = self._db.execute(
-            "SELECT 1 FROM jobs WHERE purged = 0 AND (photo_path = ? OR painting_path = ?) LIMIT 1",
-            (path, path),
-        ).fetchone()
-        return row is not None
+        return self._db.execute(self.IN_USE_SQL, (path, path)).fetchone() is not None
+
+    def forget(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` rows of jobs whose files were deleted and that finished
+        before ``before``: the member's name and id, the chat, the options. Returns how many."""
+        return self._db.execute(
+            f"DELETE FROM jobs WHERE seq IN ({self.FORGETTABLE_SQL})", (before, limit)
+        ).rowcount
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    def undelivered(self) -> list[Job]:
+        """Finished paintings whose result was never posted (marked), oldest first."""
+        return [_row_to_job(r) for r in self._db.execute(self.UNDELIVERED_SQL).fetchall()]
+
+    def mark_delivered(self, job_id: str, at: float) -> None:
+        self._db.execute(
+            "UPDATE jobs SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL", (at, job_id)
+        )
 
     # -- meta ----------------------------------------------------------------------------------
 
@@ -172,6 +243,25 @@ class Store:
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Add the columns an older database lacks, filling existing rows, in one transaction."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+    missing = {name: how for name, how in _ADDED_COLUMNS.items() if name not in present}
+    if not missing:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for name, (kind, fill) in missing.items():
+            db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+            if fill:
+                db.execute(fill)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    log.info("database brought up to date: added %s", ", ".join(missing))
 
 
 def _job_to_row(job: Job) -> dict[str, object]:

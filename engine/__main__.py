@@ -4,6 +4,8 @@
                      [--brush B] [--keep-colors] [--optimizer O] [--init I] [--seed N]
                      [--device D] [--weights PATH]
     python -m engine fetch-weights
+    python -m engine agent --redis URL [--devices cuda:0,cuda:1] [--host NAME] [--weights PATH]
+                     [--work-dir DIR] [--lease SECONDS] [--metrics-port N]
 
 Progress goes to stderr as one updating line; a one-line summary goes to stdout at the end. Bad
 input (unreadable image, option out of range, missing weights) gives a one-line error and a
@@ -18,6 +20,7 @@ import logging
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn, TextIO
@@ -91,7 +94,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "fetch-weights", help="download torchvision's VGG-19 weights into the torch cache"
     )
+
+    agent = sub.add_parser("agent", help="paint jobs from Redis on this host's devices (scale-out)")
+    agent.add_argument("--redis", required=True, metavar="URL", help="e.g. redis://queue:6379/0")
+    agent.add_argument(
+        "--devices", type=_devices, default=("cuda:0",), help="comma-separated (default cuda:0)"
+    )
+    agent.add_argument("--host", help="this host's name in consumer names (default: hostname)")
+    agent.add_argument("--weights", help="a VGG-19 state-dict file (as for paint)")
+    agent.add_argument("--work-dir", type=Path, help="where inputs and results are kept briefly")
+    agent.add_argument(
+        "--lease", type=float, default=30.0, help="seconds; the same on every host (default 30)"
+    )
+    agent.add_argument("--metrics-port", type=int, help="serve /metrics and /healthz (default off)")
     return parser
+
+
+def _devices(text: str) -> tuple[str, ...]:
+    devices = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not devices or len(set(devices)) != len(devices):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of distinct devices")
+    return devices
 
 
 def _steps(text: str) -> tuple[int, ...]:
@@ -113,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "fetch-weights":
             return _fetch_weights()
+        if args.command == "agent":
+            return _agent(args)
         return _paint(args)
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
@@ -149,6 +174,42 @@ def _fetch_weights() -> int:
     weights.load_default(allow_download=True, progress=True)
     print(f"VGG-19 weights downloaded to {path}")
     return 0
+
+
+def _agent(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from engine.agent import AgentSettings, run_until_signalled
+    from engine.client import EngineUnavailable
+
+    logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if args.lease <= 0:
+        raise protocol.OptionError("--lease must be positive")
+    # Four renewals per lease: a host is never taken for dead over one slow round trip.
+    settings = AgentSettings(
+        redis_url=args.redis,
+        devices=args.devices,
+        lease=args.lease,
+        renew_every=min(5.0, args.lease / 4),
+    )
+    overrides = {
+        "host": args.host,
+        "weights": args.weights,
+        "work_dir": args.work_dir,
+        "metrics_port": args.metrics_port,
+    }
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    try:
+        asyncio.run(run_until_signalled(settings))
+    except EngineUnavailable as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+def agent_main() -> int:
+    """The ``atelier-agent`` console script: ``python -m engine agent ...``."""
+    return main(["agent", *sys.argv[1:]])
 
 
 def _paint(args: argparse.Namespace) -> int:

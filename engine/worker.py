@@ -1,9 +1,11 @@
-"""The engine process: take a job, paint it, report; one model kept warm between jobs.
+"""The engine process: take a job or a batch of jobs, paint it, report; one model kept warm.
 
-Started by :class:`bot.engine_client.EngineClient` with the ``spawn`` method as
+Started by :class:`engine.client.EngineClient` with the ``spawn`` method as
 ``main(config, connection)``. Only :mod:`engine.protocol` messages cross the connection.
-A reader thread receives messages while the main thread paints, so a ``CancelJob`` takes
-effect within one optimiser iteration. So does ``Shutdown`` (or the bot going away): the painting
+A ``PaintBatch`` is painted in one pass where its jobs can share it (``Stylist.paint_batch``);
+everything reported is per job, as for single jobs. A reader thread receives messages while
+the main thread paints, so a ``CancelJob`` takes effect within one optimiser iteration (in a
+batch, for that job only). So does ``Shutdown`` (or the bot going away): the painting
 in hand stops, nothing more is sent for it (the member did not cancel it; the bot's store still
 has it) and the process exits, instead of painting on until the bot's grace period ends and it
 is killed. Torch is imported inside :func:`main`, so importing this
@@ -23,7 +25,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine import images, protocol, schedule
+from engine import files, images, protocol, schedule
 from engine.errors import Cancelled, PaintError
 
 if TYPE_CHECKING:
@@ -299,12 +301,8 @@ def _progress_sender(
 
 
 def _write_png(result: Image.Image, target: Path) -> Path:
-    """Write the result under a partial name first, so the bot never reads half a file."""
-    data = images.encode_png(result)
-    partial = target.with_suffix(".part")
-    partial.write_bytes(data)
-    partial.replace(target)
-    return target
+    """Write the result whole or not at all (the bot never reads half a file), owner-only."""
+    return files.write_private(target, images.encode_png(result))
 
 
 def _failure(

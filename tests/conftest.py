@@ -1,4 +1,4 @@
-"""Fixtures shared by the test suite: random VGG-19 weights and small Pillow-made images.
+"""Fixtures shared by the test suite: random VGG-19 weights, small Pillow-made images, Redis.
 
 The VGG-19 weights are seeded random numbers in torchvision's key format (``features.N.weight``),
 initialised as torchvision initialises an untrained VGG (Kaiming normal, fan-out). Only the
@@ -9,11 +9,14 @@ falls back to these; tests pass the file or the state dict in explicitly.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from PIL import Image, ImageDraw
+
+from tests.redis_server import MISSING, RedisServer, ci
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -103,3 +106,27 @@ def photo() -> Image.Image:
 @pytest.fixture
 def painting() -> Image.Image:
     return make_painting()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session. Missing: skipped locally, a failure under CI."""
+    binary = RedisServer.find_binary()
+    if binary is None:
+        if ci():
+            pytest.fail(MISSING)
+        pytest.skip(MISSING)
+    server = RedisServer(tmp_path_factory.mktemp("redis"), binary)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    import redis
+
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.flushall()
+    return redis_server.url

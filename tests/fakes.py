@@ -1,4 +1,4 @@
-"""Fakes at the seams: a clock, an in-process engine and a scripted engine process."""
+"""Fakes at the seams: time, an in-process engine and a scripted engine process."""
 
 from __future__ import annotations
 
@@ -13,21 +13,52 @@ from pathlib import Path
 
 from PIL import Image
 
-from bot.engine_client import EngineCrashed, JobOutcome, JobUpdate
 from engine import protocol
+from engine.client import EngineCrashed, JobOutcome, JobUpdate
 
 
-class FakeClock:
-    """Unix time that moves only when a test says so."""
+class FakeTime:
+    """Time that moves only when a test says so: a clock and a ``sleep`` on it.
 
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
+    Calling it reads the clock (unix seconds, also usable as a monotonic clock). A ``sleep``
+    ends when :meth:`advance` moves the clock past its end; with ``auto=True`` every sleep
+    moves the clock itself and ends at once (to wait out flood control without waiting).
+    ``slept`` records every sleep asked for.
+    """
+
+    def __init__(self, start: float = 1_800_000_000.0, *, auto: bool = False) -> None:
         self.now = start
+        self.auto = auto
+        self.slept: list[float] = []
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
 
     def __call__(self) -> float:
         return self.now
 
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        if self.auto:
+            self.now += seconds
+            await asyncio.sleep(0)
+            return
+        future = asyncio.get_running_loop().create_future()
+        entry = (self.now + seconds, future)
+        self._sleepers.append(entry)
+        try:
+            await future
+        finally:
+            self._sleepers.remove(entry)
+
     def advance(self, seconds: float) -> None:
+        """Move the clock; the sleeps that fall due end."""
         self.now += seconds
+        for deadline, future in list(self._sleepers):
+            if deadline <= self.now and not future.done():
+                future.set_result(None)
+
+    @property
+    def sleeping(self) -> int:
+        return len(self._sleepers)
 
 
 def png_bytes(

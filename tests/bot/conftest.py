@@ -1,4 +1,4 @@
-"""Fixtures for the bot side: a real SQLite store, the service on a fake engine, a fake clock."""
+"""Fixtures for the bot side: a real SQLite store, the service on a fake engine, fake time."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import pytest
 from bot.service import PaintService
 from bot.settings import Limits
 from bot.store import Store
-from tests.fakes import FakeClock, FakeEngine
+from tests.fakes import FakeEngine, FakeTime
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def clock() -> FakeTime:
+    """The one fake time of a test: the service's clock, and the sleeps of what waits on it."""
+    return FakeTime()
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def limits() -> Limits:
 
 @pytest.fixture
 async def service(
-    store: Store, fake_engine: FakeEngine, limits: Limits, data_dir: Path, clock: FakeClock
+    store: Store, fake_engine: FakeEngine, limits: Limits, data_dir: Path, clock: FakeTime
 ) -> AsyncIterator[PaintService]:
     service = PaintService(
         store=store, engine=fake_engine, limits=limits, data_dir=data_dir, clock=clock

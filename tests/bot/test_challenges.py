@@ -1,6 +1,6 @@
 """The platform-neutral challenge rules over a real SQLite store and the service on a fake engine.
 
-Deadlines run on a FakeClock with a sleep that ends when the test advances the clock.
+Deadlines run on fake time: a sleep ends when the test advances the clock.
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ from bot.service import PaintService
 from bot.settings import Limits
 from bot.store import Store
 from engine.protocol import PaintOptions
-from tests.bot.discord_sim import ClockSleeper
-from tests.fakes import FakeClock, FakeEngine, jpeg_bytes, png_bytes
+from tests.fakes import FakeEngine, FakeTime, jpeg_bytes, png_bytes
 
 DAY = 24 * 3600
 PAINTING = png_bytes((56, 64), (20, 40, 160))
@@ -46,11 +45,6 @@ def fake_engine() -> FakeEngine:
 @pytest.fixture
 def limits() -> Limits:
     return Limits(per_member=5, challenge_entries=2)
-
-
-@pytest.fixture
-def sleeper(clock: FakeClock) -> ClockSleeper:
-    return ClockSleeper(clock)
 
 
 class Announcements:
@@ -71,8 +65,7 @@ def make(
     service: PaintService,
     data_dir: Path,
     limits: Limits,
-    clock: FakeClock,
-    sleeper: ClockSleeper,
+    clock: FakeTime,
     announced: Announcements,
 ) -> Challenges:
     core = Challenges(
@@ -81,7 +74,7 @@ def make(
         data_dir=data_dir,
         limits=limits,
         clock=clock,
-        sleep=sleeper.sleep,
+        sleep=clock.sleep,
     )
     core.on_closed("test", announced)
     return core
@@ -93,11 +86,10 @@ async def core(
     service: PaintService,
     data_dir: Path,
     limits: Limits,
-    clock: FakeClock,
-    sleeper: ClockSleeper,
+    clock: FakeTime,
     announced: Announcements,
 ) -> AsyncIterator[Challenges]:
-    challenges = make(store, service, data_dir, limits, clock, sleeper, announced)
+    challenges = make(store, service, data_dir, limits, clock, announced)
     await challenges.start()
     yield challenges
     await challenges.close()
@@ -140,17 +132,16 @@ def finished(challenge_id: int, user: str) -> Finished:
     return Finished(job=job, result_png=png_bytes((8, 8)), seconds=1.0)
 
 
-async def settle(core: Challenges, sleeper: ClockSleeper, clock: FakeClock, seconds: float) -> None:
-    await tick(sleeper, clock, seconds)
+async def settle(core: Challenges, clock: FakeTime, seconds: float) -> None:
+    await tick(clock, seconds)
     await core.drained()
 
 
-async def tick(sleeper: ClockSleeper, clock: FakeClock, seconds: float) -> None:
+async def tick(clock: FakeTime, seconds: float) -> None:
     """Move the clock and let what fell due run (without waiting for announcements)."""
     for _ in range(20):  # what is ready runs first, so its sleeps start before the clock moves
         await asyncio.sleep(0)
     clock.advance(seconds)
-    sleeper.wake_due()
     for _ in range(20):
         await asyncio.sleep(0)
 
@@ -254,7 +245,7 @@ async def test_entry_limit_counts_entries_and_paintings_in_flight(
 
 
 async def test_ties_go_to_the_earlier_entry_and_zero_votes_do_not_place(
-    core: Challenges, clock: FakeClock, announced: Announcements
+    core: Challenges, clock: FakeTime, announced: Announcements
 ) -> None:
     challenge = open_one(core)
     entries = []
@@ -287,16 +278,16 @@ async def test_ties_go_to_the_earlier_entry_and_zero_votes_do_not_place(
 
 
 async def test_deadline_closes_on_the_injected_clock(
-    core: Challenges, clock: FakeClock, sleeper: ClockSleeper, announced: Announcements
+    core: Challenges, clock: FakeTime, announced: Announcements
 ) -> None:
     challenge = open_one(core, duration=3600)
     entry = core.accept(finished(challenge.id, "alice"))
     assert entry is not None
     core.vote(entry.id, "bob")
-    await settle(core, sleeper, clock, 3599)
+    await settle(core, clock, 3599)
     assert core.get(challenge.id).state is ChallengeState.OPEN
     assert announced.outcomes == []
-    await settle(core, sleeper, clock, 1)
+    await settle(core, clock, 1)
     assert core.get(challenge.id).state is ChallengeState.CLOSED
     [outcome] = announced.outcomes
     assert outcome.podium[0].entry.id == entry.id
@@ -310,11 +301,10 @@ async def test_catch_up_after_downtime_and_leaderboard_per_community(
     service: PaintService,
     data_dir: Path,
     limits: Limits,
-    clock: FakeClock,
-    sleeper: ClockSleeper,
+    clock: FakeTime,
 ) -> None:
     first = Announcements()
-    core = make(store, service, data_dir, limits, clock, sleeper, first)
+    core = make(store, service, data_dir, limits, clock, first)
     await core.start()
     here = open_one(core, chat="c1", duration=DAY)
     there = open_one(core, chat="c9", duration=DAY, community="g2")
@@ -326,7 +316,7 @@ async def test_catch_up_after_downtime_and_leaderboard_per_community(
     clock.advance(2 * DAY)  # ...across both deadlines
 
     second = Announcements()
-    core = make(store, service, data_dir, limits, clock, sleeper, second)
+    core = make(store, service, data_dir, limits, clock, second)
     await core.start()
     await core.drained()
     assert sorted(o.challenge.id for o in second.outcomes) == [here.id, there.id]
@@ -342,8 +332,7 @@ async def test_an_announcement_that_failed_is_retried_at_the_next_start(
     service: PaintService,
     data_dir: Path,
     limits: Limits,
-    clock: FakeClock,
-    sleeper: ClockSleeper,
+    clock: FakeTime,
 ) -> None:
     async def broken(outcome: Outcome) -> None:
         raise RuntimeError("platform down")
@@ -354,20 +343,20 @@ async def test_an_announcement_that_failed_is_retried_at_the_next_start(
         data_dir=data_dir,
         limits=limits,
         clock=clock,
-        sleep=sleeper.sleep,
+        sleep=clock.sleep,
     )
     core.on_closed("test", broken)
     await core.start()
     challenge = open_one(core)
     await core.cancel(challenge.id, by="org")
     for delay in ANNOUNCE_RETRY_DELAYS:  # every try in between fails too
-        await tick(sleeper, clock, delay)
+        await tick(clock, delay)
     await core.drained()
     assert not core.get(challenge.id).announced
     await core.close()
 
     again = Announcements()
-    core = make(store, service, data_dir, limits, clock, sleeper, again)
+    core = make(store, service, data_dir, limits, clock, again)
     await core.start()
     await core.drained()
     [outcome] = again.outcomes
@@ -382,8 +371,7 @@ async def test_an_announcement_the_platform_refused_once_is_tried_again_soon(
     service: PaintService,
     data_dir: Path,
     limits: Limits,
-    clock: FakeClock,
-    sleeper: ClockSleeper,
+    clock: FakeTime,
 ) -> None:
     tries: list[Outcome] = []
 
@@ -392,14 +380,215 @@ async def test_an_announcement_the_platform_refused_once_is_tried_again_soon(
         if len(tries) == 1:
             raise ConnectionError("platform briefly down")
 
-    core = make(store, service, data_dir, limits, clock, sleeper, Announcements())
+    core = make(store, service, data_dir, limits, clock, Announcements())
     core.on_closed("test", flaky)
     await core.start()
     challenge = open_one(core, duration=3600)
-    await tick(sleeper, clock, 3600)
+    await tick(clock, 3600)
     assert len(tries) == 1
     assert not core.get(challenge.id).announced
-    await settle(core, sleeper, clock, ANNOUNCE_RETRY_DELAYS[0])  # no restart needed
+    await settle(core, clock, ANNOUNCE_RETRY_DELAYS[0])  # no restart needed
     assert len(tries) == 2
     assert core.get(challenge.id).announced
+    await core.close()
+
+
+# -- durability and atomicity ----------------------------------------------------------------
+
+
+def full_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file write fails as on a full disk (whichever way the code writes)."""
+    import errno
+    import os
+
+    def refuse(*args: object, **kwargs: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", refuse)
+    monkeypatch.setattr(os, "write", refuse)
+
+
+async def test_a_challenge_whose_painting_cannot_be_written_leaves_nothing(
+    core: Challenges, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as patch:
+        full_disk(patch)
+        with pytest.raises(OSError, match="No space"):
+            open_one(core)
+    assert core.open_in("test", "c1") is None  # no half-made challenge blocks the channel
+    assert [p for p in (data_dir / "challenges").rglob("*") if p.is_file()] == []
+    assert open_one(core).state is ChallengeState.OPEN
+
+
+async def test_a_challenge_whose_row_cannot_be_finished_leaves_nothing(
+    core: Challenges, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bot.challenges as module
+
+    def broken_folder(path: Path) -> Path:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(module.files, "private_folder", broken_folder)
+        with pytest.raises(PermissionError):
+            open_one(core)
+    assert core.open_in("test", "c1") is None
+    assert [p for p in (data_dir / "challenges").rglob("*") if p.is_file()] == []
+
+
+async def test_created_off_the_event_loop_too(core: Challenges) -> None:
+    challenge = await core.acreate(
+        platform="test",
+        community_id="g1",
+        chat_id="c1",
+        title="Starry",
+        painting=PAINTING,
+        painting_name="starry.png",
+        organiser_id="org",
+        organiser_name="Olga",
+        duration=DAY,
+    )
+    assert Path(challenge.painting_path).read_bytes() == PAINTING
+
+
+async def test_an_entry_whose_image_cannot_be_written_leaves_no_row(
+    core: Challenges, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    challenge = open_one(core)
+    with monkeypatch.context() as patch:
+        full_disk(patch)
+        with pytest.raises(OSError, match="No space"):
+            core.accept(finished(challenge.id, "alice"))
+    assert core.entries(challenge.id) == []
+    assert core.entries_used(challenge.id, "test", "alice") == 0
+
+
+async def painted(service: PaintService, engine: FakeEngine, job_id: str) -> None:
+    """Finish ``job_id`` on the engine and wait until every listener has handled it; its
+    platform's adapter has not posted it (yet)."""
+    finished = asyncio.Event()
+
+    async def adapter(event: object) -> None:
+        if isinstance(event, Finished) and event.job.id == job_id:
+            finished.set()
+
+    service.add_listener(adapter, delivers="test")  # type: ignore[arg-type]
+    await engine.wait_started(job_id)
+    engine.finish(job_id)
+    await asyncio.wait_for(finished.wait(), 10)
+    await service.drained()
+
+
+async def test_an_entry_is_made_when_its_painting_finishes_before_anyone_posts_it(
+    core: Challenges, service: PaintService, fake_engine: FakeEngine
+) -> None:
+    challenge = open_one(core)
+    job = await core.enter(
+        challenge,
+        user_id="alice",
+        user_name="Alice",
+        photo=jpeg_bytes(),
+        photo_name="me.jpg",
+        options=PaintOptions(),
+    )
+    await painted(service, fake_engine, job.id)
+    entry = core.entry_for_job(job.id)  # no adapter has seen it yet
+    assert entry is not None and Path(entry.image_path).read_bytes().startswith(b"\x89PNG")
+    event = Finished(job=service.get(job.id), result_png=b"", seconds=1.0)
+    assert core.accept(event) == entry  # the adapter then posts that same entry
+
+
+async def test_an_entry_finished_before_a_stop_counts_when_the_deadline_passed_meanwhile(
+    store: Store,
+    service: PaintService,
+    fake_engine: FakeEngine,
+    data_dir: Path,
+    limits: Limits,
+    clock: FakeTime,
+) -> None:
+    # The painting finishes, but the bot is killed before its entry is made (here: the
+    # challenge side never got to listen)...
+    first = make(store, service, data_dir, limits, clock, Announcements())
+    challenge = open_one(first, duration=3600)
+    job = await first.enter(
+        challenge,
+        user_id="alice",
+        user_name="Alice",
+        photo=jpeg_bytes(),
+        photo_name="me.jpg",
+        options=PaintOptions(),
+    )
+    await painted(service, fake_engine, job.id)
+    assert first.entry_for_job(job.id) is None
+    clock.advance(2 * 3600)  # ...and stays down past the deadline
+
+    announced = Announcements()
+    again = make(store, service, data_dir, limits, clock, announced)
+    await again.start()
+    await again.drained()
+    [outcome] = announced.outcomes
+    assert outcome.entries == 1  # the entry was made before the challenge was closed
+    entry = again.entry_for_job(job.id)
+    assert entry is not None
+    event = Finished(job=service.get(job.id), result_png=b"", seconds=1.0)
+    assert again.accept(event) is None  # voting is over: posted as an ordinary painting
+    await again.close()
+
+
+async def test_the_deadline_task_outlives_a_locked_database(
+    core: Challenges,
+    clock: FakeTime,
+    announced: Announcements,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sqlite3
+
+    from bot.challenges import DEADLINE_RETRY
+
+    challenge = open_one(core, duration=3600)
+    close_due = core.close_due
+    failures = 3
+
+    async def locked() -> list[Challenge]:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return await close_due()
+
+    monkeypatch.setattr(core, "close_due", locked)
+    await settle(core, clock, 3600)  # due, but the database is locked
+    assert core.get(challenge.id).state is ChallengeState.OPEN
+    for _ in range(3):
+        await settle(core, clock, DEADLINE_RETRY)
+    assert core.get(challenge.id).state is ChallengeState.CLOSED
+    assert [o.challenge.id for o in announced.outcomes] == [challenge.id]
+
+
+async def test_an_entry_is_made_even_when_the_adapter_delivered_it_first(
+    store: Store,
+    service: PaintService,
+    fake_engine: FakeEngine,
+    data_dir: Path,
+    limits: Limits,
+    clock: FakeTime,
+) -> None:
+    async def quick_adapter(event: object) -> None:
+        if isinstance(event, Finished):
+            await service.mark_delivered(event.job.id)  # posted at once
+
+    service.add_listener(quick_adapter, delivers="test")  # type: ignore[arg-type]
+    core = make(store, service, data_dir, limits, clock, Announcements())
+    await core.start()
+    challenge = open_one(core)
+    job = await core.enter(
+        challenge,
+        user_id="alice",
+        user_name="Alice",
+        photo=jpeg_bytes(),
+        photo_name="me.jpg",
+        options=PaintOptions(),
+    )
+    await painted(service, fake_engine, job.id)
+    assert core.entry_for_job(job.id) is not None
     await core.close()

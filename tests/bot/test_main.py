@@ -1,8 +1,10 @@
-"""`python -m bot` as an admin runs it: a real process, the real engine, a fake Telegram.
+"""`python -m bot` as an admin runs it, and the same wiring (`build`, `run`) in-process.
 
-The bot process is started with only environment variables (as `make bot` would, with a token
-in the environment), talks to the fake Bot API server over HTTP, spawns the real engine with
-seeded random VGG-19 weights, paints a 64 px request end to end, and stops cleanly on SIGTERM.
+The slow test starts the bot process with only environment variables (as `make bot` would,
+with a token in the environment), talks to the fake Bot API server over HTTP, spawns the real
+engine with seeded random VGG-19 weights, paints a 64 px request end to end, and stops
+cleanly on SIGTERM. The fast one runs the same `build` and `run` in this process with the fake
+engine in place of the engine process.
 """
 
 from __future__ import annotations
@@ -11,13 +13,18 @@ import asyncio
 import io
 import os
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from PIL import Image
 
-from tests.bot.fake_bot_api import Call, FakeBotAPI
+from bot.__main__ import build, run
+from bot.settings import Settings
+from tests.bot.telegram.fake_bot_api import Call, FakeBotAPI
+from tests.fakes import FakeEngine
 
 ROOT = Path(__file__).parents[2]
 
@@ -88,3 +95,239 @@ async def test_the_bot_process_paints_and_stops_cleanly(
         assert bot.returncode == 0, log
         assert "Traceback" not in log, log
         assert "engine up" in log
+
+
+async def test_build_connects_nothing_and_run_serves_until_stopped(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    async with FakeBotAPI() as api:
+        settings = Settings.from_env(
+            {
+                "TELEGRAM_TOKEN": api.token,
+                "TELEGRAM_API_BASE": api.base,
+                "ATELIER_DATA_DIR": str(tmp_path / "data"),
+            }
+        )
+        atelier = build(settings, engine=engine)
+        assert atelier.discord is None
+        assert atelier.telegram is not None
+        assert api.calls == []  # wired, not connected
+        assert engine.starts == 0
+
+        stop = asyncio.Event()
+        serving = asyncio.create_task(run(atelier, stop=stop))
+        user = api.user(502, "Noa")
+        chat = api.private_chat(user)
+        painting = api.document_message(
+            user, chat, image_bytes((64, 64), (220, 40, 40), "PNG"), file_name="style.png"
+        )
+        api.push_message(
+            api.photo_message(
+                user,
+                chat,
+                image_bytes((64, 48), (30, 30, 200), "JPEG"),
+                caption="/paint",
+                reply_to=painting,
+            )
+        )
+        result = await api.wait_call("sendDocument", within=30)
+        assert (result.upload("document") or b"").startswith(b"\x89PNG")
+        assert engine.starts == 1
+
+        stop.set()
+        await asyncio.wait_for(serving, 30)
+        assert engine.up_since is None  # the engine was closed
+        with pytest.raises(sqlite3.ProgrammingError):  # and the store
+            atelier.store.connection.execute("SELECT 1")
+
+
+# -- start-up problems: one clear line, exit status 1 -----------------------------------------
+
+TOKEN = "123456:start-up-secret-token-value"
+
+
+def bot_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "ATELIER_"))},
+        "PYTHONPATH": str(ROOT),
+        "TELEGRAM_TOKEN": TOKEN,
+        "TELEGRAM_API_BASE": "http://127.0.0.1:9",  # nothing is reached before the failure
+        "ATELIER_DATA_DIR": str(tmp_path / "data"),
+        "ATELIER_DEVICE": "cpu",
+        **extra,
+    }
+
+
+def run_bot(tmp_path: Path, env: dict[str, str]) -> tuple[int, str]:
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bot"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+    )
+    return done.returncode, done.stdout
+
+
+def test_a_second_bot_on_the_same_data_folder_stops_at_once(tmp_path: Path) -> None:
+    import subprocess
+
+    data = tmp_path / "data"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\nfrom pathlib import Path\nfrom bot.folder_lock import FolderLock\n"
+            "lock = FolderLock.take(Path(sys.argv[1]))\nprint('holding', flush=True)\n"
+            "sys.stdin.read()\n",
+            str(data),
+        ],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        code, output = run_bot(tmp_path, bot_env(tmp_path))
+    finally:
+        holder.communicate("", timeout=30)
+    assert code == 1, output
+    assert f"in use by another Atelier process (pid {holder.pid})" in output
+    assert "Traceback" not in output
+    assert not (data / "atelier.sqlite3").exists()  # it stopped before touching anything
+
+
+def test_a_damaged_database_is_one_clear_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "atelier.sqlite3").write_bytes(b"\x00garbage, not a database" * 500)
+    code, output = run_bot(tmp_path, bot_env(tmp_path))
+    assert code == 1, output
+    assert "atelier.sqlite3 is damaged or not a database" in output
+    assert "Traceback" not in output
+    assert TOKEN not in output
+
+
+async def test_an_engine_that_dies_while_starting_is_one_clear_line(tmp_path: Path) -> None:
+    # A torch that kills the engine process as it loads (a broken install, a bad driver).
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "torch.py").write_text("import os\nos._exit(3)\n")
+    async with FakeBotAPI() as api:  # Telegram itself is fine
+        env = bot_env(tmp_path, TELEGRAM_TOKEN=api.token, TELEGRAM_API_BASE=api.base)
+        env["PYTHONPATH"] = f"{broken}{os.pathsep}{ROOT}"
+        bot = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await asyncio.wait_for(bot.communicate(), 120)
+    text = output.decode(errors="replace")
+    assert bot.returncode == 1, text
+    assert "the engine process stopped while starting" in text
+    assert "Traceback" not in text
+    assert api.token not in text
+
+
+class FailingDownloads(FakeBotAPI):
+    """A Bot API whose file downloads all answer 404 (an expired or purged file)."""
+
+    async def _file(self, request: web.Request) -> web.Response:
+        self.downloads.append(request.match_info["path"])
+        return web.Response(status=404)
+
+
+@pytest.mark.slow
+async def test_the_token_appears_nowhere_when_a_download_fails(
+    tmp_path: Path, vgg_weights_path: Path
+) -> None:
+    async with FailingDownloads() as api:
+        env = bot_env(
+            tmp_path,
+            TELEGRAM_TOKEN=api.token,
+            TELEGRAM_API_BASE=api.base,
+            ATELIER_VGG_WEIGHTS=str(vgg_weights_path),
+            ATELIER_LOG_LEVEL="DEBUG",
+        )
+        bot = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            await api.wait_call("getMe", within=60)
+            user = api.user(502, "Noor")
+            chat = api.private_chat(user)
+            painting = api.document_message(
+                user, chat, image_bytes((64, 64), (220, 40, 40), "PNG"), file_name="style.png"
+            )
+            photo = api.photo_message(
+                user,
+                chat,
+                image_bytes((64, 48), (30, 30, 200), "JPEG"),
+                caption="/paint",
+                reply_to=painting,
+            )
+            api.push_message(photo)
+            await api.wait_until(lambda: bool(api.downloads), within=120)
+            answered = await api.wait_call(
+                "sendMessage", where=lambda call: call.chat_id == chat["id"], within=60
+            )
+        finally:
+            if bot.returncode is None:
+                bot.send_signal(signal.SIGTERM)
+            output, _ = await asyncio.wait_for(bot.communicate(), 60)
+    text = output.decode(errors="replace")
+    assert api.downloads  # the download was tried, and failed
+    assert answered.text  # the member was answered
+    assert "***" in text  # something secret was logged, and masked
+    assert api.token not in text
+    assert api.token.split(":", 1)[1] not in text
+
+
+async def test_a_task_that_keeps_failing_stops_run_and_everything_is_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bot.__main__ as main_module
+    from bot.supervisor import Supervisor
+
+    async def no_pause(seconds: float) -> None:
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(
+        main_module, "Supervisor", lambda: Supervisor(sleep=no_pause, max_failures=2)
+    )
+    engine = FakeEngine()
+    async with FakeBotAPI() as api:
+        settings = Settings.from_env(
+            {
+                "TELEGRAM_TOKEN": api.token,
+                "TELEGRAM_API_BASE": api.base,
+                "ATELIER_DATA_DIR": str(tmp_path / "data"),
+            }
+        )
+        atelier = build(settings, engine=engine)
+        serving = asyncio.create_task(run(atelier))
+        await api.wait_call("getMe", within=30)
+
+        async def broken() -> None:
+            raise OSError(5, "Input/output error")  # the disk under the data folder failed
+
+        atelier.supervisor.spawn("paint-housekeeping", broken)
+        with pytest.raises(main_module.ProcessFailure, match="paint-housekeeping failed 3 times"):
+            await asyncio.wait_for(serving, 30)
+    assert engine.up_since is None
+    with pytest.raises(sqlite3.ProgrammingError):
+        atelier.store.connection.execute("SELECT 1")

@@ -27,7 +27,7 @@ from bot.redaction import (
     secret_values,
 )
 from bot.settings import Settings
-from tests.bot.fake_bot_api import FakeBotAPI
+from tests.bot.telegram.fake_bot_api import FakeBotAPI
 
 DISCORD_TOKEN = "MTA5ODc2NTQzMjEwOTg3NjU0.GhIjKl.discord-bot-secret-value"
 # Interaction tokens are base64 of "interaction:<id>:<secret>".
@@ -78,7 +78,7 @@ async def test_a_failed_telegram_download_logs_no_token(log_output: io.StringIO)
             error = failed.value
             # The real thing: the exception's own text holds the file URL with the token.
             assert api.token in "".join(traceback.format_exception(error))
-            log = logging.getLogger("bot.telegram_app")
+            log = logging.getLogger("bot.telegram.app")
             try:
                 raise RuntimeError("download failed") from error
             except RuntimeError:

@@ -26,7 +26,7 @@ from bot.service import PaintService, next_turn, run_order
 from bot.settings import Limits
 from bot.store import Store
 from engine.protocol import PaintOptions
-from tests.fakes import FakeClock, FakeEngine, jpeg_bytes, png_bytes
+from tests.fakes import FakeEngine, FakeTime, jpeg_bytes, png_bytes
 
 
 def request(user: str = "u1", chat: str = "c1", **options: object) -> PaintRequest:
@@ -77,7 +77,7 @@ def make_service(
     store: Store,
     engine: FakeEngine,
     data_dir: Path,
-    clock: FakeClock,
+    clock: FakeTime,
     limits: Limits | None = None,
 ) -> PaintService:
     return PaintService(
@@ -115,7 +115,7 @@ def test_turns_make_the_order_round_robin_between_members() -> None:
 
 
 async def test_jobs_run_in_fair_order_and_positions_update(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     engine = FakeEngine(auto=False)
     service = make_service(store, engine, data_dir, clock, Limits(per_member=3))
@@ -174,7 +174,7 @@ async def test_events_of_a_job_from_queued_to_finished(service: PaintService) ->
 
 
 async def test_second_job_of_a_member_is_refused_with_how_to_cancel(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     service = make_service(store, FakeEngine(auto=False), data_dir, clock)
     async with service:
@@ -185,7 +185,7 @@ async def test_second_job_of_a_member_is_refused_with_how_to_cancel(
 
 
 async def test_queue_caps_refuse_with_a_wait_estimate(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     engine = FakeEngine(auto=False)
     service = make_service(store, engine, data_dir, clock, Limits(queue=2, queue_per_chat=5))
@@ -201,7 +201,7 @@ async def test_queue_caps_refuse_with_a_wait_estimate(
             await service.submit(request("d"))
 
 
-async def test_per_chat_cap(store: Store, data_dir: Path, clock: FakeClock) -> None:
+async def test_per_chat_cap(store: Store, data_dir: Path, clock: FakeTime) -> None:
     engine = FakeEngine(auto=False)
     service = make_service(store, engine, data_dir, clock, Limits(queue=10, queue_per_chat=1))
     async with service:
@@ -227,7 +227,7 @@ async def test_bad_images_and_options_are_refused_before_queueing(service: Paint
 
 
 async def test_eta_counts_the_jobs_ahead_and_learns_engine_speed(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     engine = FakeEngine(auto=False)
     service = make_service(store, engine, data_dir, clock)
@@ -253,7 +253,7 @@ async def test_eta_counts_the_jobs_ahead_and_learns_engine_speed(
 # -- cancel ----------------------------------------------------------------------------------
 
 
-async def test_cancel_queued_and_running(store: Store, data_dir: Path, clock: FakeClock) -> None:
+async def test_cancel_queued_and_running(store: Store, data_dir: Path, clock: FakeTime) -> None:
     engine = FakeEngine(auto=False)
     service = make_service(store, engine, data_dir, clock)
     recorder = Recorder()
@@ -285,7 +285,7 @@ async def test_cancel_queued_and_running(store: Store, data_dir: Path, clock: Fa
 
 
 async def test_restart_recovers_queue_order_and_reruns_the_running_job(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     engine = FakeEngine(auto=False)
     service = make_service(store, engine, data_dir, clock)
@@ -295,7 +295,8 @@ async def test_restart_recovers_queue_order_and_reruns_the_running_job(
     b = await service.submit(request("b"))
     c = await service.submit(request("c"))
     await service.close()  # the bot stops with a running and two queued jobs
-    assert store.get_job(a.id).state is JobState.RUNNING  # type: ignore[union-attr]
+    # A graceful stop puts the running job back in the queue, first in line.
+    assert store.get_job(a.id).state is JobState.QUEUED  # type: ignore[union-attr]
 
     engine2 = FakeEngine(auto=False)
     service2 = make_service(store, engine2, data_dir, clock)
@@ -313,8 +314,51 @@ async def test_restart_recovers_queue_order_and_reruns_the_running_job(
         assert await engine2.wait_started() == c.id
 
 
+async def test_graceful_restarts_do_not_count_against_a_long_job(
+    store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    job_id = None
+    for _ in range(3):  # three deploys while one long painting runs
+        engine = FakeEngine(auto=False)
+        async with make_service(store, engine, data_dir, clock) as service:
+            if job_id is None:
+                job_id = (await service.submit(request("a"))).id
+            await engine.wait_started(job_id)
+    engine = FakeEngine(auto=False)
+    recorder = Recorder()
+    async with make_service(store, engine, data_dir, clock) as service:
+        service.add_listener(recorder)
+        assert job_id is not None
+        await engine.wait_started(job_id)
+        engine.finish(job_id)
+        await recorder.wait_for(job_id, Finished)
+    assert recorder.of(job_id, Failed) == []
+
+
+async def test_a_job_the_bot_was_killed_under_twice_fails(
+    store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    engine = FakeEngine(auto=False)
+    async with make_service(store, engine, data_dir, clock) as service:
+        job = await service.submit(request("a"))
+        await engine.wait_started(job.id)
+    # The process was killed while painting: the row still says RUNNING.
+    store.save_job(replace(store.get_job(job.id), state=JobState.RUNNING))  # type: ignore[type-var]
+    engine = FakeEngine(auto=False)
+    async with make_service(store, engine, data_dir, clock) as service:
+        await engine.wait_started(job.id)  # once more
+    store.save_job(replace(store.get_job(job.id), state=JobState.RUNNING))  # type: ignore[type-var]
+    recorder = Recorder()
+    service = make_service(store, FakeEngine(auto=False), data_dir, clock)
+    service.add_listener(recorder)
+    async with service:
+        failed = await recorder.wait_for(job.id, Failed)
+    assert isinstance(failed, Failed) and "interrupted twice" in failed.message
+    assert store.get_job(job.id).state is JobState.FAILED  # type: ignore[union-attr]
+
+
 async def test_engine_crash_retries_once_then_fails_the_poison_job(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     engine = FakeEngine(auto=False)
     service = make_service(store, engine, data_dir, clock)
@@ -341,7 +385,7 @@ async def test_engine_crash_retries_once_then_fails_the_poison_job(
 
 
 async def test_job_over_the_time_limit_is_stopped_and_failed(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     engine = FakeEngine(auto=False)
     service = make_service(store, engine, data_dir, clock, Limits(job_timeout=0.05))
@@ -393,7 +437,7 @@ async def test_reroll_uses_stored_inputs_with_changed_options(
 
 
 async def test_expired_files_are_deleted_and_rerolls_explain(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     service = make_service(store, FakeEngine(), data_dir, clock, Limits(retention_hours=1))
     recorder = Recorder()
@@ -403,9 +447,9 @@ async def test_expired_files_are_deleted_and_rerolls_explain(
         await recorder.wait_for(job.id, Finished)
         done = service.get(job.id)
         assert done.result_path and Path(done.result_path).is_file()
-        assert service.purge_expired() == 0
+        assert await service.purge_expired() == 0
         clock.advance(2 * 3600)
-        assert service.purge_expired() == 1
+        assert await service.purge_expired() == 1
         assert not Path(done.result_path).exists()
         assert not Path(done.photo_path).exists()
         with pytest.raises(errors.NotAvailable, match="retention"):
@@ -425,7 +469,7 @@ async def test_a_failing_listener_does_not_stop_the_queue(service: PaintService)
 
 
 async def test_unset_quality_takes_the_hosts_default(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     engine = FakeEngine(auto=False)
     service = PaintService(
@@ -447,7 +491,7 @@ async def test_unset_quality_takes_the_hosts_default(
 
 
 async def test_the_same_painting_submitted_at_once_is_stored_once(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     limits = Limits(queue=100, queue_per_chat=100)
     service = make_service(store, FakeEngine(auto=False), data_dir, clock, limits)
@@ -468,7 +512,7 @@ async def test_a_reroll_of_a_challenge_entry_is_not_an_entry(service: PaintServi
 
 
 async def test_a_refused_request_leaves_no_files(
-    store: Store, data_dir: Path, clock: FakeClock
+    store: Store, data_dir: Path, clock: FakeTime
 ) -> None:
     service = make_service(store, FakeEngine(auto=False), data_dir, clock)
     first = request("a")
@@ -483,3 +527,223 @@ async def test_a_refused_request_leaves_no_files(
     assert len(refused) == 1 and len(admitted) == 1
     kept = {admitted[0].photo_path, admitted[0].painting_path}
     assert {str(p) for p in (data_dir / "inputs").iterdir()} == kept
+
+
+# -- delivery --------------------------------------------------------------------------------
+
+
+class Deliverer:
+    """An adapter's listener as adapters work: each result is posted by a task of its own,
+    marked delivered once posted; closing cancels the posts in flight."""
+
+    def __init__(self, service: PaintService, *, platform: str = "discord") -> None:
+        self.service = service
+        self.posted: list[str] = []
+        self.hold: asyncio.Event | None = None  # set: posting waits for it
+        self.posting: set[asyncio.Task[None]] = set()
+        service.add_listener(self, delivers=platform)
+
+    async def __call__(self, event: JobEvent) -> None:
+        if isinstance(event, Finished):
+            task = asyncio.create_task(self._post(event))
+            self.posting.add(task)
+            task.add_done_callback(self.posting.discard)
+
+    async def _post(self, event: Finished) -> None:
+        if self.hold is not None:
+            await self.hold.wait()
+        assert event.result_png.startswith(b"\x89PNG")
+        self.posted.append(event.job.id)
+        await self.service.mark_delivered(event.job.id)
+
+    async def close(self) -> None:
+        for task in list(self.posting):
+            task.cancel()
+        await asyncio.gather(*self.posting, return_exceptions=True)
+
+
+async def test_a_result_never_marked_delivered_is_announced_again_once(
+    store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    service = make_service(store, FakeEngine(), data_dir, clock)
+    recorder = Recorder()
+    service.add_listener(recorder, delivers="discord")  # it never marks: the bot stops first
+    async with service:
+        job = await service.submit(request())
+        await recorder.wait_for(job.id, Finished)
+    assert [j.id for j in store.undelivered()] == [job.id]
+
+    again = make_service(store, FakeEngine(), data_dir, clock)
+    async with again:
+        deliverer = Deliverer(again)  # an adapter that connects after the start gets it too
+        await again.drained()
+        while deliverer.posting:
+            await asyncio.gather(*deliverer.posting)
+    assert deliverer.posted == [job.id]
+    assert store.undelivered() == []
+
+    third = make_service(store, FakeEngine(), data_dir, clock)
+    deliverer = Deliverer(third)
+    async with third:
+        await third.drained()
+    assert deliverer.posted == []
+
+
+async def test_shutdown_gives_deliveries_in_flight_their_grace(
+    store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    service = make_service(store, FakeEngine(), data_dir, clock)
+    deliverer = Deliverer(service)
+    deliverer.hold = asyncio.Event()
+    recorder = Recorder()
+    service.add_listener(recorder)
+    async with service:
+        job = await service.submit(request())
+        await recorder.wait_for(job.id, Finished)
+        await service.drained()
+        assert deliverer.posting  # the upload is in flight
+        settling = asyncio.create_task(service.deliveries_settled(60))
+        await asyncio.sleep(0)
+        assert not settling.done()
+        deliverer.hold.set()  # the upload finishes during the grace
+        assert await settling
+        await deliverer.close()
+    assert deliverer.posted == [job.id]
+    assert store.undelivered() == []
+
+
+async def test_a_grace_that_runs_out_leaves_the_result_for_the_next_start(
+    store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    service = make_service(store, FakeEngine(), data_dir, clock)
+    stuck = Deliverer(service)
+    stuck.hold = asyncio.Event()  # never set: the platform does not answer
+    recorder = Recorder()
+    service.add_listener(recorder)
+    async with service:
+        job = await service.submit(request())
+        await recorder.wait_for(job.id, Finished)
+        await service.drained()
+        assert not await service.deliveries_settled(0)
+        await stuck.close()  # the adapter gives up its uploads at shutdown
+    assert stuck.posted == []
+    again = make_service(store, FakeEngine(), data_dir, clock)
+    deliverer = Deliverer(again)
+    async with again:
+        await again.drained()
+        await asyncio.gather(*deliverer.posting)
+    assert deliverer.posted == [job.id]
+
+
+async def test_a_platform_without_a_delivering_listener_counts_as_delivered_when_handled(
+    service: PaintService,
+) -> None:
+    recorder = Recorder()
+    service.add_listener(recorder)  # an adapter that does not mark deliveries (yet)
+    job = await service.submit(request())
+    await recorder.wait_for(job.id, Finished)
+    await service.drained()
+    assert await service.deliveries_settled(0)
+    assert service.get(job.id).delivered_at is not None
+
+
+# -- who may paint again or delete -----------------------------------------------------------
+
+
+async def test_only_the_owner_or_a_moderator_paints_a_finished_painting_again(
+    service: PaintService,
+) -> None:
+    recorder = Recorder()
+    service.add_listener(recorder)
+    job = await service.submit(request("u1"))
+    await recorder.wait_for(job.id, Finished)
+    with pytest.raises(errors.NotAllowed, match=r"^Only name-u1 can paint this again\.$"):
+        await service.reroll(job.id, user_id="u2", user_name="x", change="softer")
+    with pytest.raises(errors.NotAllowed, match="another chat platform"):
+        await service.reroll(
+            job.id, user_id="u1", user_name="x", change="softer", platform="telegram"
+        )
+    again = await service.reroll(
+        job.id, user_id="mod", user_name="Mod", change="softer", moderator=True
+    )
+    assert again.parent_id == job.id and again.user_id == "mod"
+
+
+async def test_only_a_finished_painting_is_painted_again(
+    store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    engine = FakeEngine(auto=False)
+    service = make_service(store, engine, data_dir, clock)
+    async with service:
+        running = await service.submit(request("a"))
+        await engine.wait_started(running.id)
+        with pytest.raises(errors.NotAvailable, match="isn't finished yet"):
+            await service.reroll(running.id, user_id="a", user_name="a", change="softer")
+        engine.fail(running.id)
+        await settle(service)
+        with pytest.raises(errors.NotAvailable, match="Only a finished painting"):
+            await service.reroll(running.id, user_id="a", user_name="a", change="softer")
+
+
+async def test_deleting_a_result_takes_inputs_no_kept_painting_uses(
+    store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    service = make_service(store, FakeEngine(), data_dir, clock, Limits(per_member=2))
+    recorder = Recorder()
+    service.add_listener(recorder)
+    async with service:
+        first = await service.submit(request("a"))
+        shared = replace(request("b"), photo=png_bytes((70, 50)))  # same painting, own photo
+        second = await service.submit(shared)
+        await recorder.wait_for(second.id, Finished)
+        first, second = service.get(first.id), service.get(second.id)
+        with pytest.raises(errors.NotAllowed):
+            await service.delete_result(first.id, user_id="b")
+        await service.delete_result(first.id, user_id="a")
+        assert first.result_path and not Path(first.result_path).exists()
+        assert not Path(first.photo_path).exists()  # only this painting used it
+        assert Path(first.painting_path).exists()  # the other one still does
+        with pytest.raises(errors.NotAvailable, match="was deleted"):
+            await service.reroll(first.id, user_id="a", user_name="a", change="softer")
+        await service.delete_result(second.id, user_id="mod", moderator=True)
+        assert not Path(second.painting_path).exists()
+        assert list((data_dir / "inputs").iterdir()) == []
+
+
+async def test_cancel_mine_cancels_only_in_the_chat_where_it_is_asked(
+    store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    engine = FakeEngine(auto=False)
+    service = make_service(store, engine, data_dir, clock, Limits(per_member=3))
+    async with service:
+        # Telegram's anonymous admins share one user id across groups.
+        here = await service.submit(request("anon", chat="group-1"))
+        await engine.wait_started(here.id)
+        there = await service.submit(request("anon", chat="group-2"))
+        with pytest.raises(errors.JobNotFound, match="no painting in progress"):
+            await service.cancel_mine("discord", "anon", chat_id="group-3")
+        cancelled = await service.cancel_mine("discord", "anon", chat_id="group-1")
+        assert cancelled.id == here.id
+        assert service.get(there.id).state is JobState.QUEUED
+
+
+async def test_members_pictures_are_readable_by_the_owner_only(
+    store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        service = make_service(store, FakeEngine(), data_dir, clock)
+        recorder = Recorder()
+        service.add_listener(recorder)
+        async with service:
+            job = await service.submit(request())
+            await recorder.wait_for(job.id, Finished)
+    finally:
+        os.umask(old)
+    for folder in (data_dir, data_dir / "inputs", data_dir / "results"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    for path in (data_dir / "inputs").iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

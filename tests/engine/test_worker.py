@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import queue
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -252,3 +254,29 @@ def test_an_empty_batch_is_skipped(vgg_weights_path: Path) -> None:
     conn.incoming.put(protocol.Shutdown())
     run_worker(conn, vgg_weights_path)
     assert [type(m) for m in conn.sent] == [protocol.EngineReady]
+
+
+def test_a_result_that_cannot_be_written_leaves_no_partial_file(tmp_path: Path) -> None:
+    # A real short write: the child may not write files over 2 KB (as on a full disk).
+    script = (
+        "import resource, signal, sys\n"
+        "from pathlib import Path\n"
+        "from PIL import Image\n"
+        "from engine import worker\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))\n"
+        "noise = Image.effect_noise((128, 128), 60).convert('RGB')\n"
+        "try:\n"
+        "    worker._write_png(noise, Path(sys.argv[1]) / 'job.png')\n"
+        "except OSError as error:\n"
+        "    print('refused', error.errno)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parents[2],
+    )
+    assert "refused" in done.stdout, done.stderr
+    assert list(tmp_path.iterdir()) == []

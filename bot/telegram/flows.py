@@ -10,113 +10,36 @@
 Images may come as photos (the largest size is used) or as files. Files are checked before they
 are downloaded (declared size against the Bot API's download limit, image type); the service
 validates the bytes. Options travel in the caption: ``/paint strength=7 quality=high keep_colors``.
+``/cancel`` stops a guided /paint, or else the member's painting.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from aiogram import Bot, F, Router
-from aiogram.exceptions import TelegramBadRequest
+from aiogram import F, Router
 from aiogram.filters import Command, CommandObject
-from aiogram.types import ForceReply, Message, ReplyParameters, User
+from aiogram.types import ForceReply, Message, User
 
-from bot.errors import InvalidImage, InvalidOptions, UserFacingError
+from bot import replies
+from bot.errors import InvalidImage
 from bot.jobs import PaintRequest
+from bot.options import parse
+from bot.pacing import Sleep
 from bot.service import PaintService
-from bot.telegram_status import PLATFORM, Sleep, StatusBoard
-from engine.protocol import (
-    BRUSHES,
-    QUALITIES,
-    STRENGTH_MAX,
-    STRENGTH_MIN,
-    OptionError,
-    PaintOptions,
+from bot.telegram.app import (
+    PLATFORM,
+    Feature,
+    ImageRef,
+    TelegramApp,
+    image_in,
+    member_name,
+    replying_to,
 )
-
-# The cloud Bot API serves files up to 20 MB to bots (getFile); a self-hosted server in
-# --local mode has no such limit, so TelegramApp takes it as a parameter.
-BOT_API_DOWNLOAD_LIMIT = 20 * 1024 * 1024
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".heic")
-OPTIONS_HELP = (
-    f"strength={STRENGTH_MIN}…{STRENGTH_MAX}, quality={'|'.join(QUALITIES)}, "
-    f"brush={'|'.join(BRUSHES)}, keep_colors"
-)
-
-Report = Callable[[BaseException, int, int | None], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """An image a member sent, not yet downloaded."""
-
-    file_id: str
-    size: int | None  # as declared by Telegram
-    name: str
-
-
-def image_in(message: Message | None, *, limit: int) -> ImageRef | None:
-    """The image ``message`` holds (None if it holds none), checked before any download.
-
-    Raises :class:`InvalidImage` for a file that is not an image or is too large to download.
-    """
-    if message is None:
-        return None
-    if message.photo:
-        largest = max(message.photo, key=lambda size: size.width * size.height)
-        ref = ImageRef(largest.file_id, largest.file_size, "photo.jpg")
-    elif message.document is not None:
-        document = message.document
-        name = document.file_name or "file"
-        mime = document.mime_type or ""
-        if not (mime.startswith("image/") or name.lower().endswith(IMAGE_SUFFIXES)):
-            raise InvalidImage(
-                f"“{name}” is not an image ({mime or 'unknown type'}). Send a JPEG, PNG or "
-                "WebP picture, as a photo or as a file."
-            )
-        ref = ImageRef(document.file_id, document.file_size, name)
-    else:
-        return None
-    if ref.size is not None and ref.size > limit:
-        raise InvalidImage(
-            f"“{ref.name}” is {ref.size / 2**20:.1f} MB, but the largest file I can take is "
-            f"{limit / 2**20:.0f} MB. Send a smaller file, or send it as a photo "
-            "(Telegram shrinks photos)."
-        )
-    return ref
-
-
-def parse_options(args: str | None) -> PaintOptions:
-    """``strength=7 quality=high keep_colors`` -> :class:`PaintOptions`, or InvalidOptions."""
-    values: dict[str, object] = {"quality": ""}  # "": the host's default quality
-    for word in (args or "").split():
-        name, has_value, value = word.lower().replace("-", "_").partition("=")
-        if name in ("keep_colors", "keep_colours") and not has_value:
-            values["keep_colors"] = True
-        elif name == "strength" and has_value:
-            try:
-                values["strength"] = int(value)
-            except ValueError:
-                raise InvalidOptions(
-                    f"strength must be a whole number from {STRENGTH_MIN} to {STRENGTH_MAX}."
-                ) from None
-        elif name in ("quality", "brush") and has_value:
-            values[name] = value
-        else:
-            raise InvalidOptions(f"I don't know the option “{word}”. Options: {OPTIONS_HELP}.")
-    try:
-        return PaintOptions(**values).validate()  # type: ignore[arg-type]
-    except OptionError as error:
-        raise InvalidOptions(f"{error}.") from None
-
-
-def member_name(user: User | None) -> str:
-    if user is None:
-        return "Someone"
-    return user.full_name or (f"@{user.username}" if user.username else str(user.id))
+from bot.telegram.status import StatusBoard
+from engine.protocol import PaintOptions
 
 
 @dataclass
@@ -143,30 +66,27 @@ class _Flow:
         return "photo" if self.photo is None else "painting"
 
 
-class PaintRequests:
+class PaintRequests(Feature):
     """The /paint router: turns messages into jobs, opening a status message for each."""
 
     def __init__(
         self,
-        bot: Bot,
+        app: TelegramApp,
         service: PaintService,
         board: StatusBoard,
         *,
-        report: Report,
-        sleep: Sleep,
-        album_wait: float,
-        flow_timeout: float,
-        download_limit: int = BOT_API_DOWNLOAD_LIMIT,
+        sleep: Sleep = asyncio.sleep,
+        album_wait: float = 1.0,
+        flow_timeout: float = 300.0,
     ) -> None:
-        self._bot = bot
+        self._app = app
+        self._bot = app.bot
         self._service = service
         self._board = board
-        self._report = report
         self._sleep = sleep
         self._album_wait = album_wait
         self._flow_timeout = flow_timeout
-        # Refuse before downloading: Telegram's bot download cap or the host's own limit.
-        self._limit = min(download_limit, service.limits.max_input_bytes)
+        self._limit = app.image_limit
         self._albums: dict[str, _Album] = {}
         self._flows: dict[tuple[int, int], _Flow] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -178,7 +98,9 @@ class PaintRequests:
         )
         self.router.message.register(self._on_album_item, F.media_group_id, images)
         self.router.message.register(self._on_paint, Command("paint"))
+        self.router.message.register(self._on_cancel, Command("cancel"))
         self.router.message.register(self._on_flow_image, images, self._in_flow)
+        app.add_feature(self)
 
     async def close(self) -> None:
         tasks = [*self._tasks]
@@ -201,11 +123,19 @@ class PaintRequests:
 
     # -- handlers ------------------------------------------------------------------------------
 
+    async def _on_cancel(self, message: Message) -> None:
+        assert message.from_user is not None
+        if self.cancel_flow(message.chat.id, message.from_user.id):
+            await message.reply(replies.FLOW_STOPPED)
+            return
+        job = await self._service.cancel_mine(PLATFORM, str(message.from_user.id))
+        await message.reply(replies.cancelling(job, str(message.from_user.id)))
+
     async def _on_paint(self, message: Message, command: CommandObject) -> None:
         """``/paint`` as a text, as a photo's caption, and/or in reply to the painting."""
-        options = parse_options(command.args)
-        here = image_in(message, limit=self._limit)
-        replied = image_in(message.reply_to_message, limit=self._limit)
+        options = parse(command.args)
+        here = image_in(message, role="photo", limit=self._limit)
+        replied = image_in(message.reply_to_message, role="painting", limit=self._limit)
         assert message.from_user is not None
         if here is not None and replied is not None:
             await self._paint(
@@ -253,7 +183,7 @@ class PaintRequests:
         try:
             await self._on_album(items, anchor, album.command)
         except Exception as error:
-            await self._report(error, anchor.chat.id, anchor.message_id)
+            await self._app.report(error, anchor.chat.id, anchor.message_id)
 
     async def _on_album(
         self, items: list[Message], anchor: Message, command: CommandObject | None
@@ -265,17 +195,19 @@ class PaintRequests:
             if flow is not None:
                 await self._feed(flow, items)
             return  # an album that is not for us
-        options = parse_options(command.args)
-        refs = [ref for m in items if (ref := image_in(m, limit=self._limit)) is not None]
+        options = parse(command.args)
+        roles = ("photo", "painting")
+        refs = [
+            ref
+            for index, item in enumerate(items)
+            if (ref := image_in(item, role=roles[min(index, 1)], limit=self._limit)) is not None
+        ]
         if len(refs) == 2:
             await self._paint(anchor.chat.id, user, refs[0], refs[1], options, anchor.message_id)
         elif len(refs) == 1:  # e.g. a group with privacy mode delivers only the captioned item
             await self._start_flow(anchor, options, photo=refs[0], painting=None)
         else:
-            raise InvalidImage(
-                f"An album for /paint needs exactly two images, your photo first and then the "
-                f"painting; this one has {len(refs)}."
-            )
+            raise InvalidImage(replies.album_needs_two(len(refs)))
 
     # -- the guided flow -----------------------------------------------------------------------
 
@@ -301,13 +233,7 @@ class PaintRequests:
         await self._prompt(flow)
 
     async def _prompt(self, flow: _Flow) -> None:
-        if flow.missing == "photo":
-            text = (
-                "Send me the photo to paint, as a photo or as a file (reply to this message "
-                "in a group). /cancel stops."
-            )
-        else:
-            text = "Now send the painting whose style I should use, as a photo or as a file."
+        text = replies.ASK_PHOTO if flow.missing == "photo" else replies.ASK_PAINTING
         if flow.timer is not None:
             flow.timer.cancel()
         flow.timer = asyncio.create_task(self._flow_timeout_later(flow))
@@ -315,14 +241,12 @@ class PaintRequests:
             flow.chat_id,
             text,
             reply_markup=ForceReply(selective=True, input_field_placeholder=f"your {flow.missing}"),
-            reply_parameters=ReplyParameters(
-                message_id=flow.reply_to, allow_sending_without_reply=True
-            ),
+            reply_parameters=replying_to(flow.reply_to),
         )
 
     async def _feed(self, flow: _Flow, messages: list[Message]) -> None:
         for message in messages:
-            ref = image_in(message, limit=self._limit)
+            ref = image_in(message, role=flow.missing, limit=self._limit)
             if ref is None:
                 continue
             flow.reply_to = message.message_id
@@ -348,14 +272,11 @@ class PaintRequests:
         try:
             await self._bot.send_message(
                 flow.chat_id,
-                f"I didn't get your {flow.missing} within {minutes} min, so I stopped waiting. "
-                "Send /paint whenever you want to try again.",
-                reply_parameters=ReplyParameters(
-                    message_id=flow.reply_to, allow_sending_without_reply=True
-                ),
+                replies.gave_up(flow.missing, minutes),
+                reply_parameters=replying_to(flow.reply_to),
             )
         except Exception as error:
-            await self._report(error, flow.chat_id, None)
+            await self._app.report(error, flow.chat_id, None)
 
     # -- submitting ----------------------------------------------------------------------------
 
@@ -389,15 +310,4 @@ class PaintRequests:
         await self._board.open(job, picture_of=photo_bytes, reply_to=reply_to)
 
     async def _download(self, ref: ImageRef) -> bytes:
-        try:
-            data = await self._bot.download(ref.file_id)
-        except TelegramBadRequest as error:
-            if "too big" in error.message:
-                raise InvalidImage(
-                    f"“{ref.name}” is too large for bots to fetch from Telegram (over "
-                    f"{self._limit / 2**20:.0f} MB). Send a smaller file."
-                ) from None
-            raise
-        if data is None:  # only when a destination is given
-            raise UserFacingError(f"I couldn't fetch “{ref.name}” from Telegram; please resend it.")
-        return data.read()
+        return await self._app.download(ref)

@@ -1,7 +1,6 @@
 """Style challenges in Telegram groups: the same rules as on Discord, in a simpler form.
 
-    app = TelegramApp(settings.telegram, service)
-    TelegramChallenges(app, challenges)          # before app.run(): adds a router and hooks
+    build_app(settings.telegram, service, challenges)   # adds TelegramChallenges (bot.telegram)
 
 Commands (in groups; organisers are the group's administrators):
 
@@ -9,8 +8,8 @@ Commands (in groups; organisers are the group's administrators):
   or in reply to a message holding it: announces the challenge in the group.
 - ``/challenge enter [strength=N] [keep_colors]`` as the caption of a photo, or in reply to one:
   queues the entry with the usual status message; once painted, the entry is posted in the
-  group with inline **Vote** and **Withdraw** buttons (``vote:<entry>``, ``withdraw:<entry>``:
-  ids only, so they work after a restart).
+  group with inline **Vote** and **Withdraw** buttons (typed callback data ``vote:<entry>``,
+  ``withdraw:<entry>``: ids only, so they work after a restart).
 - ``/challenge standings`` (the entries; the counts once it has ended, or while it runs in a
   private message to an administrator who asks, so the group never sees them early),
   ``/challenge end``, ``/challenge cancel``, ``/challenge leaderboard``.
@@ -21,49 +20,47 @@ challenge closes, also after a restart if the deadline passed while the bot was 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from aiogram import Bot, F, Router
 from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, CommandObject
+from aiogram.filters.callback_data import CallbackData
 from aiogram.types import (
     BufferedInputFile,
     CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
-    ReplyParameters,
 )
 
+from bot import replies
 from bot.challenges import (
-    Challenge,
     Challenges,
     ChallengeState,
     NoChallenge,
     NotOrganiser,
     Outcome,
-    Standing,
-    describe_duration,
     parse_duration,
-    utc_time,
 )
-from bot.errors import InvalidImage, UserFacingError
-from bot.jobs import Finished
-from bot.telegram_app import TelegramApp
-from bot.telegram_flows import (
-    BOT_API_DOWNLOAD_LIMIT,
+from bot.errors import InvalidImage
+from bot.jobs import Finished, MessageRef
+from bot.options import parse
+from bot.replies import PLAIN, Plain
+from bot.telegram.app import (
+    PLATFORM,
+    Feature,
     ImageRef,
+    TelegramApp,
     image_in,
     member_name,
-    parse_options,
+    replying_to,
 )
-from bot.telegram_status import PLATFORM
-from engine import images
+from bot.telegram.status import StatusBoard
 
 log = logging.getLogger(__name__)
 
-MEDALS = ("🥇", "🥈", "🥉")
+STALE = ("vote:", "withdraw:")
 USAGE = (
     "Style challenges:\n"
     "• /challenge start 3d Title: as the caption of the painting (or in reply to it); "
@@ -75,8 +72,16 @@ USAGE = (
 )
 
 
-class TelegramChallenges:
-    """Adds the /challenge router and the vote buttons to a :class:`TelegramApp`."""
+class VoteButton(CallbackData, prefix="vote"):
+    entry: int
+
+
+class WithdrawButton(CallbackData, prefix="withdraw"):
+    entry: int
+
+
+class TelegramChallenges(Feature):
+    """The /challenge router and the entry buttons on a :class:`TelegramApp`."""
 
     def __init__(self, app: TelegramApp, challenges: Challenges) -> None:
         self.app = app
@@ -84,27 +89,24 @@ class TelegramChallenges:
         self.core = challenges
         self.router = Router(name="challenges")
         self.router.message.register(self._on_command, Command("challenge"))
-        self.router.callback_query.register(self._on_vote, F.data.startswith("vote:"))
-        self.router.callback_query.register(self._on_withdraw, F.data.startswith("withdraw:"))
-        app.dispatcher.include_router(self.router)
-        app.board.challenge_delivery = self.deliver
+        self.router.callback_query.register(self._on_vote, VoteButton.filter())
+        self.router.callback_query.register(self._on_withdraw, WithdrawButton.filter())
+        self.router.callback_query.register(self._on_stale, F.data.startswith(STALE))
+        app.add_feature(self)
         challenges.on_closed(PLATFORM, self.announce)
 
     @property
     def _limit(self) -> int:
         """Refuse before downloading: Telegram's download cap for bots, or the host's limit."""
-        return min(BOT_API_DOWNLOAD_LIMIT, self.core.limits.max_input_bytes)
+        return self.app.image_limit
 
     async def is_organiser(self, chat_id: int, user_id: int) -> bool:
-        member = await self.bot.get_chat_member(chat_id, user_id)
-        return member.status in ("creator", "administrator")
+        return await self.app.is_admin(chat_id, user_id)
 
     async def _require_organiser(self, message: Message, action: str) -> None:
         assert message.from_user is not None
         if not await self.is_organiser(message.chat.id, message.from_user.id):
-            raise NotOrganiser(
-                f"Only organisers (the group's administrators) can {action} challenges."
-            )
+            raise NotOrganiser(replies.organisers_only(action, "the group's administrators"))
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -127,8 +129,8 @@ class TelegramChallenges:
             await message.reply(USAGE)
 
     def _image(self, message: Message, role: str, usage: str) -> ImageRef:
-        ref = image_in(message, limit=self._limit) or image_in(
-            message.reply_to_message, limit=self._limit
+        ref = image_in(message, role=role, limit=self._limit) or image_in(
+            message.reply_to_message, role=role, limit=self._limit
         )
         if ref is None:
             raise InvalidImage(
@@ -137,10 +139,7 @@ class TelegramChallenges:
         return ref
 
     async def _download(self, ref: ImageRef) -> bytes:
-        data = await self.bot.download(ref.file_id)
-        if data is None:
-            raise UserFacingError(f"I couldn't fetch “{ref.name}” from Telegram; please resend it.")
-        return data.read()
+        return await self.app.download(ref)
 
     async def _start(self, message: Message, args: str) -> None:
         await self._require_organiser(message, "start")
@@ -153,18 +152,10 @@ class TelegramChallenges:
         chat_id = str(message.chat.id)
         existing = self.core.open_in(PLATFORM, chat_id)
         if existing is not None:
-            raise self.core.exists_error(existing)
+            raise self.core.exists_error(existing, self._plain())
         ref = self._image(message, "painting", "/challenge start 3d Title")
         data = await self._download(ref)
-        try:
-            await asyncio.to_thread(
-                images.probe,
-                data,
-                role="painting",
-                max_bytes=self.core.limits.max_input_bytes,
-            )
-        except images.ImageError as error:
-            raise InvalidImage(error.message) from None
+        await self.core.check_painting(data)
         assert message.from_user is not None
         challenge = self.core.create(
             platform=PLATFORM,
@@ -177,22 +168,19 @@ class TelegramChallenges:
             organiser_name=member_name(message.from_user),
             duration=seconds,
         )
-        limit = self.core.limits.challenge_entries
-        caption = (
-            f"🏁 Style challenge: {challenge.title}\n\n"
-            "Paint your own photo in the style of this painting: send it with the caption "
-            f"/challenge enter (up to {limit} {'entry' if limit == 1 else 'entries'} each). "
-            "Vote with the button under your favourite entry; votes stay hidden until the end."
-            f"\n\nEnds {utc_time(challenge.ends_at)} (in {describe_duration(seconds)})."
+        text = replies.announcement(
+            challenge,
+            how="send it with the caption /challenge enter",
+            limit=self.core.limits.challenge_entries,
+            markup=self._plain(),
         )
+        caption = "\n\n".join((text.headline, "\n".join(text.lines)))
         try:
             sent = await self.bot.send_photo(
                 message.chat.id,
                 BufferedInputFile(data, "challenge.jpg"),
                 caption=caption,
-                reply_parameters=ReplyParameters(
-                    message_id=message.message_id, allow_sending_without_reply=True
-                ),
+                reply_parameters=replying_to(message.message_id),
             )
         except Exception:
             self.core.discard(challenge.id)
@@ -201,7 +189,7 @@ class TelegramChallenges:
 
     async def _enter(self, message: Message, args: str) -> None:
         challenge = self.core.require_open(PLATFORM, str(message.chat.id))
-        options = parse_options(args)
+        options = parse(args)
         ref = self._image(message, "photo", "/challenge enter")
         data = await self._download(ref)
         assert message.from_user is not None
@@ -213,31 +201,30 @@ class TelegramChallenges:
             photo_name=ref.name,
             options=options,
         )
-        self.app.board.expect(job)
-        await self.app.board.open(job, picture_of=data, reply_to=message.message_id)
+        board = self.app.feature(StatusBoard)
+        board.expect(job)
+        await board.open(job, picture_of=data, reply_to=message.message_id)
 
     async def _standings(self, message: Message) -> None:
         """The entries for everyone; the counts only once it has ended, except to organisers,
         who get them in a private message (a group reply would show them to every member)."""
         challenge = self.core.latest_in(PLATFORM, str(message.chat.id))
         if challenge is None:
-            raise NoChallenge("There is no challenge in this group yet.")
+            raise NoChallenge(replies.no_challenge_yet("in this group"))
         assert message.from_user is not None
         running = challenge.state is ChallengeState.OPEN
         standings = self.core.standings(challenge.id)
-        lines = _standings_lines(challenge, standings, votes=not running)
+        markup = self._plain()
+        lines = [replies.standings(challenge, standings, votes=not running, markup=markup).joined()]
         if running and await self.is_organiser(message.chat.id, message.from_user.id):
-            counts = _standings_lines(challenge, standings, votes=True)
+            counts = replies.standings(challenge, standings, votes=True, markup=markup)
             try:
-                await self.bot.send_message(message.from_user.id, "\n".join(counts))
-                lines.append("\nI've sent you the vote counts in a private message.")
+                await self.bot.send_message(message.from_user.id, counts.joined())
+                lines.append(replies.COUNTS_SENT)
             except TelegramAPIError as error:  # e.g. they never started a chat with the bot
                 log.info("challenge %d: counts not sent privately: %s", challenge.id, error)
-                lines.append(
-                    "\nTo see the vote counts while it runs, start a private chat with me, "
-                    "then ask again here."
-                )
-        await message.reply("\n".join(lines))
+                lines.append(replies.COUNTS_NEED_A_CHAT)
+        await message.reply("\n\n".join(lines))
 
     async def _end(self, message: Message, *, cancel: bool) -> None:
         await self._require_organiser(message, "cancel" if cancel else "end")
@@ -251,15 +238,9 @@ class TelegramChallenges:
 
     async def _leaderboard(self, message: Message) -> None:
         rows = self.core.leaderboard(PLATFORM, str(message.chat.id))
-        if not rows:
-            await message.reply("No challenge has been decided in this group yet.")
-            return
-        lines = ["🏆 Challenge leaderboard (wins = first places, podiums = top three)"]
-        lines += [
-            f"{index}. {row.user_name}: {_count(row.wins, 'win')}, {_count(row.podiums, 'podium')}"
-            for index, row in enumerate(rows, start=1)
-        ]
-        await message.reply("\n".join(lines))
+        text = replies.leaderboard(rows, "group", PLAIN)
+        legend = (replies.LEADERBOARD_LEGEND,) if rows else ()
+        await message.reply("\n".join((text.joined(), *legend)))
 
     # -- entries and votes ---------------------------------------------------------------------
 
@@ -270,24 +251,16 @@ class TelegramChallenges:
             return False
         challenge = self.core.get(entry.challenge_id)
         chat_id = int(challenge.chat_id)
-        reply = None
-        if event.job.status_ref:
-            _, _, message_id = event.job.status_ref.partition("/")
-            if message_id.isdigit():
-                reply = ReplyParameters(
-                    message_id=int(message_id), allow_sending_without_reply=True
-                )
+        status = MessageRef.parse(event.job.status_ref)
+        reply = replying_to(status.message_id if status else None)
         try:
             # Through flood control and outages, like any result.
-            sent = await self.app.board.send(
+            sent = await self.app.feature(StatusBoard).send(
                 chat_id,
                 lambda: self.bot.send_photo(
                     chat_id,
                     BufferedInputFile(event.result_png, f"entry-{entry.id}.png"),
-                    caption=(
-                        f"🖼️ Entry {entry.id} by {entry.user_name} for “{challenge.title}”. "
-                        "Votes stay hidden until the end."
-                    ),
+                    caption=replies.entry(entry, challenge, PLAIN).joined(),
                     reply_markup=entry_markup(entry.id),
                     reply_parameters=reply,
                 ),
@@ -297,23 +270,20 @@ class TelegramChallenges:
             log.warning("challenge %d: entry %d not posted: %s", challenge.id, entry.id, error)
             self.core.discard_entry(entry.id)
             return False
-        self.core.set_entry_message(entry.id, f"{chat_id}/{sent.message_id}")
+        self.core.set_entry_message(entry.id, str(MessageRef(chat_id, sent.message_id)))
         return True
 
-    async def _on_vote(self, query: CallbackQuery) -> None:
-        entry_id = _entry_id(query.data, "vote:")
-        result = self.core.vote(entry_id, str(query.from_user.id))
-        name = result.entry.user_name
-        if result.unchanged:
-            text = f"Your vote is already on {name}'s entry."
-        elif result.moved_from is not None:
-            text = f"Moved your vote from {result.moved_from.user_name}'s entry to {name}'s."
-        else:
-            text = f"Voted for {name}'s entry. You can move your vote until the end."
-        await query.answer(text)
+    async def _on_vote(self, query: CallbackQuery, callback_data: VoteButton) -> None:
+        result = self.core.vote(callback_data.entry, str(query.from_user.id))
+        await query.answer(replies.voted(result, PLAIN))
 
-    async def _on_withdraw(self, query: CallbackQuery) -> None:
-        entry_id = _entry_id(query.data, "withdraw:")
+    async def _on_stale(self, query: CallbackQuery) -> None:
+        """A vote or withdraw button whose data is not an entry id: say so, never leave the
+        member's press unanswered."""
+        raise NoChallenge(replies.STALE_BUTTON)
+
+    async def _on_withdraw(self, query: CallbackQuery, callback_data: WithdrawButton) -> None:
+        entry_id = callback_data.entry
         entry = self.core.entry(entry_id)
         user_id = query.from_user.id
         organiser = False
@@ -321,45 +291,18 @@ class TelegramChallenges:
             chat_id = int(self.core.get(entry.challenge_id).chat_id)
             organiser = await self.is_organiser(chat_id, user_id)
         entry = self.core.withdraw(entry_id, str(user_id), organiser=organiser)
-        if entry.message_ref:
-            chat, _, message_id = entry.message_ref.partition("/")
+        if (posted := MessageRef.parse(entry.message_ref)) is not None:
             try:
-                await self.bot.delete_message(int(chat), int(message_id))
+                await self.bot.delete_message(posted.chat_id, posted.message_id)
             except Exception:
                 log.warning("entry %d: could not delete its message", entry.id, exc_info=True)
-        mine = entry.user_id == str(user_id)
-        whose = "your" if mine else f"{entry.user_name}'s"
-        await query.answer(f"Withdrew {whose} entry.")
+        await query.answer(replies.withdrew(entry, str(user_id), PLAIN))
 
     # -- the end -------------------------------------------------------------------------------
 
     async def announce(self, outcome: Outcome) -> None:
-        challenge = outcome.challenge
-        chat_id = int(challenge.chat_id)
-        if outcome.cancelled:
-            await self.bot.send_message(
-                chat_id, f"✖️ The challenge “{challenge.title}” was cancelled; there is no winner."
-            )
-            return
-        lines = [
-            f"🏆 The challenge “{challenge.title}” has ended: {_count(outcome.entries, 'entry')}, "
-            f"{_count(outcome.voters, 'voter')}. Voting is closed."
-        ]
-        if not outcome.podium:
-            lines.append(
-                "No votes were cast, so there is no winner."
-                if outcome.entries
-                else "No entries, so there is no winner."
-            )
-        for standing in outcome.podium:
-            assert standing.place is not None
-            lines.append(
-                f"{MEDALS[standing.place - 1]} {standing.entry.user_name}: "
-                f"{_count(standing.votes, 'vote')}"
-            )
-        if outcome.tie_broken:
-            lines.append("Ties on votes went to the earlier entry.")
-        await self.bot.send_message(chat_id, "\n".join(lines))
+        chat_id = int(outcome.challenge.chat_id)
+        await self.bot.send_message(chat_id, replies.outcome(outcome, PLAIN))
         for standing in outcome.podium:
             image = standing.entry.image()
             if image is None or standing.place is None:
@@ -368,53 +311,23 @@ class TelegramChallenges:
                 chat_id,
                 BufferedInputFile(image, f"place-{standing.place}.png"),
                 caption=(
-                    f"{MEDALS[standing.place - 1]} {standing.entry.user_name}, "
-                    f"{_count(standing.votes, 'vote')}"
+                    f"{replies.place(standing, PLAIN)}, {replies.count(standing.votes, 'vote')}"
                 ),
             )
 
-
-def _standings_lines(challenge: Challenge, standings: list[Standing], *, votes: bool) -> list[str]:
-    running = challenge.state is ChallengeState.OPEN
-    lines = [f"🏁 {challenge.title}"]
-    if running:
-        lines.append(f"Open until {utc_time(challenge.ends_at)}.")
-        if not votes:
-            lines.append("Vote counts are hidden until the end.")
-    else:
-        lines.append("This challenge has ended.")
-    if not standings:
-        lines.append("No entries yet." if running else "There were no entries.")
-    ordered = standings if votes else sorted(standings, key=lambda s: s.entry.id)
-    for index, standing in enumerate(ordered[:30], start=1):
-        name = standing.entry.user_name
-        if votes:
-            medal = f"{MEDALS[standing.place - 1]} " if standing.place and not running else ""
-            count = _count(standing.votes, "vote")
-            lines.append(f"{index}. {medal}{name} (entry {standing.entry.id}): {count}")
-        else:
-            lines.append(f"• {name} (entry {standing.entry.id})")
-    return lines
+    def _plain(self) -> Plain:
+        """Plain text, with dates relative to the challenges' clock."""
+        return Plain(now=self.core.now())
 
 
 def entry_markup(entry_id: int) -> InlineKeyboardMarkup:
+    vote = VoteButton(entry=entry_id).pack()
+    withdraw = WithdrawButton(entry=entry_id).pack()
     return InlineKeyboardMarkup(
         inline_keyboard=[
             [
-                InlineKeyboardButton(text="🗳️ Vote", callback_data=f"vote:{entry_id}"),
-                InlineKeyboardButton(text="Withdraw", callback_data=f"withdraw:{entry_id}"),
+                InlineKeyboardButton(text="🗳️ Vote", callback_data=vote),
+                InlineKeyboardButton(text="Withdraw", callback_data=withdraw),
             ]
         ]
     )
-
-
-def _entry_id(data: str | None, prefix: str) -> int:
-    raw = (data or "").removeprefix(prefix)
-    if not raw.isdigit():
-        raise NoChallenge("That button is no longer valid.")
-    return int(raw)
-
-
-def _count(number: int, noun: str) -> str:
-    plural = "entries" if noun == "entry" else f"{noun}s"
-    return f"{number} {noun if number == 1 else plural}"

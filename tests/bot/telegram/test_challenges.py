@@ -2,12 +2,11 @@
 
 Members send captions, replies and button presses as Telegram delivers them; the tests assert
 the calls the bot makes (announcements, entries with inline buttons, callback answers, results).
-Deadlines pass on a FakeClock, also while the bot is stopped.
+Deadlines pass on fake time, also while the bot is stopped.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,14 +16,11 @@ import pytest
 
 from bot.challenges import Challenges, ChallengeState
 from bot.service import PaintService
-from bot.settings import Limits, Secret, TelegramSettings
+from bot.settings import Limits
 from bot.store import Store
-from bot.telegram_app import TelegramApp
-from bot.telegram_challenges import TelegramChallenges
-from tests.bot.discord_sim import ClockSleeper
-from tests.bot.fake_bot_api import Call, FakeBotAPI
-from tests.bot.test_telegram_app import ManualClock
-from tests.fakes import FakeClock, FakeEngine, jpeg_bytes, png_bytes
+from tests.bot.telegram.fake_bot_api import Call, FakeBotAPI
+from tests.bot.telegram.harness import running
+from tests.fakes import FakeEngine, FakeTime, jpeg_bytes, png_bytes
 
 DAY = 24 * 3600
 PAINTING = png_bytes((80, 80), (200, 160, 20))
@@ -41,51 +37,28 @@ def limits() -> Limits:
     return Limits(per_member=3, challenge_entries=3)
 
 
-@pytest.fixture
-async def api() -> AsyncIterator[FakeBotAPI]:
-    async with FakeBotAPI() as fake:
-        yield fake
-
-
-@pytest.fixture
-def sleeper(clock: FakeClock) -> ClockSleeper:
-    return ClockSleeper(clock)
-
-
 @contextlib.asynccontextmanager
-async def running(
+async def challenges_on(
     api: FakeBotAPI,
     service: PaintService,
     store: Store,
     data_dir: Path,
     limits: Limits,
-    clock: FakeClock,
-    sleeper: ClockSleeper,
-    pacing: ManualClock | None = None,
+    clock: FakeTime,
+    pacing: FakeTime | None = None,
 ) -> AsyncIterator[Challenges]:
-    """The bot with challenges, polling the fake server, until the block ends."""
-    settings = TelegramSettings(token=Secret(api.token), api_base=api.base)
-    paced = {"clock": pacing, "sleep": pacing.sleep} if pacing else {}
-    app = TelegramApp(settings, service, edit_interval=0.0, polling_timeout=1, **paced)
+    """The bot with challenges (deadlines on ``clock``), polling the fake server."""
     core = Challenges(
         store=store,
         service=service,
         data_dir=data_dir,
         limits=limits,
         clock=clock,
-        sleep=sleeper.sleep,
+        sleep=clock.sleep,
     )
-    TelegramChallenges(app, core)
-    await core.start()
-    task = asyncio.create_task(app.run())
-    try:
+    paced = {"clock": pacing, "sleep": pacing.sleep} if pacing else {}
+    async with running(api, service, core, **paced):
         yield core
-    finally:
-        await core.close()
-        await app.close()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 class Group:
@@ -132,8 +105,7 @@ async def test_a_group_challenge_from_start_to_leaderboard(
     store: Store,
     data_dir: Path,
     limits: Limits,
-    clock: FakeClock,
-    sleeper: ClockSleeper,
+    clock: FakeTime,
 ) -> None:
     group = Group(api)
     admin, alice, bob, carol = (
@@ -143,7 +115,7 @@ async def test_a_group_challenge_from_start_to_leaderboard(
         group.user(4, "Carol"),
     )
     api.admins[GROUP_ID] = {admin["id"]}
-    async with running(api, service, store, data_dir, limits, clock, sleeper) as core:
+    async with challenges_on(api, service, store, data_dir, limits, clock) as core:
         # Only administrators start one.
         after = group.send_photo(alice, PAINTING, "/challenge start 3d Sunflowers")
         denied = await group.reply(after)
@@ -191,7 +163,10 @@ async def test_a_group_challenge_from_start_to_leaderboard(
             "Voted for Alice's entry."
         )
         moved = await group.answer(carol, bob_entry.result, "vote:2")
-        assert moved == "Moved your vote from Alice's entry to Bob's."
+        assert moved == (
+            "Moved your vote from Alice's entry to Bob's. "
+            "You can move it until the challenge ends; counts stay hidden until then."
+        )
         await group.answer(alice, bob_entry.result, "vote:2")
 
         member_view = await group.reply(group.send(alice, "/challenge standings"))
@@ -202,8 +177,8 @@ async def test_a_group_challenge_from_start_to_leaderboard(
         admin_view = await api.wait_call(
             "sendMessage", where=lambda c: c.chat_id == admin["id"], after=after
         )
-        assert "1. Bob (entry 2): 2 votes" in admin_view.text
-        assert "2. Alice (entry 1): 0 votes" in admin_view.text
+        assert "1. Bob: entry 2, 2 votes" in admin_view.text
+        assert "2. Alice: entry 1, 0 votes" in admin_view.text
         in_group = await api.wait_call(
             "sendMessage", where=lambda c: c.chat_id == GROUP_ID, after=after
         )
@@ -232,21 +207,21 @@ async def test_a_group_challenge_from_start_to_leaderboard(
         third = await enter(group, carol, 120)
         refused = await group.answer(bob, third.result, "withdraw:3")
         assert "Only the member who entered it" in refused
-        assert await group.answer(carol, third.result, "withdraw:3") == "Withdrew your entry."
+        withdrawn = await group.answer(carol, third.result, "withdraw:3")
+        assert withdrawn == "Withdrew your entry and its votes."
         deleted = await api.wait_call("deleteMessage")
         assert int(deleted.params["message_id"]) == third.result["message_id"]
 
         # The deadline passes: results with images and counts; voting closed.
         after = len(api.calls)
         clock.advance(2 * DAY)
-        sleeper.wake_due()
         heading = await api.wait_call(
             "sendMessage", where=lambda c: "has ended" in c.text, after=after
         )
-        assert "🥇 Bob: 2 votes" in heading.text
+        assert "🥇 Bob (2 votes)" in heading.text
         assert "Alice" not in heading.text  # no votes, no place
         winner = await api.wait_call("sendPhoto", after=after)
-        assert winner.text == "🥇 Bob, 2 votes"
+        assert winner.text == "🥇 1st: Bob, 2 votes"
         assert winner.upload("photo") == service.result_png(service.get(bob_entry_job(core, 2)))
         late = await group.answer(carol, alice_entry.result, "vote:1")
         assert late == "Voting has closed."
@@ -268,13 +243,12 @@ async def test_deadline_passing_while_stopped_is_announced_at_start(
     store: Store,
     data_dir: Path,
     limits: Limits,
-    clock: FakeClock,
-    sleeper: ClockSleeper,
+    clock: FakeTime,
 ) -> None:
     group = Group(api)
     admin, alice, bob = group.user(1, "Ada"), group.user(2, "Alice"), group.user(3, "Bob")
     api.admins[GROUP_ID] = {admin["id"]}
-    async with running(api, service, store, data_dir, limits, clock, sleeper):
+    async with challenges_on(api, service, store, data_dir, limits, clock):
         after = group.send_photo(admin, PAINTING, "/challenge start 1h Quick")
         await api.wait_call("sendPhoto", after=after)
         entry = await enter(group, alice, 30)
@@ -282,11 +256,11 @@ async def test_deadline_passing_while_stopped_is_announced_at_start(
 
     clock.advance(2 * 3600)  # the bot is down at the deadline
     after = len(api.calls)
-    async with running(api, service, store, data_dir, limits, clock, sleeper) as core:
+    async with challenges_on(api, service, store, data_dir, limits, clock) as core:
         heading = await api.wait_call(
             "sendMessage", where=lambda c: "has ended" in c.text, after=after
         )
-        assert "🥇 Alice: 1 vote" in heading.text
+        assert "🥇 Alice (1 vote)" in heading.text
         await api.wait_call("sendPhoto", after=after)
         # Buttons from before the restart answer from the store.
         assert await group.answer(bob, entry.result, "vote:1") == "Voting has closed."
@@ -300,13 +274,12 @@ async def test_administrators_cancel_and_members_cannot(
     store: Store,
     data_dir: Path,
     limits: Limits,
-    clock: FakeClock,
-    sleeper: ClockSleeper,
+    clock: FakeTime,
 ) -> None:
     group = Group(api)
     admin, alice = group.user(1, "Ada"), group.user(2, "Alice")
     api.admins[GROUP_ID] = {admin["id"]}
-    async with running(api, service, store, data_dir, limits, clock, sleeper) as core:
+    async with challenges_on(api, service, store, data_dir, limits, clock) as core:
         after = group.send_photo(admin, PAINTING, "/challenge start 3d Soon gone")
         await api.wait_call("sendPhoto", after=after)
         denied = await group.reply(group.send(alice, "/challenge cancel"))
@@ -319,6 +292,9 @@ async def test_administrators_cancel_and_members_cannot(
         nothing = await group.reply(group.send(alice, "/challenge enter"))
         assert nothing.text == "There is no open challenge here."
         assert core.open_in("telegram", str(GROUP_ID)) is None
+        # A press whose data is no entry id is answered, not left spinning.
+        stale = await group.answer(alice, nothing.result, "vote:not-an-entry")
+        assert stale == "That button is no longer valid."
 
 
 async def test_flood_control_on_an_entry_is_waited_out_not_turned_into_a_plain_result(
@@ -327,15 +303,14 @@ async def test_flood_control_on_an_entry_is_waited_out_not_turned_into_a_plain_r
     store: Store,
     data_dir: Path,
     limits: Limits,
-    clock: FakeClock,
-    sleeper: ClockSleeper,
+    clock: FakeTime,
 ) -> None:
     group = Group(api)
     admin, dan = group.user(1, "Ada"), group.user(5, "Dan")
     api.admins[GROUP_ID] = {admin["id"]}
-    ticks = ManualClock(auto=True)
+    ticks = FakeTime(auto=True)
     api.fail_next("sendPhoto", retry_after=6, when=is_entry)
-    async with running(api, service, store, data_dir, limits, clock, sleeper, ticks) as core:
+    async with challenges_on(api, service, store, data_dir, limits, clock, ticks) as core:
         after = group.send_photo(admin, PAINTING, "/challenge start 3d Busy")
         await api.wait_call("sendPhoto", after=after)
         after = group.send_photo(dan, jpeg_bytes((48, 40), (90, 80, 40)), "/challenge enter")
@@ -349,3 +324,28 @@ async def test_flood_control_on_an_entry_is_waited_out_not_turned_into_a_plain_r
     assert stored.message_ref == f"{GROUP_ID}/{entry.result['message_id']}"
     assert 6 in {round(s) for s in ticks.slept}
     assert not any(d.startswith("reroll:") for c in api.calls_to("sendPhoto") for _, d in c.buttons)
+
+
+async def test_an_entry_too_big_to_fetch_is_explained_as_for_paint(
+    api: FakeBotAPI,
+    service: PaintService,
+    store: Store,
+    data_dir: Path,
+    limits: Limits,
+    clock: FakeTime,
+) -> None:
+    group = Group(api)
+    admin, eve = group.user(1, "Ada"), group.user(6, "Eve")
+    api.admins[GROUP_ID] = {admin["id"]}
+    async with challenges_on(api, service, store, data_dir, limits, clock) as core:
+        after = group.send_photo(admin, PAINTING, "/challenge start 3d Big ones")
+        await api.wait_call("sendPhoto", after=after)
+        # Telegram's getFile refuses files over its bot download limit, whatever was declared.
+        api.fail_next("getFile", description="Bad Request: file is too big")
+        after = group.send_photo(eve, jpeg_bytes((48, 40), (90, 80, 40)), "/challenge enter")
+        refused = await group.reply(after)
+        challenge = core.open_in("telegram", str(GROUP_ID))
+        assert challenge is not None
+        assert core.entries(challenge.id) == []
+    assert "too large for bots to fetch from Telegram" in refused.text
+    assert "something went wrong" not in refused.text

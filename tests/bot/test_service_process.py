@@ -1,4 +1,4 @@
-"""The engine client and the service around real spawned processes.
+"""The paint service around a real spawned engine process.
 
 Most tests run ``tests.fakes.fake_worker``, a scripted engine process without torch (the seed
 option picks crash, crash-once or hang). One runs the real engine worker with random VGG-19
@@ -7,7 +7,6 @@ weights on 64 px images, end to end.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import subprocess
 import sys
@@ -16,98 +15,30 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.engine_client import EngineClient, EngineCrashed, EngineUnavailable, JobUpdate
 from bot.jobs import Failed, Finished, JobState, PaintRequest, Progress, Started
 from bot.service import PaintService
 from bot.settings import Limits
 from bot.store import Store
 from engine import protocol
+from engine.client import EngineClient
 from engine.protocol import PaintOptions
 from tests.bot.test_service import Recorder
 from tests.fakes import (
     SEED_CRASH_ALWAYS,
     SEED_CRASH_ONCE,
     SEED_HANG,
-    FakeClock,
+    FakeTime,
     fake_worker,
     jpeg_bytes,
     png_bytes,
 )
 
 
-def paint_job(tmp_path: Path, job_id: str = "j1", seed: int | None = None) -> protocol.PaintJob:
-    photo, painting = tmp_path / "photo.png", tmp_path / "painting.jpg"
-    photo.write_bytes(png_bytes((64, 48)))
-    painting.write_bytes(jpeg_bytes((50, 50)))
-    return protocol.PaintJob(
-        job_id=job_id,
-        photo_path=str(photo),
-        painting_path=str(painting),
-        result_path=str(tmp_path / f"{job_id}.png"),
-        options=PaintOptions(seed=seed),
-    )
-
-
-async def test_runs_a_job_in_a_spawned_process(tmp_path: Path) -> None:
-    client = EngineClient(protocol.EngineConfig(), target=fake_worker)
-    await client.start()
-    try:
-        assert client.pid is not None and client.device == "fake"
-        updates: list[JobUpdate] = []
-        outcome = await client.run(paint_job(tmp_path), updates.append)
-        assert isinstance(outcome, protocol.JobDone)
-        assert Path(outcome.result_path).read_bytes().startswith(b"\x89PNG")
-        assert isinstance(updates[0], protocol.JobStarted)
-        steps = [u.step for u in updates if isinstance(u, protocol.JobProgress)]
-        assert steps == [1, 2, 3, 4, 5]
-    finally:
-        await client.close()
-    assert client.up_since is None
-
-
-async def test_a_dead_engine_is_noticed_and_restarted(tmp_path: Path) -> None:
-    client = EngineClient(protocol.EngineConfig(), target=fake_worker)
-    await client.start()
-    first_pid = client.pid
-    try:
-        with pytest.raises(EngineCrashed, match="exit code 3"):
-            await asyncio.wait_for(
-                client.run(paint_job(tmp_path, seed=SEED_CRASH_ALWAYS), lambda u: None), 10
-            )
-        await client.restart()
-        assert client.pid != first_pid
-        outcome = await client.run(paint_job(tmp_path, "j2"), lambda u: None)
-        assert isinstance(outcome, protocol.JobDone)
-    finally:
-        await client.close()
-
-
-async def test_killed_from_outside_mid_job(tmp_path: Path) -> None:
-    client = EngineClient(protocol.EngineConfig(), target=fake_worker)
-    await client.start()
-    try:
-        run = asyncio.create_task(client.run(paint_job(tmp_path, seed=SEED_HANG), lambda u: None))
-        await asyncio.sleep(0.2)  # let the job reach the process
-        client.kill()  # as the OOM killer would
-        with pytest.raises(EngineCrashed):
-            await asyncio.wait_for(run, 10)
-    finally:
-        await client.close()
-
-
-async def test_engine_that_cannot_start_says_why() -> None:
-    client = EngineClient(protocol.EngineConfig(weights="/nonexistent/vgg19.pth"))
-    with pytest.raises(EngineUnavailable) as caught:
-        await client.start()
-    assert caught.value.code == "weights_missing"
-    assert "/nonexistent/vgg19.pth" in caught.value.message
-
-
 def service_with_process(tmp_path: Path, limits: Limits) -> tuple[PaintService, Store]:
     store = Store.open(tmp_path / "data" / "atelier.sqlite3")
     client = EngineClient(protocol.EngineConfig(), target=fake_worker)
     service = PaintService(
-        store=store, engine=client, limits=limits, data_dir=tmp_path / "data", clock=FakeClock()
+        store=store, engine=client, limits=limits, data_dir=tmp_path / "data", clock=FakeTime()
     )
     return service, store
 
@@ -202,7 +133,7 @@ async def test_real_engine_paints_end_to_end(tmp_path: Path, vgg_weights_path: P
 
 def test_the_bot_side_never_imports_torch() -> None:
     code = (
-        "import sys; import bot.service, bot.engine_client, bot.store, engine.worker, "
+        "import sys; import bot.service, engine.client, bot.store, engine.worker, "
         "engine.images; assert 'torch' not in sys.modules, 'torch was imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])

@@ -1,0 +1,61 @@
+"""Atelier on Discord: :func:`build_client` puts the client and its features together.
+
+- :mod:`~bot.discord.client`: the client, the checks and replies every feature uses, the lookup
+  of features and the base of the persistent buttons;
+- :mod:`~bot.discord.status`: status messages, results, and the buttons under them;
+- :mod:`~bot.discord.paint`: ``/paint``, ``/cancel``, ``/queue``, ``/help``;
+- :mod:`~bot.discord.challenges`: ``/challenge``, ``/leaderboard``, the entry buttons;
+- :mod:`~bot.discord.gallery`: ``/gallery``;
+- :mod:`~bot.discord.embeds`: how all of it looks (markup of :mod:`bot.replies`, embeds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bot.challenges import Challenges
+from bot.discord.challenges import DiscordChallenges
+from bot.discord.client import AtelierDiscord
+from bot.discord.gallery import PAGE_SIZE, Gallery
+from bot.discord.paint import Painting
+from bot.discord.status import RETRY_DELAYS, StatusMessages
+from bot.pacing import Clock, Sleep
+from bot.service import PaintService
+from bot.settings import DiscordSettings
+
+__all__ = ["AtelierDiscord", "build_client"]
+
+
+def build_client(
+    settings: DiscordSettings,
+    service: PaintService,
+    challenges: Challenges | None = None,
+    *,
+    clock: Clock = time.monotonic,
+    wall_clock: Clock = time.time,
+    sleep: Sleep = asyncio.sleep,
+    edit_interval: float = 4.0,
+    retry_delays: tuple[float, ...] = RETRY_DELAYS,
+    page_size: int = PAGE_SIZE,
+) -> AtelierDiscord:
+    """The Discord client with every feature, ready for ``await client.start(token)``.
+
+    Connects nothing. ``clock`` paces edits, ``wall_clock`` is the unix time members see.
+    """
+    client = AtelierDiscord(settings, service)
+    entries = DiscordChallenges(client, challenges) if challenges is not None else None
+    StatusMessages(
+        client,
+        service,
+        deliver_entry=entries.deliver if entries is not None else None,
+        clock=clock,
+        wall_clock=wall_clock,
+        sleep=sleep,
+        edit_interval=edit_interval,
+        retry_delays=retry_delays,
+    )
+    Painting(client, service, wall_clock=wall_clock)
+    if challenges is not None:
+        Gallery(client, challenges, page_size=page_size)
+    return client

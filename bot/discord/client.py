@@ -1,0 +1,243 @@
+"""The Discord client: life cycle, the checks and replies every command uses, features.
+
+    client = AtelierDiscord(settings.discord, service)
+    StatusMessages(client, service, ...)     # features add themselves (see bot.discord.build)
+    await client.start(token)
+
+A *feature* (status messages, /paint, challenges, the gallery) is an object that adds its
+commands and buttons to the client when it is made; other features reach it only through
+:meth:`AtelierDiscord.feature`, never through its private names. What every feature needs is
+public here: :meth:`~AtelierDiscord.reply` (answer only the member), :meth:`report_error` (the
+one error reply), :meth:`guard` (the channel is allowed and the bot may post there),
+:meth:`input_limit` / :meth:`upload_limit` (as Discord reports them, never hard-coded),
+:meth:`is_moderator` and :meth:`messageable`. :class:`ButtonPress` is the base of every
+persistent button: a press goes to ``pressed`` and any error to :meth:`report_error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Final, TypeVar
+
+import aiohttp
+import discord
+from discord import app_commands
+
+from bot import replies
+from bot.discord.embeds import MARKDOWN
+from bot.errors import NotAllowed
+from bot.service import PaintService
+from bot.settings import DiscordSettings
+
+log = logging.getLogger(__name__)
+
+PLATFORM: Final = "discord"
+# Discord refused (HTTPException) or could not be reached at all: discord.py lets connection
+# errors and timeouts (OSError, aiohttp.ClientError) through after its own retries.
+DISCORD_TROUBLE: Final = (discord.HTTPException, aiohttp.ClientError, OSError)
+# What the bot needs in a server channel: (permission attribute, name in Discord's settings).
+CHANNEL_PERMISSIONS: Final = (
+    ("view_channel", "View Channel"),
+    ("send_messages", "Send Messages"),
+    ("embed_links", "Embed Links"),
+    ("attach_files", "Attach Files"),
+    ("read_message_history", "Read Message History"),
+)
+# For the README's invite link: the same permissions as one integer, plus what style
+# challenges need (a public thread per challenge, and pinning the painting in it).
+INVITE_PERMISSIONS: Final = discord.Permissions(
+    send_messages_in_threads=True,
+    create_public_threads=True,
+    manage_messages=True,
+    **{name: True for name, _ in CHANNEL_PERMISSIONS},
+)
+
+
+class MissingPermissions(NotAllowed):
+    """The bot lacks a permission it needs in this channel; the message names them."""
+
+
+class Feature:
+    """A part of the bot on Discord (like a discord.py cog); :meth:`close` runs at shutdown."""
+
+    async def close(self) -> None:
+        return None
+
+
+F = TypeVar("F", bound=Feature)
+
+
+class AtelierDiscord(discord.Client):
+    """The Atelier bot on Discord. Run with ``await client.start(token)``."""
+
+    def __init__(self, settings: DiscordSettings, service: PaintService) -> None:
+        super().__init__(
+            intents=discord.Intents(guilds=True),
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+        )
+        self.settings = settings
+        self.service = service
+        self.tree = app_commands.CommandTree(self)
+        self.tree.error(self._on_tree_error)
+        self._features: dict[type[Feature], Feature] = {}
+        self._upload_limits: dict[int, int] = {}  # channel id -> limit the platform reported
+        self._gateway_ready = asyncio.Event()
+
+    # -- features ------------------------------------------------------------------------------
+
+    def add_feature(self, feature: Feature) -> None:
+        self._features[type(feature)] = feature
+
+    def feature(self, kind: type[F]) -> F:
+        """The feature of this kind (``client.feature(StatusMessages)``)."""
+        feature = self._features[kind]
+        assert isinstance(feature, kind)
+        return feature
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    async def setup_hook(self) -> None:
+        guild_id = self.settings.dev_guild_id
+        if guild_id is not None:
+            # Development: guild commands appear at once; global ones can take a while.
+            guild = discord.Object(id=guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("synced %d commands to development guild %s", len(synced), guild_id)
+        else:
+            synced = await self.tree.sync()
+            log.info("synced %d global commands", len(synced))
+
+    async def on_ready(self) -> None:
+        self._gateway_ready.set()
+
+    async def until_ready(self) -> None:
+        """Wait for the gateway (unlike ``wait_until_ready``, also before login has begun)."""
+        await self._gateway_ready.wait()
+
+    async def close(self) -> None:
+        for feature in self._features.values():
+            await feature.close()
+        await super().close()
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def guard(self, interaction: discord.Interaction[Any]) -> None:
+        """Refuse, saying why, where the bot may not paint or could not post what it paints."""
+        self._check_channel(interaction)
+        self._check_permissions(interaction)
+
+    def _check_channel(self, interaction: discord.Interaction[Any]) -> None:
+        allowed = self.settings.channels
+        if not allowed or interaction.guild is None:
+            return
+        channel = interaction.channel
+        parent = getattr(channel, "parent_id", None)
+        if interaction.channel_id in allowed or parent in allowed:
+            return
+        raise NotAllowed(replies.only_in([f"<#{channel_id}>" for channel_id in sorted(allowed)]))
+
+    def _check_permissions(self, interaction: discord.Interaction[Any]) -> None:
+        if interaction.guild is None:
+            return  # a DM with the bot: nothing to grant
+        permissions = interaction.app_permissions
+        needed = list(CHANNEL_PERMISSIONS)
+        if isinstance(interaction.channel, discord.Thread):
+            needed[1] = ("send_messages_in_threads", "Send Messages in Threads")
+        missing = [label for name, label in needed if not getattr(permissions, name)]
+        if missing:
+            raise MissingPermissions(replies.missing_permissions(missing, MARKDOWN))
+
+    def is_moderator(self, interaction: discord.Interaction[Any]) -> bool:
+        """The configured moderator role (name or id), or Manage Messages in the channel."""
+        if not isinstance(interaction.user, discord.Member):
+            return False
+        if interaction.permissions.manage_messages:
+            return True
+        return has_role(interaction, self.settings.moderator_role)
+
+    # -- limits --------------------------------------------------------------------------------
+
+    def input_limit(self, interaction: discord.Interaction[Any]) -> int:
+        """The largest image a member may send here (and remember the channel's upload limit)."""
+        if interaction.channel_id is not None:
+            self._upload_limits[interaction.channel_id] = interaction.filesize_limit
+        return min(self.service.limits.max_input_bytes, interaction.filesize_limit)
+
+    def upload_limit(self, channel_id: int) -> int:
+        """The most bytes one upload may have here, as Discord reports it now."""
+        channel = self.get_channel(channel_id)
+        guild = getattr(channel, "guild", None)
+        limit = (
+            guild.filesize_limit
+            if guild is not None
+            else discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
+        )
+        reported = self._upload_limits.get(channel_id)
+        return min(limit, reported) if reported else limit
+
+    def messageable(self, channel_id: int) -> discord.abc.Messageable:
+        channel = self.get_channel(channel_id)
+        if isinstance(channel, discord.abc.Messageable):
+            return channel
+        return self.get_partial_messageable(channel_id)
+
+    # -- replies and errors --------------------------------------------------------------------
+
+    async def reply(self, interaction: discord.Interaction[Any], text: str) -> None:
+        """Answer only the member: the first response, the deferred one, or a follow-up."""
+        try:
+            if not interaction.response.is_done():
+                await interaction.response.send_message(text, ephemeral=True)
+            elif (
+                interaction.response.type
+                is discord.InteractionResponseType.deferred_channel_message
+            ):
+                await interaction.edit_original_response(content=text)
+            else:
+                await interaction.followup.send(text, ephemeral=True)
+        except DISCORD_TROUBLE as error:
+            log.warning("could not answer interaction %s: %r", interaction.id, error)
+
+    async def report_error(
+        self, interaction: discord.Interaction[Any], error: BaseException
+    ) -> None:
+        """The one error reply on Discord (see :func:`bot.replies.error_reply`)."""
+        if isinstance(error, app_commands.CheckFailure):
+            text = str(error) or "You can't use that here."
+        else:
+            where = f"/{interaction.command.name}" if interaction.command else "a button"
+            text = replies.error_reply(error, where=f"discord {where}")
+        await self.reply(interaction, text)
+
+    async def _on_tree_error(
+        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
+    ) -> None:
+        original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        await self.report_error(interaction, original)
+
+
+def has_role(interaction: discord.Interaction[Any], role: str | None) -> bool:
+    """Whether the member has ``role`` (a role name or id) here."""
+    user = interaction.user
+    wanted = (role or "").strip()
+    if not wanted or not isinstance(user, discord.Member):
+        return False
+    return any(str(r.id) == wanted or r.name.casefold() == wanted.casefold() for r in user.roles)
+
+
+class ButtonPress:
+    """The base of every persistent button: the press goes to :meth:`pressed`, and anything it
+    raises to the client's one error reply. Buttons carry ids only; their state is stored."""
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        client = interaction.client
+        assert isinstance(client, AtelierDiscord)
+        try:
+            await self.pressed(interaction, client)
+        except Exception as error:
+            await client.report_error(interaction, error)
+
+    async def pressed(self, interaction: discord.Interaction[Any], client: AtelierDiscord) -> None:
+        raise NotImplementedError

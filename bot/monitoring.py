@@ -1,0 +1,88 @@
+"""Prometheus metrics for the bot, in either mode: one call from ``__main__`` when a port is set.
+
+    server = await monitoring.serve(service, port)   # /metrics and /healthz
+    ...
+    await server.close()
+
+Counts what the service's events tell (admitted, done / failed by code / cancelled, painting
+time) and samples the queue, the engine and the event loop. Refusals are counted where they are
+raised: :meth:`BotMetrics.refused` is there for the service's admission to call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from bot.jobs import Cancelled, Failed, Finished, JobEvent, Queued
+from bot.service import PaintService
+from engine.metrics import Metrics, MetricsServer
+
+SAMPLE_EVERY = 5.0
+
+
+class BotMetrics:
+    def __init__(self, service: PaintService, metrics: Metrics | None = None) -> None:
+        self.service = service
+        self.metrics = metrics or Metrics("bot")
+        self._engine_up: float | None = None
+
+    async def on_event(self, event: JobEvent) -> None:
+        """A service listener (``service.add_listener(bot_metrics.on_event)``)."""
+        if isinstance(event, Queued):
+            self.metrics.job_admitted()
+        elif isinstance(event, Finished):
+            self.metrics.job_finished("done", "", event.seconds)
+        elif isinstance(event, Failed):
+            self.metrics.job_finished("failed", event.code, event.job.seconds)
+        elif isinstance(event, Cancelled):
+            self.metrics.job_finished("cancelled")
+        self.sample()
+
+    def refused(self, error: Exception) -> None:
+        self.metrics.job_refused(type(error).__name__)
+
+    def sample(self) -> None:
+        overview = self.service.overview()
+        running = overview.running is not None and not overview.running.state.terminal
+        self.metrics.set_queue(len(overview.waiting), int(running))
+        status = self.service.status()
+        up_since = status.engine_up_since
+        if self._engine_up is not None and up_since != self._engine_up and up_since is not None:
+            self.metrics.engine_restarted(status.engine_device or "engine")
+        self._engine_up = up_since or self._engine_up
+        self.metrics.set_devices_alive(1 if up_since is not None else 0)
+
+    async def sample_loop(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(SAMPLE_EVERY)
+
+
+class MonitoringServer:
+    def __init__(self, bot_metrics: BotMetrics, http: MetricsServer) -> None:
+        self.bot_metrics = bot_metrics
+        self.http = http
+        self.port = http.port
+        self._tasks = [
+            asyncio.create_task(bot_metrics.metrics.watch_loop(), name="bot-loop-lag"),
+            asyncio.create_task(bot_metrics.sample_loop(), name="bot-metrics-sample"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.http.close()
+
+
+async def serve(service: PaintService, port: int, *, host: str = "0.0.0.0") -> MonitoringServer:
+    """Count the service's events and serve /metrics and /healthz on ``port``."""
+    bot_metrics = BotMetrics(service)
+    service.add_listener(bot_metrics.on_event)
+    http = bot_metrics.metrics.serve(
+        port, host=host, health=lambda: service.status().engine_up_since is not None
+    )
+    return MonitoringServer(bot_metrics, http)

@@ -1,0 +1,60 @@
+"""Atelier on Telegram: :func:`build_app` puts the app and its features together.
+
+- :mod:`~bot.telegram.app`: the bot, polling, the one error reply, downloads, ``/help``,
+  ``/queue``, and what the features share;
+- :mod:`~bot.telegram.status`: status messages, results, and the buttons under them;
+- :mod:`~bot.telegram.flows`: the three ways to ask for a painting, and ``/cancel``;
+- :mod:`~bot.telegram.challenges`: ``/challenge`` in groups and the entry buttons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bot.challenges import Challenges
+from bot.pacing import Clock, Sleep
+from bot.service import PaintService
+from bot.settings import TelegramSettings
+from bot.telegram.app import BOT_API_DOWNLOAD_LIMIT, TelegramApp
+from bot.telegram.challenges import TelegramChallenges
+from bot.telegram.flows import PaintRequests
+from bot.telegram.status import StatusBoard
+
+__all__ = ["TelegramApp", "build_app"]
+
+
+def build_app(
+    settings: TelegramSettings,
+    service: PaintService,
+    challenges: Challenges | None = None,
+    *,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = asyncio.sleep,
+    edit_interval: float = 4.0,
+    album_wait: float = 1.0,
+    flow_timeout: float = 300.0,
+    download_limit: int = BOT_API_DOWNLOAD_LIMIT,
+    polling_timeout: int = 30,
+) -> TelegramApp:
+    """The Telegram app with every feature, ready for ``await app.run()``. Connects nothing."""
+    app = TelegramApp(
+        settings, service, download_limit=download_limit, polling_timeout=polling_timeout
+    )
+    entries = TelegramChallenges(app, challenges) if challenges is not None else None
+    board = StatusBoard(
+        app,
+        service,
+        deliver_entry=entries.deliver if entries is not None else None,
+        clock=clock,
+        sleep=sleep,
+        interval=edit_interval,
+    )
+    flows = PaintRequests(
+        app, service, board, sleep=sleep, album_wait=album_wait, flow_timeout=flow_timeout
+    )
+    # The order routers see updates in: a photo sent while the bot waits for one in a guided
+    # /paint belongs to that /paint, before anything else.
+    routers = [flows.router, board.router, *([entries.router] if entries else [])]
+    app.dispatcher.include_routers(*routers)
+    return app

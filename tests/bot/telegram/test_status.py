@@ -1,0 +1,288 @@
+"""Telegram status messages, results and their buttons: paced edits, previews, flood control,
+outages, restarts, and buttons posted by earlier versions.
+
+The real aiogram bot runs against the fake Bot API server; pacing runs on fake time where a
+test needs to control it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.jobs import JobState
+from bot.service import PaintService
+from bot.store import Store
+from tests.bot.telegram.fake_bot_api import NOT_MODIFIED, FakeBotAPI
+from tests.bot.telegram.harness import (
+    ask_with_reply,
+    edits_of,
+    is_result,
+    is_status,
+    job_id_of,
+    manual_service,
+    result_of,
+    running,
+    status_of,
+)
+from tests.fakes import FakeEngine, FakeTime, jpeg_bytes
+
+
+async def test_progress_is_paced_shows_previews_and_never_repeats(
+    api: FakeBotAPI, store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    engine = FakeEngine(auto=False)
+    service = manual_service(store, data_dir, clock, engine)
+    ticks = clock  # pacing on the test's one fake time
+    erin = api.user(5005, "Erin")
+    chat = api.private_chat(erin)
+    async with service, running(api, service, clock=ticks, sleep=ticks.sleep, edit_interval=4.0):
+        ask_with_reply(api, erin, chat)
+        status, status_id = await status_of(api)
+        job_id = job_id_of(status)
+        await engine.wait_started(job_id)
+        await service.drained()
+        shown = api.messages[(erin["id"], status_id)]
+        await api.wait_until(lambda: shown["caption"].startswith("🖌️ Painting… 0%"))
+        assert [b["callback_data"] for b in shown["reply_markup"]["inline_keyboard"][0]] == [
+            f"cancel:{job_id}"
+        ]
+        before = len(edits_of(api, status_id))
+
+        # Within the interval: held back, then the latest state goes out in one edit.
+        await engine.progress(job_id, 10, preview=True)
+        await engine.progress(job_id, 20, preview=True)
+        await engine.progress(job_id, 30, preview=True, eta=90)
+        await service.drained()
+        assert len(edits_of(api, status_id)) == before
+        ticks.advance(4)
+        media = await api.wait_call("editMessageMedia")
+        assert "30%" in media.text
+        assert "Ready in about 2 min" in media.text
+        assert media.upload("media") == jpeg_bytes()
+        assert not any("20%" in c.text or "10%" in c.text for c in edits_of(api, status_id))
+
+        # The same state again is never sent; "not modified" from Telegram is not an error.
+        await engine.progress(job_id, 30, eta=90)
+        await service.drained()
+        ticks.advance(4)
+        api.fail_next("editMessageCaption", description=NOT_MODIFIED)
+        await engine.progress(job_id, 60, eta=30)
+        await service.drained()
+        ticks.advance(4)
+        await api.wait_until(lambda: any(c.error for c in api.calls))
+        assert len(edits_of(api, status_id)) == before + 2
+
+        engine.finish(job_id)
+        await api.wait_call("sendDocument")
+        done = await api.wait_call(
+            "editMessageCaption", where=lambda c: "Done" in c.text and c.error is None
+        )
+        assert done.buttons == []  # no Cancel once finished
+    texts = [c.text for c in edits_of(api, status_id) if c.error is None]
+    assert len(texts) == len(set(texts))
+    assert not api.calls_to("sendMessage")  # nothing went wrong in the member's eyes
+
+
+async def test_cancel_button_is_for_the_owner_and_moderators(
+    api: FakeBotAPI, store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    engine = FakeEngine(auto=False)
+    service = manual_service(store, data_dir, clock, engine)
+    frank, grace, admin = api.user(6006, "Frank"), api.user(7007, "Grace"), api.user(8008, "Hal")
+    group = api.group_chat(-300)
+    api.admins[-300] = {8008}
+    async with service, running(api, service):
+        ask_with_reply(api, frank, group)
+        status, status_id = await status_of(api)
+        job_id = job_id_of(status)
+        await engine.wait_started(job_id)
+        status_message = api.messages[(-300, status_id)]
+
+        api.press(grace, status_message, f"cancel:{job_id}")
+        refused = await api.wait_call("answerCallbackQuery")
+        assert refused.params["show_alert"] == "true"
+        assert "Only Frank or a moderator" in refused.params["text"]
+        assert service.get(job_id).state is JobState.RUNNING
+
+        api.press(admin, status_message, f"cancel:{job_id}")
+        stopping = "Stopping Frank's painting; it will be cancelled in a moment."
+        await api.wait_call("answerCallbackQuery", where=lambda c: c.params["text"] == stopping)
+        cancelled = await api.wait_call("editMessageCaption", where=lambda c: "Cancelled" in c.text)
+        assert cancelled.buttons == []
+    assert service.get(job_id).state is JobState.CANCELLED
+    assert api.calls_to("getChatMember")
+
+
+async def test_result_buttons_paint_again(api: FakeBotAPI, service: PaintService) -> None:
+    jack = api.user(1111, "Jack")
+    chat = api.private_chat(jack)
+    async with running(api, service):
+        ask_with_reply(api, jack, chat, caption="/paint strength=4")
+        result, first_id = await result_of(api)
+        await api.wait_call("sendDocument")
+        mark = len(api.calls)
+        result_message = api.messages[(jack["id"], result.result["message_id"])]
+        api.press(jack, result_message, f"reroll:stronger:{first_id}")
+        again, again_id = await status_of(api, after=mark)
+        assert again.params["reply_parameters"]["message_id"] == result.result["message_id"]
+        second, new_id = await result_of(api, after=mark)
+        assert second.params["reply_parameters"]["message_id"] == again_id
+        await api.wait_call("sendDocument", after=mark)
+    job = service.get(new_id)
+    assert (job.parent_id, job.options.strength) == (first_id, 6)
+
+
+async def test_flood_control_is_waited_out_without_losing_the_job(
+    api: FakeBotAPI, store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    engine = FakeEngine(auto=False)
+    service = manual_service(store, data_dir, clock, engine)
+    ticks = FakeTime(auto=True)  # every wait passes at once, and is recorded
+    lee = api.user(1313, "Lee")
+    chat = api.private_chat(lee)
+    api.fail_next("editMessageCaption", retry_after=5)
+    api.fail_next("sendPhoto", retry_after=7, when=is_result)
+    api.fail_next("sendDocument", retry_after=3)
+    async with service, running(api, service, clock=ticks, sleep=ticks.sleep, edit_interval=2.0):
+        ask_with_reply(api, lee, chat)
+        status, status_id = await status_of(api)
+        job_id = job_id_of(status)
+        await engine.wait_started(job_id)
+        await engine.progress(job_id, 40)
+        await api.wait_call("editMessageCaption", where=lambda c: "40%" in c.text and not c.error)
+        engine.finish(job_id)
+        await api.wait_call("sendDocument", where=lambda c: c.error is None)
+        await api.wait_until(
+            lambda: any("Done" in c.text and not c.error for c in edits_of(api, status_id))
+        )
+    flooded = [c for c in edits_of(api, status_id) if c.status == 429]
+    assert len(flooded) == 1
+    results = [c for c in api.calls_to("sendPhoto") if is_result(c)]
+    assert [c.status for c in results] == [429, 200]
+    assert [c.status for c in api.calls_to("sendDocument")] == [429, 200]
+    assert {7, 3, 5} <= {round(s) for s in ticks.slept}
+    assert service.get(job_id).state is JobState.DONE
+    assert not api.calls_to("sendMessage")
+
+
+async def test_restart_with_pending_jobs_keeps_editing_and_buttons_work(
+    api: FakeBotAPI, store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    mia, ned = api.user(1414, "Mia"), api.user(1515, "Ned")
+    group = api.group_chat(-400)
+    first_engine = FakeEngine(auto=False)
+    service = manual_service(store, data_dir, clock, first_engine)
+    async with service, running(api, service):
+        ask_with_reply(api, mia, group)
+        status, mia_status = await status_of(api)
+        mia_job = job_id_of(status)
+        await first_engine.wait_started(mia_job)
+        mark = len(api.calls)
+        ask_with_reply(api, ned, group)
+        ned_call, ned_status = await status_of(api, after=mark)
+        ned_job = job_id_of(ned_call)
+    # The bot process stops here with Mia's job running and Ned's waiting.
+
+    mark = len(api.calls)
+    engine = FakeEngine(auto=False)
+    service = manual_service(store, data_dir, clock, engine)
+    async with running(api, service), service:
+        await engine.wait_started(mia_job)
+        await engine.progress(mia_job, 50, preview=True)
+        await api.wait_call("editMessageMedia", where=lambda c: "50%" in c.text, after=mark)
+        api.press(ned, api.messages[(-400, ned_status)], f"cancel:{ned_job}")
+        await api.wait_call("answerCallbackQuery", after=mark)
+        engine.finish(mia_job)
+        await api.wait_call("sendDocument", after=mark)
+        await api.wait_until(
+            lambda: (
+                any("Cancelled" in c.text for c in edits_of(api, ned_status))
+                and any("Done" in c.text for c in edits_of(api, mia_status))
+            )
+        )
+    assert service.get(mia_job).state is JobState.DONE
+    assert service.get(ned_job).state is JobState.CANCELLED
+    new_statuses = [c for c in api.calls[mark:] if is_status(c)]
+    assert new_statuses == []  # the old messages were edited, no new ones sent
+
+
+async def test_a_telegram_outage_while_sending_the_result_does_not_lose_it(
+    api: FakeBotAPI, store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    engine = FakeEngine(auto=False)
+    service = manual_service(store, data_dir, clock, engine)
+    ticks = FakeTime(auto=True)
+    uma = api.user(1818, "Uma")
+    chat = api.private_chat(uma)
+    api.fail_next("sendPhoto", status=502, description="Bad Gateway", when=is_result)
+    api.fail_next("sendDocument", status=500, description="Internal Server Error")
+    async with service, running(api, service, clock=ticks, sleep=ticks.sleep):
+        ask_with_reply(api, uma, chat)
+        status, _ = await status_of(api)
+        job_id = job_id_of(status)
+        await engine.wait_started(job_id)
+        engine.finish(job_id)
+        await api.wait_call("sendDocument", where=lambda c: c.error is None)
+    results = [c for c in api.calls_to("sendPhoto") if is_result(c)]
+    assert [c.status for c in results] == [502, 200]
+    assert [c.status for c in api.calls_to("sendDocument")] == [500, 200]
+    assert results[-1].upload("photo") == service.result_png(service.get(job_id))
+
+
+async def test_a_reroll_whose_button_press_is_too_old_to_answer_still_paints(
+    api: FakeBotAPI, service: PaintService
+) -> None:
+    # E.g. Stronger pressed while the bot was restarting: the query has expired by the time the
+    # bot answers it, but the new painting is queued and must still be shown and delivered.
+    kim = api.user(1919, "Kim")
+    chat = api.private_chat(kim)
+    async with running(api, service):
+        ask_with_reply(api, kim, chat, caption="/paint strength=4")
+        result, first_id = await result_of(api)
+        await api.wait_call("sendDocument")
+        mark = len(api.calls)
+        api.fail_next(
+            "answerCallbackQuery",
+            description="Bad Request: query is too old and response timeout expired or query "
+            "ID is invalid",
+        )
+        result_message = api.messages[(kim["id"], result.result["message_id"])]
+        api.press(kim, result_message, f"reroll:softer:{first_id}")
+        await status_of(api, after=mark)
+        _, new_id = await result_of(api, after=mark)
+        await api.wait_call("sendDocument", after=mark)
+    assert service.get(new_id).options.strength == 2
+
+
+async def test_a_failure_is_still_told_when_the_status_message_was_deleted(
+    api: FakeBotAPI, store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    engine = FakeEngine(auto=False)
+    service = manual_service(store, data_dir, clock, engine)
+    vic = api.user(2020, "Vic")
+    group = api.group_chat(-900)
+    async with service, running(api, service):
+        ask_with_reply(api, vic, group)
+        status, status_id = await status_of(api)
+        job_id = job_id_of(status)
+        await engine.wait_started(job_id)
+        del api.messages[(-900, status_id)]  # an administrator tidied the group
+        engine.fail(job_id, "out_of_memory", "The photo is too big for the GPU today.")
+        told = await api.wait_call("sendMessage", where=lambda c: "too big" in c.text)
+    assert told.chat_id == -900
+    assert "Vic" in told.text
+    assert service.get(job_id).state is JobState.FAILED
+
+
+def test_typed_button_data_reads_buttons_posted_before_it_was_typed() -> None:
+    from bot.telegram.challenges import VoteButton, WithdrawButton
+    from bot.telegram.status import CancelButton, RerollButton
+
+    # The strings the buttons of earlier versions carry, still in members' chats.
+    assert CancelButton.unpack("cancel:Ab-_09xyz") == CancelButton(job="Ab-_09xyz")
+    assert RerollButton.unpack("reroll:keep_colors:Ab-_09") == RerollButton(
+        change="keep_colors", job="Ab-_09"
+    )
+    assert VoteButton.unpack("vote:12") == VoteButton(entry=12)
+    assert WithdrawButton.unpack("withdraw:3") == WithdrawButton(entry=3)
+    assert RerollButton(change="softer", job="x1").pack() == "reroll:softer:x1"
