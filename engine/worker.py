@@ -10,6 +10,11 @@ in hand stops, nothing more is sent for it (the member did not cancel it; the bo
 has it) and the process exits, instead of painting on until the bot's grace period ends and it
 is killed. Torch is imported inside :func:`main`, so importing this
 module (as the bot does, to name the process target) stays light.
+
+A job that asks for a timelapse has its frames kept while it is painted; the two animations are
+written beside the result before its ``JobDone`` (``protocol.timelapse_paths``). ``PinStyle``
+and ``UnpinStyle`` are taken in message order between paintings; pinned paintings' targets are
+computed only while no painting waits (``pinned_styles.py``).
 """
 
 from __future__ import annotations
