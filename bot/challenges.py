@@ -49,8 +49,9 @@ import re
 import shutil
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from pathlib import Path
+from typing import Any
 
 from bot import replies
 from bot.admission import Reservation
@@ -187,6 +188,9 @@ class NotOrganiser(NotAllowed):
 
 
 Announcer = Callable[[Outcome], Awaitable[None]]
+# Told of every challenge that closed (not one cancelled), e.g. the style library keeping its
+# painting; also at each start for those closed before, so it must be idempotent.
+Ended = Callable[[Challenge], Awaitable[object]]
 
 
 # -- durations ---------------------------------------------------------------------------------
@@ -222,7 +226,9 @@ class Challenges:
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
         supervisor: Supervisor | None = None,
+        on_ended: Ended | None = None,
     ) -> None:
+        """``on_ended``: told of each challenge that closed (see :data:`Ended`)."""
         self._store = store
         self._db: sqlite3.Connection = store.connection
         self._service = service
@@ -232,6 +238,7 @@ class Challenges:
         self._sleep = sleep
         self._supervisor = supervisor or Supervisor(sleep=sleep)
         self._announcers: dict[str, Announcer] = {}
+        self._on_ended = on_ended
         self._wake = asyncio.Event()
         self._task: Supervised | None = None
         self._announcing: set[asyncio.Task[None]] = set()
@@ -255,6 +262,8 @@ class Challenges:
         await self._adopt_finished()
         for challenge in self._unannounced():  # before closing: those announce themselves
             self._spawn_announcement(challenge)
+        for challenge in self._ended():  # a hand-over the last run may not have finished
+            self._spawn(self._hand_over(challenge), f"challenge-{challenge.id}-ended")
         await self.close_due()
         self._task = self._supervisor.spawn("challenge-deadlines", self._deadlines)
 
@@ -534,6 +543,8 @@ class Challenges:
         closed = self.get(challenge.id)
         log.info("challenge %d %s (by %s)", closed.id, state.value, by or "its deadline")
         self._spawn_announcement(closed)
+        if state is ChallengeState.CLOSED:
+            self._spawn(self._hand_over(closed), f"challenge-{closed.id}-ended")
         return closed
 
     # -- announcements -------------------------------------------------------------------------
@@ -560,9 +571,31 @@ class Challenges:
         return [_challenge(row) for row in rows]
 
     def _spawn_announcement(self, challenge: Challenge) -> None:
-        task = asyncio.create_task(self._announce(challenge), name=f"challenge-{challenge.id}")
+        self._spawn(self._announce(challenge), f"challenge-{challenge.id}")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` beside the caller; :meth:`close` cancels it, :meth:`drained` waits."""
+        task = asyncio.create_task(work, name=name)
         self._announcing.add(task)
         task.add_done_callback(self._announcing.discard)
+
+    async def _hand_over(self, challenge: Challenge) -> None:
+        if self._on_ended is None:
+            return
+        try:
+            await self._on_ended(challenge)
+        except Exception:
+            log.exception(
+                "challenge %d: its end was not handed over; again at the next start", challenge.id
+            )
+
+    def _ended(self) -> list[Challenge]:
+        if self._on_ended is None:
+            return []
+        rows = self._db.execute(
+            "SELECT * FROM challenges WHERE state = 'closed' ORDER BY id"
+        ).fetchall()
+        return [_challenge(row) for row in rows]
 
     async def _announce(self, challenge: Challenge) -> None:
         announcer = self._announcers.get(challenge.platform)
