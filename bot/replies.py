@@ -936,3 +936,19 @@ def styles_page(total: int, page: int, pages: int, where: str) -> str:
 
 def painting_or_style(how: str) -> str:
     return f"Give a painting to take the style from, or a saved style ({how})."
+
+
+# ----------------------------------------------------------------------------------------------
+# "Paint with Atelier" on a message (Discord)
+
+
+PAINT_WITH: Final = "Paint with Atelier"  # the message command, and its form's title
+NO_IMAGE_IN_MESSAGE: Final = (
+    "That message holds no image to paint. Use Paint with Atelier on a message with a photo "
+    "attached."
+)
+FORM_STYLE: Final = "A saved style"
+FORM_STYLE_HINT: Final = "One of this server's styles (/style list)"
+FORM_PAINTING: Final = "Or a painting"
+FORM_PAINTING_HINT: Final = "An image whose style to paint the photo in"
+FORM_HOW: Final = "pick one in the form"

@@ -29,7 +29,6 @@ from bot.challenges import (
     ChallengeState,
     Entry,
     NoChallenge,
-    NotOrganiser,
     Outcome,
     parse_duration,
 )
@@ -41,7 +40,6 @@ from bot.discord.client import (
     AtelierDiscord,
     ButtonPress,
     Feature,
-    has_role,
 )
 from bot.discord.embeds import MARKDOWN
 from bot.discord.paint import check_attachment, download
@@ -126,23 +124,10 @@ class DiscordChallenges(Feature):
     # -- organisers ----------------------------------------------------------------------------
 
     def is_organiser(self, interaction: discord.Interaction[Any]) -> bool:
-        """Manage Server, or the configured organiser role (by id; a name as the fallback)."""
-        if not isinstance(interaction.user, discord.Member):
-            return False
-        if interaction.permissions.manage_guild:
-            return True
-        return has_role(interaction, self.client.settings.organiser_role)
+        return self.client.is_organiser(interaction)
 
     def require_organiser(self, interaction: discord.Interaction[Any], action: str) -> None:
-        if self.is_organiser(interaction):
-            return
-        role = (self.client.settings.organiser_role or "").strip()
-        if role:
-            shown = f"<@&{role}>" if role.isdigit() else role
-            who = f"Manage Server or the {shown} role"
-        else:
-            who = "Manage Server"
-        raise NotOrganiser(replies.organisers_only(action, who))
+        self.client.require_organiser(interaction, action)
 
     async def start(
         self,

@@ -19,6 +19,7 @@ from bot.pacing import Clock, Sleep
 from bot.sandbox import Sandbox
 from bot.service import PaintService
 from bot.settings import TelegramSettings
+from bot.styles import StyleLibrary
 from bot.telegram.app import BOT_API_DOWNLOAD_LIMIT, TelegramApp
 from bot.telegram.buttons import ResultButtons
 from bot.telegram.challenges import TelegramChallenges
@@ -41,6 +42,7 @@ def build_app(
     download_limit: int = BOT_API_DOWNLOAD_LIMIT,
     polling_timeout: int = 30,
     sandbox: Sandbox | None = None,
+    styles: StyleLibrary | None = None,
 ) -> TelegramApp:
     """The Telegram app with every feature, ready for ``await app.run()``. Connects nothing.
 
