@@ -854,7 +854,7 @@ def leaderboard(rows: Sequence[LeaderboardRow], where: str, markup: Markup) -> T
 
 
 # ----------------------------------------------------------------------------------------------
-# The gallery (Discord)
+# The gallery (Discord: embeds; Telegram: a contact sheet)
 
 
 def gallery_empty(whose: str, page: int) -> str:
@@ -863,6 +863,15 @@ def gallery_empty(whose: str, page: int) -> str:
 
 def gallery_page(whose: str, page: int, pages: int) -> str:
     return f"🖼️ {whose[:1].upper()}{whose[1:]} gallery, page {page + 1} of {pages}"
+
+
+def next_page(command: str, page: int, pages: int) -> str:
+    """Under a page of a sheet (Telegram): how to see the next one, if there is one."""
+    return f"{command} {page + 2} shows the next page." if page + 1 < pages else ""
+
+
+def need_image(role: str, usage: str) -> str:
+    return f"I need the {role}: send it with the caption {usage}, or reply to it."
 
 
 # ----------------------------------------------------------------------------------------------
@@ -936,6 +945,16 @@ def styles_page(total: int, page: int, pages: int, where: str) -> str:
 
 def painting_or_style(how: str) -> str:
     return f"Give a painting to take the style from, or a saved style ({how})."
+
+
+STYLE_USAGE: Final = (
+    "The chat's saved styles:\n"
+    "• /style add starry-night: as the caption of the painting (or in reply to it); group "
+    "administrators only.\n"
+    "• /style list: the styles, as one picture (/style list 2 for the next page).\n"
+    "• /style remove starry-night: administrators only.\n"
+    "Paint with one: /paint style=starry-night as the caption of your photo."
+)
 
 
 # ----------------------------------------------------------------------------------------------

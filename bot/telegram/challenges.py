@@ -136,9 +136,7 @@ class TelegramChallenges(Feature):
             message.reply_to_message, role=role, limit=self._limit
         )
         if ref is None:
-            raise InvalidImage(
-                f"I need the {role}: send it with the caption {usage}, or reply to it."
-            )
+            raise InvalidImage(replies.need_image(role, usage))
         return ref
 
     async def _download(self, ref: ImageRef) -> bytes:
