@@ -34,6 +34,9 @@ announced again for posting (:meth:`bot.service.PaintService.add_listener`). Cre
 challenge and making an entry each write their file whole under its final name first and then
 the row in one statement or transaction; a failure removes the file, so nothing half-made stays.
 
+When it ends, :func:`podium_picture` draws the top three side by side (in the sandbox) for the
+adapters' announcements.
+
 Files: the challenge painting is kept at ``data/challenges/<id>/painting.img`` and each entry's
 painting at ``data/challenges/<id>/entry-<job id>.png`` (older ones: ``entry-<entry id>.png``),
 so both outlive job retention; owner-only, like everything in the data folder. Every entry is
@@ -71,6 +74,7 @@ from bot.jobs import (
     VoteResult,
 )
 from bot.pacing import nap
+from bot.sandbox import DecoderFailed, Sandbox
 from bot.service import PaintService
 from bot.settings import Limits
 from bot.store import Store
@@ -1007,6 +1011,28 @@ class Challenges:
         ).fetchall()
         jobs = [job for r in rows if (job := self._store.get_job(r["id"])) is not None]
         return jobs, int(total["n"])
+
+
+async def podium_picture(outcome: Outcome, sandbox: Sandbox) -> bytes | None:
+    """The podium as one JPEG: the placed entries side by side, the winner in the middle, each
+    with its place, member and votes written under it (:func:`bot.replies.podium_lines`),
+    drawn in ``sandbox``. None when nobody placed, or when it could not be drawn (the
+    announcement's text goes out all the same)."""
+    placed = [s for s in outcome.podium if s.place is not None]
+    if not placed:
+        return None
+    # Up to 20 MB each: read off the event loop. A withdrawn image is a plain tile.
+    pictures = await asyncio.to_thread(lambda: [s.entry.image() or b"" for s in placed])
+    try:
+        return await sandbox.podium(
+            [
+                (s.place or 1, data, replies.podium_lines(s))
+                for s, data in zip(placed, pictures, strict=True)
+            ]
+        )
+    except DecoderFailed as error:
+        log.warning("challenge %d: no podium picture (%s)", outcome.challenge.id, error.reason)
+        return None
 
 
 def tie_decides_podium(standings: list[Standing]) -> bool:

@@ -825,6 +825,13 @@ def outcome(result: Outcome, markup: Markup) -> str:
     return "\n".join(lines)
 
 
+def podium_lines(standing: Standing) -> tuple[str, str, str]:
+    """What the podium picture says of a place: ``("1st", "Bob", "3 votes")`` (drawn text: no
+    markup, no emoji)."""
+    number = standing.place or 1
+    return PLACES[number - 1], clip(standing.entry.user_name, 40), count(standing.votes, "vote")
+
+
 def place(standing: Standing, markup: Markup) -> str:
     """``🥇 1st: Bob``."""
     number = standing.place or 1

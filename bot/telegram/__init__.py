@@ -62,7 +62,7 @@ def build_app(
         clock=clock,
         sleep=sleep,
     )
-    entries = TelegramChallenges(app, challenges) if challenges is not None else None
+    entries = TelegramChallenges(app, challenges, sandbox) if challenges is not None else None
     board = StatusBoard(
         app,
         service,

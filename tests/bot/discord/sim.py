@@ -204,6 +204,17 @@ def bot_messages(channel: simcord.ChannelHandle) -> list[discord.Message]:
     ]
 
 
+def shown_text(message: discord.Message) -> str:
+    """What a message says: its content, or the text blocks of its layout (components v2)."""
+    blocks = [c.content for c in message.components if isinstance(c, discord.TextDisplay)]
+    return "\n".join([message.content, *blocks]).strip()
+
+
+def layout_order(message: discord.Message) -> list[str]:
+    """The kinds of the top-level blocks of a layout message, in order."""
+    return [type(c).__name__ for c in message.components]
+
+
 def private(result: simcord.InteractionResult) -> str:
     """The text of a reply only the member sees."""
     assert result.acknowledged
