@@ -12,6 +12,7 @@ import sys
 
 BENCHMARKS: list[str] = [
     "bench.engine_bench",
+    "bench.speed_bench",
     "bench.service_bench",
     "bench.admission_bench",
     "bench.purge_bench",

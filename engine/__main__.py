@@ -76,9 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     paint.add_argument("--brush", choices=protocol.BRUSHES, default=defaults.brush)
     paint.add_argument("--keep-colors", action="store_true", help="keep the photo's colours")
-    paint.add_argument("--optimizer", choices=OPTIMIZERS, help="default: lbfgs")
+    paint.add_argument("--optimizer", choices=OPTIMIZERS, help="default: the quality's")
     paint.add_argument(
-        "--init", choices=INITS, help="start from the photo or from noise (default: photo)"
+        "--init",
+        choices=INITS,
+        help="start from the photo, the photo in the painting's colours, or noise "
+        "(default: the quality's)",
     )
     paint.add_argument("--seed", type=int, help="makes CPU runs reproducible byte for byte")
     paint.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")

@@ -2,7 +2,11 @@
 
 Totals are summed over all scales (and kept counting across an out-of-memory restart), so percent
 and ETA never go backwards. :class:`Progress` is plain data only, so the worker can forward it
-across the process boundary.
+across the process boundary. Each painting of a batch has its own :class:`Tracker`.
+
+:class:`StepView` is what a per-step hook sees of a painting after each iteration (for example
+to keep frames of it); the hook is called outside the optimisation's maths and costs nothing
+unless it renders the canvas.
 """
 
 from __future__ import annotations
@@ -11,9 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-import torch
 from PIL import Image
-from torch import Tensor
 
 from engine import images, schedule
 
@@ -22,6 +24,21 @@ from engine import images, schedule
 LOSS_READ_INTERVAL: Final = 1.0  # seconds
 
 ProgressCallback = Callable[["Progress"], None]
+LossReader = Callable[[], Mapping[str, float]]  # reads the latest loss values off the device
+
+
+@dataclass(frozen=True)
+class StepView:
+    """One painting right after an iteration, for per-step hooks."""
+
+    scale: int  # 0-based index of the current scale
+    step: int  # iterations done, summed over all scales (as in :class:`Progress`)
+    width: int  # canvas size at this scale
+    height: int
+    render: Callable[[], Image.Image]  # the canvas as an RGB picture, made when called
+
+
+StepHook = Callable[[StepView], None]
 
 
 @dataclass(frozen=True)
@@ -94,7 +111,7 @@ class Tracker:
     def step(
         self,
         index: int,
-        losses: Mapping[str, Tensor],
+        losses: LossReader,
         preview: Callable[[], Image.Image],
         *,
         jump_to: int | None = None,
@@ -121,11 +138,7 @@ class Tracker:
             or self.done_steps >= self.scale_end(index)
         ):
             self.losses_read = now
-            keys = list(losses)
-            values = (
-                torch.stack([losses[k].detach().float() for k in keys]).tolist() if keys else []
-            )
-            self.losses = dict(zip(keys, values, strict=True))
+            self.losses = dict(losses())
         self.on_progress(
             Progress(
                 step=self.done_steps,

@@ -5,9 +5,19 @@ Everything here is a frozen dataclass of plain values (str, int, float, bool, by
 tuples, dicts of those), so it pickles across a ``spawn`` process boundary and could be sent
 as JSON.
 
-Messages, bot -> engine:   PaintJob, CancelJob, Shutdown
+Messages, bot -> engine:   PaintJob, PaintBatch, CancelJob, Shutdown
 Messages, engine -> bot:   EngineReady, EngineFailed, JobStarted, JobProgress, JobDone,
                            JobFailed, JobCancelled
+
+Batches: a :class:`PaintBatch` asks for several jobs to be painted in one pass (on a GPU that is
+up to ``EngineReady.max_batch`` jobs for little more than the time of one). Everything that comes
+back is per job, exactly as for single :class:`PaintJob` messages: each job gets its JobStarted,
+JobProgress, and one of JobDone, JobFailed or JobCancelled, keyed by its ``job_id``; a
+``CancelJob`` ends only its own job, the others in the batch go on. Jobs that cannot share a pass
+(other quality, or a very different size) are painted one pass after another, in order; a job
+with bad inputs fails alone. For the least padding, batch jobs of one quality whose photos have
+the same ``schedule.batch_key``. A batch's jobs all finish when its pass does, so the service
+should batch only jobs that would otherwise wait for each other anyway.
 
 The paint options a member can choose (:class:`PaintOptions`) live here too, because both sides
 need them: the engine to paint, the bot to validate what a member asks. The quality presets and
@@ -100,6 +110,14 @@ class PaintJob:
 
 
 @dataclass(frozen=True)
+class PaintBatch:
+    """Paint these jobs together, in one pass where they can share it (see the module's
+    docstring). An empty batch is skipped."""
+
+    jobs: tuple[PaintJob, ...]
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     """How the engine process is set up; sent as its start argument."""
 
@@ -120,7 +138,7 @@ class Shutdown:
     pass
 
 
-ToEngine = PaintJob | CancelJob | Shutdown
+ToEngine = PaintJob | PaintBatch | CancelJob | Shutdown
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,11 +147,18 @@ ToEngine = PaintJob | CancelJob | Shutdown
 
 @dataclass(frozen=True)
 class EngineReady:
-    """Sent once the model is loaded. ``device`` is e.g. ``cuda:0``; ``kind`` is cpu or gpu."""
+    """Sent once the model is loaded. ``device`` is e.g. ``cuda:0``; ``kind`` is cpu or gpu.
+
+    ``max_batch`` is how many jobs a :class:`PaintBatch` should hold at most for a gain (1: no
+    gain from batching on this device, as on a CPU, where one job already fills the cores).
+    ``seconds`` is how long the engine took from its start to this message.
+    """
 
     pid: int
     device: str
     kind: str
+    max_batch: int = 1
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,67 @@ def test_an_unexpected_failure_is_logged_and_answered_politely(
     assert record.exc_info is not None and record.exc_info[0] is FileNotFoundError
 
 
+def test_a_batch_is_reported_per_job_and_a_cancel_ends_only_its_own(
+    job: protocol.PaintJob, vgg_weights_path: Path, tmp_path: Path
+) -> None:
+    other_photo = tmp_path / "other.png"
+    make_photo(48, 64).save(other_photo)
+    second = replace(
+        job,
+        job_id="j2",
+        photo_path=str(other_photo),
+        result_path=str(tmp_path / "r2.png"),
+        options=protocol.PaintOptions(quality="draft", strength=8, keep_colors=True),
+    )
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"not an image")
+    broken = replace(job, job_id="j3", photo_path=str(garbage))
+    ended: set[str] = set()
+
+    def cancel_j2_then_stop(c: FakeConnection, message: object) -> None:
+        if isinstance(message, protocol.JobProgress) and (message.job_id, message.step) == (
+            "j2",
+            2,
+        ):
+            c.incoming.put(protocol.CancelJob("j2"))
+        if isinstance(message, protocol.JobDone | protocol.JobFailed | protocol.JobCancelled):
+            ended.add(message.job_id)
+            if ended == {"j1", "j2", "j3"}:
+                c.incoming.put(protocol.Shutdown())
+
+    conn = FakeConnection(on_send=cancel_j2_then_stop)
+    conn.incoming.put(protocol.PaintBatch((job, second, broken)))
+    run_worker(conn, vgg_weights_path)
+    (ready,) = conn.of_type(protocol.EngineReady)
+    assert isinstance(ready, protocol.EngineReady)
+    assert (ready.kind, ready.max_batch) == ("cpu", 1) and ready.seconds > 0
+    assert [m.job_id for m in conn.of_type(protocol.JobStarted)] == ["j1", "j2"]
+    (failed,) = conn.of_type(protocol.JobFailed)
+    assert isinstance(failed, protocol.JobFailed)
+    assert (failed.job_id, failed.code) == ("j3", "bad_image")
+    assert [m.job_id for m in conn.of_type(protocol.JobCancelled)] == ["j2"]
+    (done,) = conn.of_type(protocol.JobDone)
+    assert isinstance(done, protocol.JobDone) and done.job_id == "j1"
+    assert Path(done.result_path).is_file() and not Path(second.result_path).exists()
+    progress = [
+        m for m in conn.of_type(protocol.JobProgress) if isinstance(m, protocol.JobProgress)
+    ]
+    steps = {k: [p.step for p in progress if p.job_id == k] for k in ("j1", "j2")}
+    assert steps["j1"] == list(range(1, 21))  # the whole draft preset, 12 + 8 steps
+    assert len(steps["j2"]) < 5  # stopped within an iteration or so of its cancel
+    # The cancel was reported while j1 was still painting, not when the batch ended.
+    order = [m.job_id for m in conn.sent if isinstance(m, protocol.JobCancelled | protocol.JobDone)]
+    assert order == ["j2", "j1"]
+
+
+def test_an_empty_batch_is_skipped(vgg_weights_path: Path) -> None:
+    conn = FakeConnection()
+    conn.incoming.put(protocol.PaintBatch(()))
+    conn.incoming.put(protocol.Shutdown())
+    run_worker(conn, vgg_weights_path)
+    assert [type(m) for m in conn.sent] == [protocol.EngineReady]
+
+
 def test_a_result_that_cannot_be_written_leaves_no_partial_file(tmp_path: Path) -> None:
     # A real short write: the child may not write files over 2 KB (as on a full disk).
     script = (
