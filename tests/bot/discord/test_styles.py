@@ -353,3 +353,13 @@ def select_id(form: simcord.InteractionResult) -> str:
 def upload_id(form: simcord.InteractionResult) -> str:
     [found] = [str(c["custom_id"]) for c in _controls(form) if c["type"] == 19]
     return found
+
+
+async def test_saved_styles_belong_to_a_server_not_a_direct_message(sim: DiscordSim) -> None:
+    dora = sim.env.create_user("dora")
+    result = await dora.slash("paint", photo=PHOTO, style="starry")
+    await sim.settle()
+    assert refused(sim, result, NoSuchStyle) == (
+        "Saved styles belong to a server. In a direct message, attach a painting instead."
+    )
+    assert sim.service.overview().running is None
