@@ -100,9 +100,13 @@ def build(settings: Settings, *, engine: Engine | None = None) -> Atelier:
         sandbox=sandbox,
         supervisor=supervisor,
     )
-    styles = StyleLibrary(
-        store=store, data_dir=settings.data_dir, check=service.check_image, sandbox=sandbox
-    )
+    try:
+        styles = StyleLibrary(
+            store=store, data_dir=settings.data_dir, check=service.check_image, sandbox=sandbox
+        )
+    except StoreUnavailable as error:  # its tables are from a newer version
+        store.close()
+        raise StartupError(str(error)) from None
     challenges = Challenges(
         store=store,
         service=service,
