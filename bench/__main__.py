@@ -13,6 +13,7 @@ import sys
 BENCHMARKS: list[str] = [
     "bench.engine_bench",
     "bench.speed_bench",
+    "bench.timelapse_bench",
     "bench.service_bench",
     "bench.admission_bench",
     "bench.purge_bench",

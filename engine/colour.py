@@ -25,7 +25,17 @@ def to_tensor(img: Image.Image, device: torch.device) -> Tensor:
 
 def to_image(x: Tensor) -> Image.Image:
     """(1, 3, H, W) in [0, 1] -> PIL RGB (clamped and rounded; a fresh image with no metadata)."""
-    u8 = x.detach()[0].float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    return pixels_to_image(to_pixels(x))
+
+
+def to_pixels(x: Tensor) -> Tensor:
+    """(1, 3, H, W) in [0, 1] -> (3, H, W) uint8, clamped and rounded, on the same device: a
+    copy that waits for nothing (a timelapse keeps frames so while painting on a GPU)."""
+    return x.detach()[0].float().clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+def pixels_to_image(u8: Tensor) -> Image.Image:
+    """(3, H, W) uint8 on any device -> PIL RGB (a fresh image with no metadata)."""
     hwc = u8.permute(1, 2, 0).contiguous().cpu()  # (H, W, 3) uint8
     # Copy the raw bytes out without going through numpy (not a dependency of ours).
     raw = ctypes.string_at(hwc.data_ptr(), hwc.numel())

@@ -1,12 +1,12 @@
 """One painting asked of the Stylist (:class:`Commission`) and its state while it is painted
 (:class:`Easel`).
 
-A :class:`Commission` is what a caller hands in: the photo, the painting, the settings and who
-listens (progress, cancel, per-step hooks, the outcome). An :class:`Easel` holds what the
-painting loop keeps for one commission between scales, alone or in a batch: its plan and
-progress tracker, its seed, its canvas so far, its photo at the current scale, and its outcome
-once it has one. Everything here is about one job; what jobs share (the network, the batch
-tensor) is in ``stylize.py`` and ``workspace.py``.
+A :class:`Commission` is what a caller hands in: the photo, the painting (or two, to blend),
+the settings and who listens (progress, cancel, per-step hooks, the outcome). An
+:class:`Easel` holds what the painting loop keeps for one commission between scales, alone or
+in a batch: its plan and progress tracker, its seed, its canvas so far, its photo at the
+current scale, and its outcome once it has one. Everything here is about one job; what jobs
+share (the network, the batch tensor) is in ``stylize.py`` and ``workspace.py``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 import torch
 import torch.nn.functional as F
@@ -21,11 +22,20 @@ from PIL import Image
 from torch import Tensor
 
 from engine import schedule
-from engine.colour import match_colours, rgb_to_ycbcr, to_image, to_tensor, ycbcr_to_rgb
+from engine.colour import (
+    match_colours,
+    rgb_to_ycbcr,
+    to_image,
+    to_pixels,
+    to_tensor,
+    ycbcr_to_rgb,
+)
 from engine.errors import Cancelled
 from engine.paint_settings import PaintSettings
 from engine.progress import ProgressCallback, StepHook, Tracker
 from engine.style_cache import painting_digest
+
+COLOUR_REFERENCE_SIDE: Final = 64
 
 StopCheck = Callable[[], bool]
 Outcome = Image.Image | Exception  # the painting, or why there is none
@@ -40,7 +50,8 @@ class Commission:
     iteration (True: the job ends as :class:`Cancelled`, the others in its batch go on);
     ``on_step`` is a per-step hook (:class:`progress.StepView`); ``on_outcome`` is called once
     with the result or the error, as soon as it is known (a cancel at once, not at the batch's
-    end).
+    end). ``painting2`` is a second painting whose style is blended in, ``settings.blend``
+    percent of it (``targets.style_grams``).
     """
 
     photo: Image.Image
@@ -50,6 +61,7 @@ class Commission:
     should_stop: StopCheck | None = None
     on_step: StepHook | None = None
     on_outcome: OutcomeCallback | None = None
+    painting2: Image.Image | None = None
 
 
 class Easel:
@@ -69,8 +81,8 @@ class Easel:
         self.photo = (
             commission.photo if commission.photo.mode == "RGB" else commission.photo.convert("RGB")
         )
-        painting = commission.painting
-        self.painting = painting if painting.mode == "RGB" else painting.convert("RGB")
+        self.painting = _rgb(commission.painting)
+        self.painting2 = None if commission.painting2 is None else _rgb(commission.painting2)
         self.plan = plan
         self.device = device
         self.tracker = Tracker(
@@ -83,6 +95,7 @@ class Easel:
         self.seed = settings.seed if settings.seed is not None else secrets.randbits(63)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.digest = painting_digest(self.painting)
+        self.digest2 = "" if self.painting2 is None else painting_digest(self.painting2)
         # The photo's (mean, std) of luminance at the final size, when keeping its colours.
         self.luminance = self._photo_luminance(plan[-1]) if settings.keep_colors else None
         self.canvas: Tensor | None = None  # (1, c, h, w) after the last scale painted
@@ -146,9 +159,7 @@ class Easel:
             noise = torch.rand((1, self.channels, h, w), generator=self.generator)
             return noise.to(self.device)
         if self.settings.init == "colour" and not self.settings.keep_colors:
-            # The painting's colour statistics, from a small copy (64x64 is plenty for 3x3).
-            small = self.painting.resize((64, 64), Image.Resampling.BOX)
-            return match_colours(self.photo_t, to_tensor(small, self.device))
+            return match_colours(self.photo_t, to_tensor(self._colour_reference(), self.device))
         return self.content_input().clone()
 
     def as_rgb(self, canvas: Tensor) -> Tensor:
@@ -162,6 +173,29 @@ class Easel:
     def image(self, canvas: Tensor) -> Image.Image:
         return to_image(self.as_rgb(canvas))
 
+    def pixels(self, canvas: Tensor) -> Tensor:
+        """The canvas as :meth:`image` would show it, (3, h, w) uint8 left on the device."""
+        return to_pixels(self.as_rgb(canvas))
+
+    def _colour_reference(self) -> Image.Image:
+        """A small picture with the painting's colour statistics (64x64 is plenty for 3x3).
+
+        For a blend, rows of both paintings in the blend's proportion: its pixels are then a
+        mixture of the two paintings' colours with the blend's weights."""
+        side = COLOUR_REFERENCE_SIDE
+        rows = 0 if self.painting2 is None else round(side * self.settings.blend / 100)
+        reference = Image.new("RGB", (side, side))
+        if rows < side:
+            reference.paste(self.painting.resize((side, side - rows), Image.Resampling.BOX))
+        if rows > 0 and self.painting2 is not None:
+            second = self.painting2.resize((side, rows), Image.Resampling.BOX)
+            reference.paste(second, (0, side - rows))
+        return reference
+
     def _photo_luminance(self, final: schedule.Scale) -> tuple[float, float]:
         y = rgb_to_ycbcr(self.photo_at(final))[:, :1]
         return round(float(y.mean()), 3), round(float(y.std()), 3)
+
+
+def _rgb(img: Image.Image) -> Image.Image:
+    return img if img.mode == "RGB" else img.convert("RGB")

@@ -104,6 +104,7 @@ class PaintSettings:
     brush: str = protocol.DEFAULT_BRUSH
     keep_colors: bool = False
     seed: int | None = None
+    blend: int = protocol.DEFAULT_BLEND  # percent of the second painting, when there is one
     # Optimiser.
     optimizer: str = "lbfgs"
     init: str = "photo"
@@ -145,6 +146,7 @@ class PaintSettings:
             brush=options.brush,
             keep_colors=options.keep_colors,
             seed=options.seed,
+            blend=options.blend,
         )
         return base.replace(**overrides) if overrides else base
 
@@ -172,7 +174,7 @@ class PaintSettings:
     def shared(self) -> tuple[object, ...]:
         """What paintings sharing one pass must agree on (besides their plan's steps): the
         network, the objective's structure, the optimiser and the precision. Everything else
-        (strength, brush, colours, TV, seed, init, size) may differ per painting."""
+        (strength, brush, colours, TV, seed, init, size, blend) may differ per painting."""
         return (
             self.network,
             self.content_layer,
@@ -238,5 +240,7 @@ class PaintSettings:
             raise err("adam_betas must be two numbers in [0, 1)")
         if self.seed is not None and not 0 <= self.seed < 2**63:
             raise err("seed must be a non-negative whole number")
+        if not protocol.BLEND_MIN <= self.blend <= protocol.BLEND_MAX:
+            raise err(f"blend must be from {protocol.BLEND_MIN} to {protocol.BLEND_MAX}")
         if self.lbfgs_history < 1 or self.preview_side < 16:
             raise err("lbfgs_history must be >= 1 and preview_side >= 16")

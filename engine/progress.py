@@ -6,18 +6,22 @@ across the process boundary. Each painting of a batch has its own :class:`Tracke
 
 :class:`StepView` is what a per-step hook sees of a painting after each iteration (for example
 to keep frames of it); the hook is called outside the optimisation's maths and costs nothing
-unless it renders the canvas.
+unless it renders the canvas. ``snapshot`` copies the canvas on the device without waiting for
+it (no host read), so on a GPU a hook may keep frames between two replays of a step's graph.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from PIL import Image
 
 from engine import images, schedule
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 # Reading the loss values waits for the device to finish the step (on CUDA the CPU can otherwise
 # queue the next step's kernels meanwhile), so progress carries the values as last read.
@@ -29,13 +33,21 @@ LossReader = Callable[[], Mapping[str, float]]  # reads the latest loss values o
 
 @dataclass(frozen=True)
 class StepView:
-    """One painting right after an iteration, for per-step hooks."""
+    """One painting right after an iteration, for per-step hooks.
+
+    After a scale that ended early (the optimiser converged), ``step`` jumps to the scale's end
+    in one view, as progress does. ``total_steps`` grows if the painting starts again smaller
+    (out of GPU memory); steps go on counting from where they were.
+    """
 
     scale: int  # 0-based index of the current scale
     step: int  # iterations done, summed over all scales (as in :class:`Progress`)
     width: int  # canvas size at this scale
     height: int
+    total_steps: int  # as in :class:`Progress`
     render: Callable[[], Image.Image]  # the canvas as an RGB picture, made when called
+    # The canvas as ``render`` would show it, (3, height, width) uint8, copied on the device.
+    snapshot: Callable[[], Tensor]
 
 
 StepHook = Callable[[StepView], None]

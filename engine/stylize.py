@@ -28,7 +28,11 @@ from the paper, and why:
   replayed as a CUDA graph after two warm-up iterations (``step_graph.py``); cuDNN autotunes
   per shape; VGG runs in channels-last layout.
 * Style targets are computed once per painting, size and settings under ``torch.inference_mode``
-  and kept in a bounded LRU (``style_cache.py``), so a challenge's painting is analysed once.
+  and kept in a bounded LRU (``style_cache.py``), so a challenge's painting is analysed once; a
+  style library's paintings are pinned there and warmed ahead (:meth:`Stylist.warm`). A blend of
+  two paintings pulls towards the weighted mix of their Gram matrices (``targets.py``).
+* A per-step hook (``Commission.on_step``) sees the canvas after every iteration, outside the
+  loop's maths; a timelapse keeps frames through it with device-side copies (``timelapse.py``).
 * Colour control (Gatys et al. 2017): with ``keep_colors`` only the luminance is stylised and
   the photo's chroma is put back at the end (``colour.py``).
 * Mixed precision on CUDA: VGG runs under autocast (bf16 where supported, else fp16); Gram
@@ -62,8 +66,8 @@ from engine.losses import Targets
 from engine.paint_settings import PaintSettings
 from engine.progress import ProgressCallback, StepView
 from engine.step_graph import CudaGraphs, Recorder
-from engine.style_cache import DEFAULT_CACHE_SIZE, StyleCache
-from engine.targets import content_features, style_grams
+from engine.style_cache import DEFAULT_CACHE_SIZE, StyleCache, painting_digest
+from engine.targets import Look, content_features, painting_grams, style_grams
 from engine.vgg import VGGFeatures, min_input_side
 from engine.workspace import Shape, Workspace, Workspaces
 
@@ -158,6 +162,25 @@ class Stylist:
         same network, objective structure, optimiser and precision. Everything else (photo,
         painting, size within reason, strength, brush, colours, seed, init) may differ."""
         return _group_key(settings, self.plan(size, settings))
+
+    def warm(self, painting: Image.Image, settings: PaintSettings) -> str:
+        """Compute ``painting``'s style targets for the scales ``settings`` paint at, so that a
+        painting in its style finds them cached; returns the painting's digest (to pin it).
+
+        The scales are those of a 4:3 photo: photos of any shape share them (targets depend on
+        a scale's long side only), unless very narrow. With ``keep_colors`` the targets depend
+        on each photo's luminance, so those are not warmed."""
+        rgb = painting if painting.mode == "RGB" else painting.convert("RGB")
+        digest = painting_digest(rgb)
+        side = settings.long_side
+        net = self._network(settings)
+        set_matmul_precision(self.device, settings.precision)
+        for scale in self.plan((side, max(1, side * 3 // 4)), settings):
+            look = Look(
+                settings, None, max(scale.width, scale.height), self.device, self.channels_last
+            )
+            painting_grams(net, rgb, digest, look, self.cache)
+        return digest
 
     # -- painting ---------------------------------------------------------------------------
 
@@ -384,14 +407,7 @@ class Stylist:
             self._report(workspace, easels, layout, index, losses)
             if n < steps and n % self.poll_steps == 0 and not bool(workspace.active.any()):
                 log.debug("the optimiser stopped after %d of %d iterations", n, steps)
-                for i, easel in enumerate(easels):
-                    if not easel.done:
-                        easel.tracker.step(
-                            index,
-                            losses.reader(i),
-                            self._preview(workspace, easel, layout, i),
-                            jump_to=easel.tracker.scale_end(index),
-                        )
+                self._report(workspace, easels, layout, index, losses, converged=True)
                 return
 
     def _report(
@@ -401,23 +417,40 @@ class Stylist:
         layout: Layout,
         index: int,
         losses: _LossRows,
+        *,
+        converged: bool = False,
     ) -> None:
-        """After an iteration: each live job's progress, then its per-step hook."""
+        """After an iteration: each live job's progress, then its per-step hook. ``converged``:
+        the scale ends early, so progress jumps to its end."""
         for i, easel in enumerate(easels):
             if easel.done:
                 continue
             preview = self._preview(workspace, easel, layout, i)
-            easel.tracker.step(index, losses.reader(i), preview)
+            tracker = easel.tracker
+            jump = tracker.scale_end(index) if converged else None
+            tracker.step(index, losses.reader(i), preview, jump_to=jump)
             hook = easel.commission.on_step
             if hook is not None:
                 scale = easel.plan[index]
-                hook(StepView(index, easel.tracker.done_steps, scale.width, scale.height, preview))
+                snapshot = self._snapshot(workspace, easel, layout, i)
+                size = (scale.width, scale.height)
+                hook(
+                    StepView(
+                        index, tracker.done_steps, *size, tracker.total_steps, preview, snapshot
+                    )
+                )
 
     @staticmethod
     def _preview(
         workspace: Workspace, easel: Easel, layout: Layout, i: int
     ) -> Callable[[], Image.Image]:
         return lambda: easel.image(layout.crop(workspace.canvas.detach(), i))
+
+    @staticmethod
+    def _snapshot(
+        workspace: Workspace, easel: Easel, layout: Layout, i: int
+    ) -> Callable[[], Tensor]:
+        return lambda: easel.pixels(layout.crop(workspace.canvas.detach(), i))
 
     def _network(self, settings: PaintSettings) -> VGGFeatures:
         key = settings.network

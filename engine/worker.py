@@ -10,6 +10,11 @@ in hand stops, nothing more is sent for it (the member did not cancel it; the bo
 has it) and the process exits, instead of painting on until the bot's grace period ends and it
 is killed. Torch is imported inside :func:`main`, so importing this
 module (as the bot does, to name the process target) stays light.
+
+A job that asks for a timelapse has its frames kept while it is painted; the two animations are
+written beside the result before its ``JobDone`` (``protocol.timelapse_paths``). ``PinStyle``
+and ``UnpinStyle`` are taken in message order between paintings; pinned paintings' targets are
+computed only while no painting waits (``pinned_styles.py``).
 """
 
 from __future__ import annotations
@@ -32,13 +37,15 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from engine.easel import Commission
+    from engine.pinned_styles import PinnedStyles
     from engine.progress import Progress
     from engine.stylize import Stylist
+    from engine.timelapse import Timelapse
 
 log = logging.getLogger("engine.worker")
 
 Outcome = protocol.JobDone | protocol.JobFailed | protocol.JobCancelled
-Work = protocol.PaintJob | protocol.PaintBatch
+Work = protocol.PaintJob | protocol.PaintBatch | protocol.PinStyle | protocol.UnpinStyle
 
 
 def main(config: protocol.EngineConfig, conn: Connection) -> None:
@@ -64,17 +71,33 @@ def main(config: protocol.EngineConfig, conn: Connection) -> None:
         return
     log.info("engine ready on %s in %.1fs", stylist.device, seconds)
 
+    from engine.pinned_styles import PinnedStyles
+
     work: queue.Queue[Work | None] = queue.Queue()
     cancelled: set[str] = set()
     stopping = threading.Event()  # Shutdown received, or the bot went away
     threading.Thread(
         target=_receive, args=(conn, work, cancelled, stopping), daemon=True, name="engine-inbox"
     ).start()
-    while not stopping.is_set() and (item := work.get()) is not None:
+    pins = PinnedStyles(stylist, config)
+    while not stopping.is_set() and (item := _next(work, pins)) is not None:
+        if isinstance(item, protocol.PinStyle | protocol.UnpinStyle):
+            pins.handle(item)
+            continue
         jobs = item.jobs if isinstance(item, protocol.PaintBatch) else (item,)
         _paint(stylist, config, jobs, cancelled, conn, stopping)
         cancelled.difference_update(job.job_id for job in jobs)
     log.info("engine shutting down")
+
+
+def _next(work: queue.Queue[Work | None], pins: PinnedStyles) -> Work | None:
+    """The next message to act on; while none is waiting, warm pinned styles one by one."""
+    while pins.warming:
+        try:
+            return work.get_nowait()
+        except queue.Empty:
+            pins.warm_next()
+    return work.get()
 
 
 def _send(conn: Connection, message: protocol.FromEngine) -> bool:
@@ -109,7 +132,7 @@ def _receive(
         except Exception:
             log.exception("unreadable message skipped")
             continue
-        if isinstance(message, protocol.PaintJob):
+        if isinstance(message, protocol.PaintJob | protocol.PinStyle | protocol.UnpinStyle):
             work.put(message)
         elif isinstance(message, protocol.PaintBatch):
             if message.jobs:
@@ -153,12 +176,9 @@ def _paint(
         if not _send(conn, _started(job.job_id, plan)):
             stopping.set()
             return
-        commissions.append(
-            replace(
-                commission,
-                on_outcome=_outcome_sender(job, plan, started, cancelled, conn, stopping),
-            )
-        )
+        timelapse = _timelapse(commission.photo) if job.timelapse else None
+        sender = _outcome_sender(job, plan, started, cancelled, conn, stopping, timelapse)
+        commissions.append(replace(commission, on_outcome=sender, on_step=timelapse))
     if not commissions or stopping.is_set():
         return
     try:
@@ -183,7 +203,7 @@ def _commission(
 
     # The engine re-checks every limit itself; it never trusts the bot.
     options = job.options.resolved(schedule.DEFAULT_QUALITY).validate()
-    photo, painting = _read_inputs(job, config)
+    photo, painting, painting2 = _read_inputs(job, config)
     settings = stylist.settings_for(options, preview_every=job.preview_every)
     plan = stylist.plan(photo.size, settings)
     commission = Commission(
@@ -192,8 +212,15 @@ def _commission(
         settings,
         on_progress=_progress_sender(job.job_id, conn, stopping),
         should_stop=lambda: job.job_id in cancelled or stopping.is_set(),
+        painting2=painting2,
     )
     return commission, plan
+
+
+def _timelapse(photo: Image.Image) -> Timelapse:
+    from engine.timelapse import Timelapse
+
+    return Timelapse(photo)
 
 
 def _outcome_sender(
@@ -203,9 +230,11 @@ def _outcome_sender(
     cancelled: set[str],
     conn: Connection,
     stopping: threading.Event,
+    timelapse: Timelapse | None = None,
 ) -> Callable[[Image.Image | Exception], None]:
-    """Report a job's outcome: write the PNG and say JobDone, or say why there is none.
-    Once per job: a second outcome (only a last-resort failure could give one) is dropped."""
+    """Report a job's outcome: write the PNG (and the timelapse, if asked for) and say
+    JobDone, or say why there is none. Once per job: a second outcome (only a last-resort
+    failure could give one) is dropped."""
     reported = threading.Event()
 
     def send(outcome: Image.Image | Exception) -> None:
@@ -222,6 +251,7 @@ def _outcome_sender(
             return
         seconds = time.perf_counter() - started
         log.info("job %s painted in %.1fs at %dx%d", job.job_id, seconds, *outcome.size)
+        made = {} if timelapse is None else _write_timelapse(job, timelapse, outcome.size)
         done = protocol.JobDone(
             job_id=job.job_id,
             result_path=str(target),
@@ -230,6 +260,8 @@ def _outcome_sender(
             seconds=seconds,
             steps=schedule.total_steps(plan),
             work=schedule.total_work(plan),
+            timelapse_webp=made.get("webp"),
+            timelapse_mp4=made.get("mp4"),
         )
         _report(conn, stopping, done)
 
@@ -244,21 +276,42 @@ def _report(conn: Connection, stopping: threading.Event, outcome: Outcome | None
 
 def _read_inputs(
     job: protocol.PaintJob, config: protocol.EngineConfig
-) -> tuple[Image.Image, Image.Image]:
-    """The photo and the painting, decoded within the engine's own byte and pixel limits."""
-    photo = images.load_path(
-        job.photo_path,
-        role="photo",
-        max_bytes=config.max_input_bytes,
-        max_pixels=config.max_pixels,
+) -> tuple[Image.Image, Image.Image, Image.Image | None]:
+    """The photo, the painting and the second painting of a blend (or None), decoded within
+    the engine's own byte and pixel limits."""
+    limits = {"max_bytes": config.max_input_bytes, "max_pixels": config.max_pixels}
+    photo = images.load_path(job.photo_path, role="photo", **limits)
+    painting = images.load_path(job.painting_path, role="painting", **limits)
+    painting2 = None
+    if job.painting2_path is not None:
+        painting2 = images.load_path(job.painting2_path, role="second painting", **limits)
+    return photo, painting, painting2
+
+
+def _write_timelapse(
+    job: protocol.PaintJob, timelapse: Timelapse, size: tuple[int, int]
+) -> dict[str, str]:
+    """Encode the timelapse beside the result, each file whole or not at all; the formats
+    written, with their paths. A failure is logged: the painting is delivered all the same."""
+    from engine import animation
+
+    started = time.perf_counter()
+    paths = protocol.timelapse_paths(job.result_path)
+    made: dict[str, str] = {}
+    try:
+        frames = [frame.image for frame in timelapse.frames(animation.fit(size))]
+        for fmt, path in (("webp", paths.webp), ("mp4", paths.mp4)):
+            files.write_private(Path(path), animation.encode(frames, fmt))
+            made[fmt] = path
+    except Exception:
+        log.warning("job %s: the timelapse could not be made", job.job_id, exc_info=True)
+    log.info(
+        "job %s: timelapse of %d frames in %.2fs",
+        job.job_id,
+        len(timelapse.steps),
+        time.perf_counter() - started,
     )
-    painting = images.load_path(
-        job.painting_path,
-        role="painting",
-        max_bytes=config.max_input_bytes,
-        max_pixels=config.max_pixels,
-    )
-    return photo, painting
+    return made
 
 
 def _started(job_id: str, plan: tuple[schedule.Scale, ...]) -> protocol.JobStarted:
