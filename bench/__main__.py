@@ -12,6 +12,8 @@ import sys
 
 BENCHMARKS: list[str] = [
     "bench.engine_bench",
+    "bench.speed_bench",
+    "bench.timelapse_bench",
     "bench.service_bench",
     "bench.admission_bench",
     "bench.purge_bench",

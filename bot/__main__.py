@@ -38,6 +38,7 @@ from bot.sandbox import SECRET_NAME, Sandbox, scrub_environment
 from bot.service import PaintService
 from bot.settings import ConfigError, Settings, load_environment
 from bot.store import Store, StoreUnavailable
+from bot.styles import StyleLibrary
 from bot.supervisor import Supervisor
 from bot.telegram import TelegramApp, build_app
 from engine.client import Engine, EngineClient, EngineCrashed, EngineUnavailable
@@ -70,6 +71,7 @@ class Atelier:
     telegram: TelegramApp | None
     supervisor: Supervisor  # the long-lived tasks; run() stops when it gives up on one
     sandbox: Sandbox  # where member images are decoded, never in this process
+    styles: StyleLibrary
 
 
 def build(settings: Settings, *, engine: Engine | None = None) -> Atelier:
@@ -105,27 +107,35 @@ def build(settings: Settings, *, engine: Engine | None = None) -> Atelier:
         sandbox=sandbox,
         supervisor=supervisor,
     )
+    try:
+        styles = StyleLibrary(
+            store=store, data_dir=settings.data_dir, check=service.check_image, sandbox=sandbox
+        )
+    except StoreUnavailable as error:  # its tables are from a newer version
+        store.close()
+        raise StartupError(str(error)) from None
     challenges = Challenges(
         store=store,
         service=service,
         data_dir=settings.data_dir,
         limits=settings.limits,
         supervisor=supervisor,
+        on_ended=styles.keep,  # a closed challenge's painting joins its community's styles
     )
     # The platforms subscribe to the service as they are made, so jobs recovered at start
     # reach them. They share the sandbox (status pictures, results made to fit an upload).
     discord = (
-        build_client(settings.discord, service, challenges, sandbox=sandbox)
+        build_client(settings.discord, service, challenges, sandbox=sandbox, styles=styles)
         if settings.discord
         else None
     )
     telegram = (
-        build_app(settings.telegram, service, challenges, sandbox=sandbox)
+        build_app(settings.telegram, service, challenges, sandbox=sandbox, styles=styles)
         if settings.telegram
         else None
     )
     return Atelier(
-        settings, store, engine, service, challenges, discord, telegram, supervisor, sandbox
+        settings, store, engine, service, challenges, discord, telegram, supervisor, sandbox, styles
     )
 
 

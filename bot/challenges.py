@@ -34,6 +34,9 @@ announced again for posting (:meth:`bot.service.PaintService.add_listener`). Cre
 challenge and making an entry each write their file whole under its final name first and then
 the row in one statement or transaction; a failure removes the file, so nothing half-made stays.
 
+When it ends, :func:`podium_picture` draws the top three side by side (in the sandbox) for the
+adapters' announcements.
+
 Files: the challenge painting is kept at ``data/challenges/<id>/painting.img`` and each entry's
 painting at ``data/challenges/<id>/entry-<job id>.png`` (older ones: ``entry-<entry id>.png``),
 so both outlive job retention; owner-only, like everything in the data folder. Every entry is
@@ -49,8 +52,9 @@ import re
 import shutil
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from pathlib import Path
+from typing import Any
 
 from bot import replies
 from bot.admission import Reservation
@@ -70,6 +74,7 @@ from bot.jobs import (
     VoteResult,
 )
 from bot.pacing import nap
+from bot.sandbox import DecoderFailed, Sandbox
 from bot.service import PaintService
 from bot.settings import Limits
 from bot.store import Store
@@ -187,6 +192,9 @@ class NotOrganiser(NotAllowed):
 
 
 Announcer = Callable[[Outcome], Awaitable[None]]
+# Told of every challenge that closed (not one cancelled), e.g. the style library keeping its
+# painting; also at each start for those closed before, so it must be idempotent.
+Ended = Callable[[Challenge], Awaitable[object]]
 
 
 # -- durations ---------------------------------------------------------------------------------
@@ -222,7 +230,9 @@ class Challenges:
         clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
         supervisor: Supervisor | None = None,
+        on_ended: Ended | None = None,
     ) -> None:
+        """``on_ended``: told of each challenge that closed (see :data:`Ended`)."""
         self._store = store
         self._db: sqlite3.Connection = store.connection
         self._service = service
@@ -232,6 +242,7 @@ class Challenges:
         self._sleep = sleep
         self._supervisor = supervisor or Supervisor(sleep=sleep)
         self._announcers: dict[str, Announcer] = {}
+        self._on_ended = on_ended
         self._wake = asyncio.Event()
         self._task: Supervised | None = None
         self._announcing: set[asyncio.Task[None]] = set()
@@ -255,6 +266,8 @@ class Challenges:
         await self._adopt_finished()
         for challenge in self._unannounced():  # before closing: those announce themselves
             self._spawn_announcement(challenge)
+        for challenge in self._ended():  # a hand-over the last run may not have finished
+            self._spawn(self._hand_over(challenge), f"challenge-{challenge.id}-ended")
         await self.close_due()
         self._task = self._supervisor.spawn("challenge-deadlines", self._deadlines)
 
@@ -534,6 +547,8 @@ class Challenges:
         closed = self.get(challenge.id)
         log.info("challenge %d %s (by %s)", closed.id, state.value, by or "its deadline")
         self._spawn_announcement(closed)
+        if state is ChallengeState.CLOSED:
+            self._spawn(self._hand_over(closed), f"challenge-{closed.id}-ended")
         return closed
 
     # -- announcements -------------------------------------------------------------------------
@@ -560,9 +575,31 @@ class Challenges:
         return [_challenge(row) for row in rows]
 
     def _spawn_announcement(self, challenge: Challenge) -> None:
-        task = asyncio.create_task(self._announce(challenge), name=f"challenge-{challenge.id}")
+        self._spawn(self._announce(challenge), f"challenge-{challenge.id}")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` beside the caller; :meth:`close` cancels it, :meth:`drained` waits."""
+        task = asyncio.create_task(work, name=name)
         self._announcing.add(task)
         task.add_done_callback(self._announcing.discard)
+
+    async def _hand_over(self, challenge: Challenge) -> None:
+        if self._on_ended is None:
+            return
+        try:
+            await self._on_ended(challenge)
+        except Exception:
+            log.exception(
+                "challenge %d: its end was not handed over; again at the next start", challenge.id
+            )
+
+    def _ended(self) -> list[Challenge]:
+        if self._on_ended is None:
+            return []
+        rows = self._db.execute(
+            "SELECT * FROM challenges WHERE state = 'closed' ORDER BY id"
+        ).fetchall()
+        return [_challenge(row) for row in rows]
 
     async def _announce(self, challenge: Challenge) -> None:
         announcer = self._announcers.get(challenge.platform)
@@ -974,6 +1011,28 @@ class Challenges:
         ).fetchall()
         jobs = [job for r in rows if (job := self._store.get_job(r["id"])) is not None]
         return jobs, int(total["n"])
+
+
+async def podium_picture(outcome: Outcome, sandbox: Sandbox) -> bytes | None:
+    """The podium as one JPEG: the placed entries side by side, the winner in the middle, each
+    with its place, member and votes written under it (:func:`bot.replies.podium_lines`),
+    drawn in ``sandbox``. None when nobody placed, or when it could not be drawn (the
+    announcement's text goes out all the same)."""
+    placed = [s for s in outcome.podium if s.place is not None]
+    if not placed:
+        return None
+    # Up to 20 MB each: read off the event loop. A withdrawn image is a plain tile.
+    pictures = await asyncio.to_thread(lambda: [s.entry.image() or b"" for s in placed])
+    try:
+        return await sandbox.podium(
+            [
+                (s.place or 1, data, replies.podium_lines(s))
+                for s, data in zip(placed, pictures, strict=True)
+            ]
+        )
+    except DecoderFailed as error:
+        log.warning("challenge %d: no podium picture (%s)", outcome.challenge.id, error.reason)
+        return None
 
 
 def tie_decides_podium(standings: list[Standing]) -> bool:

@@ -1,5 +1,5 @@
-"""The core's plain frozen data: paintings (requests, jobs and the events a job goes through)
-and style challenges (challenges, entries, standings, outcomes).
+"""The core's plain frozen data: paintings (requests, jobs and the events a job goes through),
+style challenges (challenges, entries, standings, outcomes) and the style library's styles.
 
 Adapters receive :class:`JobEvent` subclasses from :meth:`bot.service.PaintService.add_listener`;
 each event carries a snapshot of the :class:`Job` (platform, chat, owner, the platform's own
@@ -261,3 +261,25 @@ class LeaderboardRow:
     user_name: str
     wins: int
     podiums: int
+
+
+# ----------------------------------------------------------------------------------------------
+# The style library (the rules and table are bot.styles)
+
+
+@dataclass(frozen=True)
+class Style:
+    """A painting a community saved under a name, to paint with by name."""
+
+    id: int
+    platform: str
+    community_id: str  # Discord server id, or the Telegram chat's id
+    name: str  # unique in its community; lower case (bot.styles.check_name)
+    painting_path: str
+    thumbnail_path: str | None  # a small JPEG for contact sheets; None if none could be made
+    painting_name: str  # the file's name as it was sent
+    digest: str  # sha256 of the painting's bytes
+    added_by: str
+    added_by_name: str
+    added_at: float
+    challenge_id: int | None = None  # the challenge whose painting it was

@@ -26,7 +26,7 @@ STRENGTH_STEP: Final = 2  # how much Stronger and Softer change the strength
 # The caption words Telegram members write, as the help shows them.
 WORDS_HELP: Final = (
     f"strength={STRENGTH_MIN}…{STRENGTH_MAX}, quality={'|'.join(QUALITIES)}, "
-    f"brush={'|'.join(BRUSHES)}, keep_colors"
+    f"brush={'|'.join(BRUSHES)}, keep_colors, style=<a saved style>"
 )
 
 
@@ -44,6 +44,26 @@ def choose(
         keep_colors=DEFAULTS.keep_colors if keep_colors is None else keep_colors,
         brush=brush or DEFAULTS.brush,
     )
+
+
+def split_style(words: str | None) -> tuple[str | None, str]:
+    """The saved style a caption names (``style=starry-night``; None when it names none) and
+    the other words, for :func:`parse`. A style named twice is :class:`InvalidOptions`."""
+    named: list[str] = []
+    rest: list[str] = []
+    for word in (words or "").split():
+        key, has_value, value = word.partition("=")
+        if key.lower() == "style" and has_value:
+            if not value:
+                raise InvalidOptions(
+                    "Write the style's name after style=, like style=starry-night."
+                )
+            named.append(value)
+        else:
+            rest.append(word)
+    if len(named) > 1:
+        raise InvalidOptions("Name one saved style (style=name), not several.")
+    return (named[0] if named else None), " ".join(rest)
 
 
 def parse(words: str | None) -> PaintOptions:

@@ -693,8 +693,8 @@ def challenge_exists(challenge: Challenge, markup: Markup) -> str:
     )
 
 
-def organisers_only(action: str, who: str) -> str:
-    return f"Only organisers ({who}) can {action} challenges."
+def organisers_only(action: str, who: str, things: str = "challenges") -> str:
+    return f"Only organisers ({who}) can {action} {things}."
 
 
 def announcement(challenge: Challenge, *, how: str, limit: int, markup: Markup) -> Text:
@@ -845,6 +845,13 @@ def outcome(result: Outcome, markup: Markup) -> str:
     return "\n".join(lines)
 
 
+def podium_lines(standing: Standing) -> tuple[str, str, str]:
+    """What the podium picture says of a place: ``("1st", "Bob", "3 votes")`` (drawn text: no
+    markup, no emoji)."""
+    number = standing.place or 1
+    return PLACES[number - 1], clip(standing.entry.user_name, 40), count(standing.votes, "vote")
+
+
 def place(standing: Standing, markup: Markup) -> str:
     """``🥇 1st: Bob``."""
     number = standing.place or 1
@@ -874,7 +881,7 @@ def leaderboard(rows: Sequence[LeaderboardRow], where: str, markup: Markup) -> T
 
 
 # ----------------------------------------------------------------------------------------------
-# The gallery (Discord)
+# The gallery (Discord: embeds; Telegram: a contact sheet)
 
 
 def gallery_empty(whose: str, page: int) -> str:
@@ -883,3 +890,111 @@ def gallery_empty(whose: str, page: int) -> str:
 
 def gallery_page(whose: str, page: int, pages: int) -> str:
     return f"🖼️ {whose[:1].upper()}{whose[1:]} gallery, page {page + 1} of {pages}"
+
+
+def next_page(command: str, page: int, pages: int) -> str:
+    """Under a page of a sheet (Telegram): how to see the next one, if there is one."""
+    return f"{command} {page + 2} shows the next page." if page + 1 < pages else ""
+
+
+def need_image(role: str, usage: str) -> str:
+    return f"I need the {role}: send it with the caption {usage}, or reply to it."
+
+
+# ----------------------------------------------------------------------------------------------
+# The style library
+
+
+STYLE_NAME_RULE: Final = (
+    "Style names are 2 to 32 letters (a to z), digits, hyphens or underscores, like starry-night."
+)
+STYLES_PER_PAGE_HINT: Final = "Paint with one by its name."
+PAINTING_AND_STYLE: Final = "Give either a painting or a saved style, not both."
+STYLES_IN_SERVERS: Final = (
+    "Saved styles belong to a server. In a direct message, attach a painting instead."
+)
+
+
+def bad_style_name(name: str, suggestion: str | None, markup: Markup) -> str:
+    text = f"{markup.quoted(clip(name.strip(), 40))} can't be a style name. {STYLE_NAME_RULE}"
+    return f"{text} Try {markup.quoted(suggestion)}." if suggestion else text
+
+
+def no_style_name(usage: str) -> str:
+    return f"Name the style: {usage}. {STYLE_NAME_RULE}"
+
+
+def style_exists(name: str, markup: Markup) -> str:
+    return (
+        f"There is already a style called {markup.quoted(name)} here. Remove it first, or choose "
+        "another name."
+    )
+
+
+def same_painting(name: str, markup: Markup) -> str:
+    return f"That painting is already saved here as {markup.quoted(name)}."
+
+
+def no_such_style(name: str, close: Sequence[str], markup: Markup) -> str:
+    text = f"There is no style called {markup.quoted(clip(name.strip(), 40))} here."
+    if close:
+        return f"{text} Did you mean {both(markup.quoted(c) for c in close)}?"
+    return f"{text} /style list shows the saved ones."
+
+
+def library_full(limit: int) -> str:
+    return f"This library is full ({count(limit, 'style')}). Remove one with /style remove first."
+
+
+def style_added(name: str, where: str, how: str, markup: Markup) -> str:
+    return f"Saved {markup.quoted(name)} in this {where}'s styles. Paint with it: {how}."
+
+
+def style_removed(name: str, markup: Markup) -> str:
+    return (
+        f"Removed the style {markup.quoted(name)}. Paintings already waiting with it still paint."
+    )
+
+
+def no_styles(where: str) -> str:
+    return f"No styles are saved in this {where} yet. Organisers add one with /style add."
+
+
+def no_more_styles(pages: int) -> str:
+    return f"There are only {count(pages, 'page')} of styles."
+
+
+def styles_page(total: int, page: int, pages: int, where: str) -> str:
+    """The caption of a contact sheet of styles."""
+    paged = f", page {page + 1} of {pages}" if pages > 1 else ""
+    return f"🎨 This {where}'s styles: {count(total, 'style')}{paged}. {STYLES_PER_PAGE_HINT}"
+
+
+def painting_or_style(how: str) -> str:
+    return f"Give a painting to take the style from, or a saved style ({how})."
+
+
+STYLE_USAGE: Final = (
+    "The chat's saved styles:\n"
+    "• /style add starry-night: as the caption of the painting (or in reply to it); group "
+    "administrators only.\n"
+    "• /style list: the styles, as one picture (/style list 2 for the next page).\n"
+    "• /style remove starry-night: administrators only.\n"
+    "Paint with one: /paint style=starry-night as the caption of your photo."
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# "Paint with Atelier" on a message (Discord)
+
+
+PAINT_WITH: Final = "Paint with Atelier"  # the message command, and its form's title
+NO_IMAGE_IN_MESSAGE: Final = (
+    "That message holds no image to paint. Use Paint with Atelier on a message with a photo "
+    "attached."
+)
+FORM_STYLE: Final = "A saved style"
+FORM_STYLE_HINT: Final = "One of this server's styles (/style list)"
+FORM_PAINTING: Final = "Or a painting"
+FORM_PAINTING_HINT: Final = "An image whose style to paint the photo in"
+FORM_HOW: Final = "pick one in the form"

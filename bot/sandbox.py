@@ -2,9 +2,9 @@
 
 The bot process holds the chat tokens, so it decodes no member image itself: admission reads
 headers only (:func:`engine.images.admit`). The little decoding it still wants (the Telegram
-status picture, a full check of a file, a result made to fit an upload limit) goes to
-:class:`Sandbox`, which runs each request in a
-fresh ``python -m engine.decoder`` child:
+status picture, a full check of a file, a result made to fit an upload limit, and pictures
+made of several: a contact sheet, a challenge's podium) goes to :class:`Sandbox`, which runs
+each request in a fresh ``python -m engine.decoder`` child:
 
 - memory capped (``RLIMIT_AS``), CPU time capped (``RLIMIT_CPU``), no files written, and a
   wall-clock timeout after which the child is killed;
@@ -27,7 +27,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -167,6 +167,40 @@ class Sandbox:
         if not isinstance(length, int) or length != len(body) or kind not in ("png", "jpeg"):
             raise self._broken(role, f"fit of {len(body)} bytes, announced {length} {kind}")
         return body, str(kind)
+
+    async def sheet(
+        self, tiles: Sequence[tuple[bytes, str]], *, columns: int = 4, tile: int = 192
+    ) -> bytes:
+        """A contact sheet: each image of ``tiles`` fitted in a square with its caption under
+        it, ``columns`` wide, as a JPEG (:func:`engine.sheets.contact_sheet`). An image that
+        cannot be decoded (or ``b""``) is a plain tile. Raises :class:`DecoderFailed`."""
+        request = {
+            "task": "sheet",
+            "lengths": [len(data) for data, _ in tiles],
+            "captions": [caption for _, caption in tiles],
+            "columns": columns,
+            "tile": tile,
+        }
+        return await self._picture(request, b"".join(data for data, _ in tiles))
+
+    async def podium(self, places: Sequence[tuple[int, bytes, Sequence[str]]]) -> bytes:
+        """The podium of a challenge: ``(place, image, lines)`` for up to three places, side by
+        side with the lines written under each (:func:`engine.sheets.podium`), as a JPEG.
+        Raises :class:`DecoderFailed`."""
+        request = {
+            "task": "podium",
+            "lengths": [len(data) for _, data, _ in places],
+            "places": [place for place, _, _ in places],
+            "lines": [list(lines) for _, _, lines in places],
+        }
+        return await self._picture(request, b"".join(data for _, data, _ in places))
+
+    async def _picture(self, request: dict[str, Any], data: bytes) -> bytes:
+        answer, body = await self._run(request, data, "picture")
+        length = answer.get("length")
+        if not isinstance(length, int) or length != len(body):
+            raise self._broken("picture", f"{request['task']} of {len(body)} bytes, said {length}")
+        return body
 
     async def check(
         self, data: bytes, *, role: str = "photo", max_bytes: int = images.MAX_INPUT_BYTES

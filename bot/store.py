@@ -4,7 +4,8 @@ One file in the data folder, WAL mode, readable by its owner only. Calls are syn
 short (single-row writes and indexed reads on a local file take well under a millisecond), so
 the service calls them from the event loop; the housekeeping (:mod:`bot.housekeeping`) opens its
 own connection in a thread for its batches. Challenge tables live in :mod:`bot.challenges` and
-use :meth:`Store.connection`.
+use :meth:`Store.connection`; the style library's (:mod:`bot.styles`) are made and kept up to
+date by :meth:`Store.migrate`, numbered steps applied once per database.
 
 Every query the housekeeping runs over the whole history is served by an index (a test reads
 ``EXPLAIN QUERY PLAN``): expired files, inputs still in use, rows to forget, undelivered
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -157,6 +158,35 @@ class Store:
     def connection(self) -> sqlite3.Connection:
         return self._db
 
+    def migrate(self, owner: str, steps: Sequence[str]) -> int:
+        """Bring ``owner``'s tables up to date: run the ``steps`` (SQL scripts, oldest first)
+        this database has not had yet, each in one transaction with its number recorded in the
+        meta table (``schema.<owner>``); returns how many ran. A step that fails leaves the
+        database as it was before that step, and raises.
+
+        Steps are append-only: a step that has shipped is never edited; a change is a new step.
+        """
+        key = f"schema.{owner}"
+        done = int(self.get_meta(key) or 0)
+        if done > len(steps):
+            raise StoreUnavailable(
+                f"the database {self.path} has {owner} tables from a newer version of Atelier "
+                f"({done} steps; this one knows {len(steps)})"
+            )
+        for number in range(done + 1, len(steps) + 1):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(steps[number - 1]):
+                    self._db.execute(statement)
+                self.set_meta(key, str(number))
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            log.info("database: %s tables brought to step %d", owner, number)
+        return len(steps) - done
+
     def close(self) -> None:
         self._db.close()
 
@@ -262,6 +292,18 @@ def _migrate(db: sqlite3.Connection) -> None:
         raise
     db.execute("COMMIT")
     log.info("database brought up to date: added %s", ", ".join(missing))
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of ``script`` one by one (``executescript`` would commit first)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending.strip()
+            pending = ""
+    if pending.strip():
+        raise ValueError(f"incomplete SQL statement: {pending.strip()[:60]!r}")
 
 
 def _job_to_row(job: Job) -> dict[str, object]:

@@ -2,6 +2,7 @@
 
     python -m engine paint PHOTO PAINTING -o OUT [--size N] [--quality Q] [--strength 1-10]
                      [--brush B] [--keep-colors] [--optimizer O] [--init I] [--seed N]
+                     [--painting2 PATH [--blend 0-100]] [--timelapse OUT.webp|OUT.mp4]
                      [--device D] [--weights PATH]
     python -m engine fetch-weights
     python -m engine agent --redis URL [--devices cuda:0,cuda:1] [--host NAME] [--weights PATH]
@@ -76,11 +77,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     paint.add_argument("--brush", choices=protocol.BRUSHES, default=defaults.brush)
     paint.add_argument("--keep-colors", action="store_true", help="keep the photo's colours")
-    paint.add_argument("--optimizer", choices=OPTIMIZERS, help="default: lbfgs")
+    paint.add_argument("--optimizer", choices=OPTIMIZERS, help="default: the quality's")
     paint.add_argument(
-        "--init", choices=INITS, help="start from the photo or from noise (default: photo)"
+        "--init",
+        choices=INITS,
+        help="start from the photo, the photo in the painting's colours, or noise "
+        "(default: the quality's)",
     )
     paint.add_argument("--seed", type=int, help="makes CPU runs reproducible byte for byte")
+    paint.add_argument("--painting2", type=Path, help="a second painting whose style is blended in")
+    paint.add_argument(
+        "--blend",
+        type=int,
+        help=f"percent of the second painting's style, {protocol.BLEND_MIN}-{protocol.BLEND_MAX} "
+        f"(default {defaults.blend})",
+    )
+    paint.add_argument(
+        "--timelapse",
+        type=Path,
+        help="also write the painting emerging as an animation (.webp or .mp4, about 4 s)",
+    )
     paint.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
     paint.add_argument(
         "--weights",
@@ -210,22 +226,34 @@ def agent_main() -> int:
 
 
 def _paint(args: argparse.Namespace) -> int:
-    from engine import images
+    from engine import animation, images
     from engine.errors import Cancelled
-    from engine.stylize import Stylist
+    from engine.stylize import Commission, Stylist
+    from engine.timelapse import Timelapse
 
+    if args.blend is not None and args.painting2 is None:
+        raise protocol.OptionError("--blend needs --painting2, the painting to blend in")
     options = protocol.PaintOptions(
         strength=args.strength,
         quality=args.quality,
         keep_colors=args.keep_colors,
         brush=args.brush,
         seed=args.seed,
+        blend=protocol.DEFAULT_BLEND if args.blend is None else args.blend,
     ).validate()
-    photo = _read(args.photo, "photo")
-    painting = _read(args.painting, "painting")
     suffix = args.output.suffix.lower()
     if suffix not in (".png", ".jpg", ".jpeg"):
         raise protocol.OptionError(f"output {str(args.output)!r} must end in .png, .jpg or .jpeg")
+    animation_format = None
+    if args.timelapse is not None:
+        animation_format = args.timelapse.suffix.lower().lstrip(".")
+        if animation_format not in ("webp", "mp4"):
+            raise protocol.OptionError(
+                f"timelapse {str(args.timelapse)!r} must end in .webp or .mp4"
+            )
+    photo = _read(args.photo, "photo")
+    painting = _read(args.painting, "painting")
+    painting2 = None if args.painting2 is None else _read(args.painting2, "second painting")
 
     stylist = Stylist(weights=args.weights, device=args.device)
     overrides: dict[str, object] = {"preview_every": 0.0}
@@ -241,23 +269,40 @@ def _paint(args: argparse.Namespace) -> int:
 
     stop = _StopFlag()
     bar = _ProgressLine(sys.stderr, enabled=not args.quiet)
+    timelapse = None if animation_format is None else Timelapse(photo)
+    commission = Commission(
+        photo,
+        painting,
+        settings,
+        on_progress=bar.update,
+        should_stop=stop,
+        on_step=timelapse,
+        painting2=painting2,
+    )
     started = time.perf_counter()
     try:
-        result = stylist.paint(photo, painting, settings, on_progress=bar.update, should_stop=stop)
-    except Cancelled:
-        bar.close()
-        print("cancelled", file=sys.stderr)
-        return EXIT_CANCELLED
+        (result,) = stylist.paint_batch([commission])
     finally:
         stop.restore()
     bar.close()
+    if isinstance(result, Cancelled):
+        print("cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    if isinstance(result, Exception):
+        raise result
     data = images.encode_png(result) if suffix == ".png" else images.encode_jpeg(result, quality=95)
     args.output.write_bytes(data)
     seconds = time.perf_counter() - started
-    print(
+    summary = (
         f"wrote {args.output} ({result.width}x{result.height}, {bar.steps} steps, "
         f"{seconds:.1f} s on {stylist.device})"
     )
+    if timelapse is not None and animation_format is not None:
+        frames = [frame.image for frame in timelapse.frames(animation.fit(result.size))]
+        args.timelapse.write_bytes(animation.encode(frames, animation_format))
+        width, height = frames[0].size
+        summary += f" and {args.timelapse} ({len(frames)} frames, {width}x{height})"
+    print(summary)
     return 0
 
 

@@ -25,7 +25,17 @@ def to_tensor(img: Image.Image, device: torch.device) -> Tensor:
 
 def to_image(x: Tensor) -> Image.Image:
     """(1, 3, H, W) in [0, 1] -> PIL RGB (clamped and rounded; a fresh image with no metadata)."""
-    u8 = x.detach()[0].float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    return pixels_to_image(to_pixels(x))
+
+
+def to_pixels(x: Tensor) -> Tensor:
+    """(1, 3, H, W) in [0, 1] -> (3, H, W) uint8, clamped and rounded, on the same device: a
+    copy that waits for nothing (a timelapse keeps frames so while painting on a GPU)."""
+    return x.detach()[0].float().clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+def pixels_to_image(u8: Tensor) -> Image.Image:
+    """(3, H, W) uint8 on any device -> PIL RGB (a fresh image with no metadata)."""
     hwc = u8.permute(1, 2, 0).contiguous().cpu()  # (H, W, 3) uint8
     # Copy the raw bytes out without going through numpy (not a dependency of ours).
     raw = ctypes.string_at(hwc.data_ptr(), hwc.numel())
@@ -47,6 +57,26 @@ def ycbcr_to_rgb(x: Tensor) -> Tensor:
     g = y - 0.344136 * cb - 0.714136 * cr
     b = y + 1.772 * cb
     return torch.cat([r, g, b], dim=1)
+
+
+def match_colours(x: Tensor, reference: Tensor) -> Tensor:
+    """``x`` (1, 3, H, W) with its colours' mean and covariance moved to ``reference``'s.
+
+    A linear map per pixel, x' = A (x - μₓ) + μᵣ with A = Lᵣ Lₓ⁻¹ (Cholesky factors of the two
+    colour covariances), clamped to [0, 1]. The painting's colour statistics are much of what
+    its Gram matrix at relu1_1 holds, so a photo recoloured this way starts the optimisation
+    far closer to the style while keeping every edge of the photo (``init="colour"``).
+    The 3x3 statistics are computed in float64.
+    """
+    xf = x[0].flatten(1).double()  # (3, H·W)
+    rf = reference[0].flatten(1).double()
+    eps = 1e-5 * torch.eye(3, dtype=torch.float64, device=x.device)
+    mean_x, mean_r = xf.mean(dim=1, keepdim=True), rf.mean(dim=1, keepdim=True)
+    chol_x = torch.linalg.cholesky(torch.cov(xf) + eps)
+    chol_r = torch.linalg.cholesky(torch.cov(rf) + eps)
+    a = chol_r @ torch.linalg.inv(chol_x)
+    out = (a @ (xf - mean_x) + mean_r).to(x.dtype)
+    return out.view_as(x).clamp_(0, 1)
 
 
 def match_luminance(y: Tensor, mean: float, std: float) -> Tensor:

@@ -7,10 +7,14 @@ status picture or a full check, runs here: ``bot/sandbox.py`` starts
 environment and talks to it over stdin and stdout:
 
 - request: one JSON line ``{"task": "thumbnail" | "check" | "fit", "role": ..., "max_bytes":
-  ..., "max_side": ..., "budget": ...}``, then the image's bytes up to end of file;
+  ..., "max_side": ..., "budget": ...}``, then the image's bytes up to end of file; or, for a
+  picture made of several (:mod:`engine.sheets`), ``{"task": "sheet", "lengths": [...],
+  "captions": [...], "columns": ..., "tile": ...}`` or ``{"task": "podium", "lengths": [...],
+  "places": [...], "lines": [[...], ...]}``, then the images one after the other (``lengths``
+  bytes each; an empty one is drawn as a plain tile);
 - answer: one JSON line, then for a thumbnail or a fit the encoded bytes (``length`` of them):
   ``{"ok": true, "format", "width", "height", "frames"}`` for a check,
-  ``{"ok": true, "length": n}`` for a thumbnail,
+  ``{"ok": true, "length": n}`` for a thumbnail, a sheet or a podium (a JPEG),
   ``{"ok": true, "length": n, "kind": "png" | "jpeg"}`` for a fit (the image in at most
   ``budget`` bytes: :func:`engine.images.encode_for_budget`, for an upload limit),
   ``{"ok": false, "kind": "image", "error": "TruncatedImage", "message": ...}`` for the
@@ -35,7 +39,8 @@ if TYPE_CHECKING:
 
 DEFAULT_MEMORY_MB: Final = 768
 DEFAULT_CPU_SECONDS: Final = 10
-TASKS: Final = ("thumbnail", "check", "fit")
+TASKS: Final = ("thumbnail", "check", "fit", "sheet", "podium")
+COMPOSED: Final = ("sheet", "podium")  # pictures made of several images
 # Decoding takes up to about 20 bytes of memory per pixel (libwebp's two canvases, Pillow's
 # copy, orientation and conversion). An image that big may have failed for want of memory,
 # even where Pillow reports damage (libwebp cannot say which), so it is not blamed on the file.
@@ -71,6 +76,11 @@ def handle(request: dict[str, Any], data: bytes, memory_bytes: int) -> tuple[dic
     task = request.get("task")
     if task not in TASKS:
         raise SystemExit(f"unknown task {task!r}")
+    if task in COMPOSED:
+        try:
+            return _composed(request, data)
+        except MemoryError:
+            return _out_of_memory("picture"), b""
     role = str(request.get("role", "photo"))
     max_bytes = int(request.get("max_bytes", images.MAX_INPUT_BYTES))
     try:
@@ -96,6 +106,41 @@ def handle(request: dict[str, Any], data: bytes, memory_bytes: int) -> tuple[dic
         if info.width * info.height * DECODE_BYTES_PER_PIXEL > memory_bytes:
             return _out_of_memory(role), b""
         return _image_error(error), b""
+
+
+def _composed(request: dict[str, Any], data: bytes) -> tuple[dict[str, Any], bytes]:
+    """A contact sheet or a podium from the images in ``data`` (``lengths`` bytes each)."""
+    from engine import sheets
+
+    lengths = [int(n) for n in request.get("lengths", [])]
+    if any(n < 0 for n in lengths) or sum(lengths) != len(data):
+        raise SystemExit(f"lengths {lengths} do not add up to the {len(data)} bytes sent")
+    parts, start = [], 0
+    for length in lengths:
+        parts.append(data[start : start + length])
+        start += length
+    if request["task"] == "sheet":
+        captions = [str(c) for c in request.get("captions", [])]
+        if len(captions) != len(parts):
+            raise SystemExit("a sheet needs one caption per image")
+        picture = sheets.contact_sheet(
+            [sheets.Tile(part, caption) for part, caption in zip(parts, captions, strict=True)],
+            columns=int(request.get("columns", 4)),
+            tile=int(request.get("tile", 192)),
+        )
+    else:
+        places = [int(p) for p in request.get("places", [])]
+        lines = [tuple(str(x) for x in group) for group in request.get("lines", [])]
+        if not len(places) == len(lines) == len(parts):
+            raise SystemExit("a podium needs a place and lines per image")
+        picture = sheets.podium(
+            [
+                sheets.Place(place, part, group)
+                for place, part, group in zip(places, parts, lines, strict=True)
+            ],
+            tile=int(request.get("tile", sheets.PODIUM_TILE)),
+        )
+    return {"ok": True, "length": len(picture)}, picture
 
 
 def _fields(info: ImageInfo) -> dict[str, Any]:

@@ -2,26 +2,55 @@
 
 Totals are summed over all scales (and kept counting across an out-of-memory restart), so percent
 and ETA never go backwards. :class:`Progress` is plain data only, so the worker can forward it
-across the process boundary.
+across the process boundary. Each painting of a batch has its own :class:`Tracker`.
+
+:class:`StepView` is what a per-step hook sees of a painting after each iteration (for example
+to keep frames of it); the hook is called outside the optimisation's maths and costs nothing
+unless it renders the canvas. ``snapshot`` copies the canvas on the device without waiting for
+it (no host read), so on a GPU a hook may keep frames between two replays of a step's graph.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import torch
 from PIL import Image
-from torch import Tensor
 
 from engine import images, schedule
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 # Reading the loss values waits for the device to finish the step (on CUDA the CPU can otherwise
 # queue the next step's kernels meanwhile), so progress carries the values as last read.
 LOSS_READ_INTERVAL: Final = 1.0  # seconds
 
 ProgressCallback = Callable[["Progress"], None]
+LossReader = Callable[[], Mapping[str, float]]  # reads the latest loss values off the device
+
+
+@dataclass(frozen=True)
+class StepView:
+    """One painting right after an iteration, for per-step hooks.
+
+    After a scale that ended early (the optimiser converged), ``step`` jumps to the scale's end
+    in one view, as progress does. ``total_steps`` grows if the painting starts again smaller
+    (out of GPU memory); steps go on counting from where they were.
+    """
+
+    scale: int  # 0-based index of the current scale
+    step: int  # iterations done, summed over all scales (as in :class:`Progress`)
+    width: int  # canvas size at this scale
+    height: int
+    total_steps: int  # as in :class:`Progress`
+    render: Callable[[], Image.Image]  # the canvas as an RGB picture, made when called
+    # The canvas as ``render`` would show it, (3, height, width) uint8, copied on the device.
+    snapshot: Callable[[], Tensor]
+
+
+StepHook = Callable[[StepView], None]
 
 
 @dataclass(frozen=True)
@@ -94,7 +123,7 @@ class Tracker:
     def step(
         self,
         index: int,
-        losses: Mapping[str, Tensor],
+        losses: LossReader,
         preview: Callable[[], Image.Image],
         *,
         jump_to: int | None = None,
@@ -121,11 +150,7 @@ class Tracker:
             or self.done_steps >= self.scale_end(index)
         ):
             self.losses_read = now
-            keys = list(losses)
-            values = (
-                torch.stack([losses[k].detach().float() for k in keys]).tolist() if keys else []
-            )
-            self.losses = dict(zip(keys, values, strict=True))
+            self.losses = dict(losses())
         self.on_progress(
             Progress(
                 step=self.done_steps,

@@ -5,9 +5,37 @@ Everything here is a frozen dataclass of plain values (str, int, float, bool, by
 tuples, dicts of those), so it pickles across a ``spawn`` process boundary and could be sent
 as JSON.
 
-Messages, bot -> engine:   PaintJob, CancelJob, Shutdown
+Messages, bot -> engine:   PaintJob, PaintBatch, CancelJob, PinStyle, UnpinStyle, Shutdown
 Messages, engine -> bot:   EngineReady, EngineFailed, JobStarted, JobProgress, JobDone,
                            JobFailed, JobCancelled
+
+Blends: a :class:`PaintJob` with a ``painting2_path`` paints in a mix of two paintings' styles,
+``options.blend`` percent of the second (0: the first alone, 100: the second alone, 30: 70 % of
+the first and 30 % of the second). Without ``painting2_path`` the blend option is ignored.
+
+Timelapses: a job with ``timelapse=True`` also gets a short animation of its canvas going from
+the photo to the painting, written beside the result before ``JobDone`` in two encodings:
+animated WebP (Discord shows it inline) and H.264 MP4 without sound (Telegram's
+``sendAnimation``). Their paths are :func:`timelapse_paths` of the result path, and ``JobDone``
+names them (None when no timelapse was asked for, or it could not be made: the painting is
+delivered all the same). The frames are captured while painting, so a timelapse cannot be
+made afterwards: the bot asks for one with every job and deletes the two files with the result.
+
+Pinned styles: :class:`PinStyle` keeps a painting's style targets in the engine's cache until
+:class:`UnpinStyle` (never evicted; computed ahead while the engine is idle, for the pin's
+quality and the default brush), so a style library's paintings paint as fast as a repeat. Send
+one per library painting; nothing comes back. Pins live in the engine process: send them again
+after every ``EngineReady`` (a restarted engine has none).
+
+Batches: a :class:`PaintBatch` asks for several jobs to be painted in one pass (on a GPU that is
+up to ``EngineReady.max_batch`` jobs for little more than the time of one). Everything that comes
+back is per job, exactly as for single :class:`PaintJob` messages: each job gets its JobStarted,
+JobProgress, and one of JobDone, JobFailed or JobCancelled, keyed by its ``job_id``; a
+``CancelJob`` ends only its own job, the others in the batch go on. Jobs that cannot share a pass
+(other quality, or a very different size) are painted one pass after another, in order; a job
+with bad inputs fails alone. For the least padding, batch jobs of one quality whose photos have
+the same ``schedule.batch_key``. A batch's jobs all finish when its pass does, so the service
+should batch only jobs that would otherwise wait for each other anyway.
 
 The paint options a member can choose (:class:`PaintOptions`) live here too, because both sides
 need them: the engine to paint, the bot to validate what a member asks. The quality presets and
@@ -16,6 +44,7 @@ the plan they give are in :mod:`engine.schedule`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
@@ -26,6 +55,9 @@ DEFAULT_BRUSH: Final = "medium"
 STRENGTH_MIN: Final = 1
 STRENGTH_MAX: Final = 10
 DEFAULT_STRENGTH: Final = 5
+BLEND_MIN: Final = 0
+BLEND_MAX: Final = 100
+DEFAULT_BLEND: Final = 50
 
 
 class OptionError(ValueError):
@@ -41,6 +73,8 @@ class PaintOptions:
     keep_colors: bool = False
     brush: str = DEFAULT_BRUSH
     seed: int | None = None
+    # With a second painting (PaintJob.painting2_path): how much of its style, in percent.
+    blend: int = DEFAULT_BLEND
 
     def validate(self) -> PaintOptions:
         """Return self, or raise :class:`OptionError` naming the bad option and what is accepted."""
@@ -58,6 +92,13 @@ class PaintOptions:
             raise OptionError(f"brush {self.brush!r} is unknown: use {', '.join(BRUSHES)}")
         if self.seed is not None and not (0 <= self.seed < 2**63):
             raise OptionError("seed must be a non-negative whole number")
+        if isinstance(self.blend, bool) or not isinstance(self.blend, int):
+            raise OptionError(f"blend must be a whole number from {BLEND_MIN} to {BLEND_MAX}")
+        if not BLEND_MIN <= self.blend <= BLEND_MAX:
+            raise OptionError(
+                f"blend {self.blend} is out of range: use {BLEND_MIN} to {BLEND_MAX} "
+                "(the percentage of the second painting)"
+            )
         return self
 
     def resolved(self, default_quality: str) -> PaintOptions:
@@ -89,6 +130,8 @@ class PaintJob:
     """Paint ``photo_path`` in the style of ``painting_path``; write a PNG to ``result_path``.
 
     Paths are inside the shared data folder. ``preview_every`` is in seconds (0 = no previews).
+    ``painting2_path``: a second painting whose style is blended in (``options.blend`` percent
+    of it). ``timelapse``: also write the timelapse animations (:func:`timelapse_paths`).
     """
 
     job_id: str
@@ -97,6 +140,16 @@ class PaintJob:
     result_path: str
     options: PaintOptions = field(default_factory=PaintOptions)
     preview_every: float = 4.0
+    painting2_path: str | None = None
+    timelapse: bool = False
+
+
+@dataclass(frozen=True)
+class PaintBatch:
+    """Paint these jobs together, in one pass where they can share it (see the module's
+    docstring). An empty batch is skipped."""
+
+    jobs: tuple[PaintJob, ...]
 
 
 @dataclass(frozen=True)
@@ -116,11 +169,34 @@ class CancelJob:
 
 
 @dataclass(frozen=True)
+class PinStyle:
+    """Keep this painting's style targets in the engine's cache until unpinned (a library
+    style), and compute them ahead, when the engine is idle, for ``quality`` ("" = the default)
+    with the default brush. The engine reads the file at once; unreadable files are logged and
+    skipped. At most :data:`MAX_PINNED` paintings are pinned at a time; pins past that are
+    logged and skipped. Pinning a path again does nothing."""
+
+    painting_path: str
+    quality: str = ""
+
+
+@dataclass(frozen=True)
+class UnpinStyle:
+    """Let the painting pinned from this path be evicted again (the style was removed). The
+    file need not exist any more."""
+
+    painting_path: str
+
+
+MAX_PINNED: Final = 64
+
+
+@dataclass(frozen=True)
 class Shutdown:
     pass
 
 
-ToEngine = PaintJob | CancelJob | Shutdown
+ToEngine = PaintJob | PaintBatch | CancelJob | PinStyle | UnpinStyle | Shutdown
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,11 +205,18 @@ ToEngine = PaintJob | CancelJob | Shutdown
 
 @dataclass(frozen=True)
 class EngineReady:
-    """Sent once the model is loaded. ``device`` is e.g. ``cuda:0``; ``kind`` is cpu or gpu."""
+    """Sent once the model is loaded. ``device`` is e.g. ``cuda:0``; ``kind`` is cpu or gpu.
+
+    ``max_batch`` is how many jobs a :class:`PaintBatch` should hold at most for a gain (1: no
+    gain from batching on this device, as on a CPU, where one job already fills the cores).
+    ``seconds`` is how long the engine took from its start to this message.
+    """
 
     pid: int
     device: str
     kind: str
+    max_batch: int = 1
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -175,6 +258,9 @@ class JobProgress:
 
 @dataclass(frozen=True)
 class JobDone:
+    """The result is at ``result_path`` (PNG). ``timelapse_webp`` and ``timelapse_mp4`` are the
+    timelapse's files when one was asked for and made, else None."""
+
     job_id: str
     result_path: str
     width: int
@@ -182,6 +268,8 @@ class JobDone:
     seconds: float
     steps: int
     work: int
+    timelapse_webp: str | None = None
+    timelapse_mp4: str | None = None
 
 
 @dataclass(frozen=True)
@@ -199,3 +287,20 @@ class JobCancelled:
 FromEngine = (
     EngineReady | EngineFailed | JobStarted | JobProgress | JobDone | JobFailed | JobCancelled
 )
+
+
+# ----------------------------------------------------------------------------------------------
+# Files beside a result
+
+
+@dataclass(frozen=True)
+class TimelapsePaths:
+    webp: str
+    mp4: str
+
+
+def timelapse_paths(result_path: str) -> TimelapsePaths:
+    """Where the engine writes a result's timelapse: ``<result>.timelapse.webp`` and ``.mp4``
+    beside ``result_path`` (``results/j1.png`` -> ``results/j1.timelapse.webp``)."""
+    base = os.path.splitext(result_path)[0]
+    return TimelapsePaths(webp=f"{base}.timelapse.webp", mp4=f"{base}.timelapse.mp4")

@@ -6,6 +6,11 @@ starts, and the engine paints by the same plan, so the two agree.
 A plan runs the optimisation at successively doubled sizes, the coarsest first (as in the
 multi-resolution schemes that followed Gatys et al.: structure is cheap to find small); each
 scale starts from the upsampled result of the one before.
+
+Size buckets: on a GPU, canvases are padded up to a multiple of :data:`BUCKET_QUANTUM` (at the
+finest scale), so that a few shapes serve every photo: cuDNN's autotuning and the captured
+graphs are made once per shape, and jobs with the same :func:`batch_key` can share one pass
+(``engine/batch.py``) with little padding. The service groups waiting jobs by that key.
 """
 
 from __future__ import annotations
@@ -24,22 +29,33 @@ MIN_SCALE_SIDE: Final = 64
 # The smallest short side the default layers accept: relu5_1, the deepest, is behind four 2x
 # poolings (``vgg.min_input_side`` computes it for any layers; a test keeps the two equal).
 MIN_SHORT_SIDE: Final = 16
+# Canvas sides on a GPU are rounded up to a multiple of this at the finest scale (halved at each
+# coarser one, down to MIN_BUCKET_QUANTUM): at 1024 px that is 16 shapes per orientation.
+BUCKET_QUANTUM: Final = 64
+MIN_BUCKET_QUANTUM: Final = 8
 
 
 @dataclass(frozen=True)
 class Preset:
-    """A quality level on one kind of device: output size and iterations per scale.
+    """A quality level on one kind of device: output size, iterations per scale, how to start.
 
     ``steps`` lists iterations from the coarsest scale to the finest; each scale's long side is
-    ``long_side / 2**k`` for the k-th scale counted from the finest.
+    ``long_side / 2**k`` for the k-th scale counted from the finest. ``optimizer`` and ``init``
+    are the engine's ``PaintSettings`` choices of the same names.
     """
 
     long_side: int
     steps: tuple[int, ...]
+    optimizer: str = "lbfgs"
+    init: str = "photo"
 
 
 PRESETS: Final[dict[tuple[str, str], Preset]] = {
-    ("draft", "cpu"): Preset(long_side=256, steps=(60, 40)),
+    # One scale of Adam from the photo in the painting's colours: on this objective the coarse
+    # scales did not pay for themselves at 256 px (their result, upsampled, starts the 256 px
+    # scale no better than the recoloured photo does), and Adam took 26 iterations where
+    # L-BFGS needed about 60 for the same objective (bench/engine_bench.py, "compare").
+    ("draft", "cpu"): Preset(long_side=256, steps=(26,), optimizer="adam", init="colour"),
     ("standard", "cpu"): Preset(long_side=512, steps=(80, 50, 30)),
     ("high", "cpu"): Preset(long_side=768, steps=(100, 60, 40, 25)),
     ("draft", "gpu"): Preset(long_side=512, steps=(120, 80, 50)),
@@ -101,6 +117,42 @@ def plan(
         scales.append(Scale(width=w, height=h, steps=n + carried))
         carried = 0
     return tuple(scales)
+
+
+def bucket_quantum(index: int, count: int, finest: int = 0) -> int:
+    """The bucket quantum of scale ``index`` of ``count``: ``finest`` (default
+    :data:`BUCKET_QUANTUM`) at the finest scale, halved at each coarser one, at least 8 px."""
+    base = finest or BUCKET_QUANTUM
+    return max(MIN_BUCKET_QUANTUM, base >> (count - 1 - index))
+
+
+def bucket_side(side: int, quantum: int) -> int:
+    """``side`` rounded up to a multiple of ``quantum``."""
+    return quantum * math.ceil(side / quantum)
+
+
+def batch_key(
+    width: int, height: int, preset: Preset, *, min_side: int = MIN_SHORT_SIDE
+) -> tuple[tuple[int, int, int], ...]:
+    """Which jobs can share a pass with little padding: equal keys have the same steps at every
+    scale and the same size bucket (width, height) at every scale.
+
+    The engine pads any batch of one quality to its largest canvas; this key is what keeps that
+    padding small (within one bucket quantum per side). Photos of the same orientation and about
+    the same aspect ratio get the same key. Options that vary per job (strength, brush, keeping
+    colours, seed) do not enter it: jobs of the same quality with equal keys can always share a
+    pass.
+    """
+    scales = plan(width, height, preset, min_side=min_side)
+    count = len(scales)
+    return tuple(
+        (
+            s.steps,
+            bucket_side(s.width, bucket_quantum(i, count)),
+            bucket_side(s.height, bucket_quantum(i, count)),
+        )
+        for i, s in enumerate(scales)
+    )
 
 
 def total_steps(scales: tuple[Scale, ...]) -> int:

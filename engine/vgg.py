@@ -12,7 +12,7 @@ where the network expects them. ``pooling="avg"`` is available; as in the paper 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 import torch
@@ -111,6 +111,12 @@ class VGGFeatures(nn.Module):
             ) from exc
         body.requires_grad_(False)
         self.body = body.eval()
+        pools = [i for i, m in enumerate(body) if isinstance(m, nn.MaxPool2d | nn.AvgPool2d)]
+        # Poolings passed before each requested layer: which resolution (mask, count) it has.
+        self.levels: dict[str, int] = {
+            name: sum(1 for p in pools if p < index) for index, name in self._wanted.items()
+        }
+        self.depth = len(pools)  # poolings in the network: masks are needed for 0 .. depth
         device = next(body.parameters()).device
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
@@ -120,11 +126,28 @@ class VGGFeatures(nn.Module):
         # anyway, but a stray .train() should not change that promise).
         return super().train(False)
 
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
+    def forward(self, x: Tensor, masks: Sequence[Tensor] | None = None) -> dict[str, Tensor]:
+        """Features of ``x`` at the requested layers.
+
+        ``masks`` (for a padded batch, see ``batch.py``) are (B, 1, H >> k, W >> k) for k = 0 ..
+        :attr:`depth`: everything outside each sample's region is zeroed after the input's
+        normalisation, every convolution and every pooling, so each sample's features inside
+        its region are those it has alone. The masks are applied in place on tensors whose
+        backward does not need them (a convolution's or pooling's output), so they cost no memory.
+        """
         h = (x - self.mean) / self.std
+        level = 0
+        if masks is not None:
+            h.mul_(masks[0])
         out: dict[str, Tensor] = {}
         for i, module in enumerate(self.body):
             h = module(h)
+            if masks is not None:
+                if isinstance(module, nn.Conv2d):
+                    h.mul_(masks[level])
+                elif isinstance(module, nn.MaxPool2d | nn.AvgPool2d):
+                    level += 1
+                    h.mul_(masks[level])
             name = self._wanted.get(i)
             if name is not None:
                 out[name] = h

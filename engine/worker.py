@@ -1,13 +1,20 @@
-"""The engine process: take a job, paint it, report; one model kept warm between jobs.
+"""The engine process: take a job or a batch of jobs, paint it, report; one model kept warm.
 
 Started by :class:`engine.client.EngineClient` with the ``spawn`` method as
 ``main(config, connection)``. Only :mod:`engine.protocol` messages cross the connection.
-A reader thread receives messages while the main thread paints, so a ``CancelJob`` takes
-effect within one optimiser iteration. So does ``Shutdown`` (or the bot going away): the painting
+A ``PaintBatch`` is painted in one pass where its jobs can share it (``Stylist.paint_batch``);
+everything reported is per job, as for single jobs. A reader thread receives messages while
+the main thread paints, so a ``CancelJob`` takes effect within one optimiser iteration (in a
+batch, for that job only). So does ``Shutdown`` (or the bot going away): the painting
 in hand stops, nothing more is sent for it (the member did not cancel it; the bot's store still
 has it) and the process exits, instead of painting on until the bot's grace period ends and it
 is killed. Torch is imported inside :func:`main`, so importing this
 module (as the bot does, to name the process target) stays light.
+
+A job that asks for a timelapse has its frames kept while it is painted; the two animations are
+written beside the result before its ``JobDone`` (``protocol.timelapse_paths``). ``PinStyle``
+and ``UnpinStyle`` are taken in message order between paintings; pinned paintings' targets are
+computed only while no painting waits (``pinned_styles.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,16 +36,21 @@ from engine.errors import Cancelled, PaintError
 if TYPE_CHECKING:
     from PIL import Image
 
+    from engine.easel import Commission
+    from engine.pinned_styles import PinnedStyles
     from engine.progress import Progress
     from engine.stylize import Stylist
+    from engine.timelapse import Timelapse
 
 log = logging.getLogger("engine.worker")
 
 Outcome = protocol.JobDone | protocol.JobFailed | protocol.JobCancelled
+Work = protocol.PaintJob | protocol.PaintBatch | protocol.PinStyle | protocol.UnpinStyle
 
 
 def main(config: protocol.EngineConfig, conn: Connection) -> None:
     """Process entry point. Returns when told to shut down or when the bot goes away."""
+    started = time.perf_counter()
     logging.basicConfig(
         level=config.log_level,
         format="%(asctime)s %(levelname)s engine[%(process)d] %(name)s: %(message)s",
@@ -50,22 +63,41 @@ def main(config: protocol.EngineConfig, conn: Connection) -> None:
         log.error("engine cannot start: %s", message)
         conn.send(protocol.EngineFailed(code=code, message=message))
         return
-    if not _send(conn, protocol.EngineReady(os.getpid(), str(stylist.device), stylist.kind)):
+    seconds = time.perf_counter() - started
+    ready = protocol.EngineReady(
+        os.getpid(), str(stylist.device), stylist.kind, stylist.max_batch, seconds
+    )
+    if not _send(conn, ready):
         return
-    log.info("engine ready on %s", stylist.device)
+    log.info("engine ready on %s in %.1fs", stylist.device, seconds)
 
-    jobs: queue.Queue[protocol.PaintJob | None] = queue.Queue()
+    from engine.pinned_styles import PinnedStyles
+
+    work: queue.Queue[Work | None] = queue.Queue()
     cancelled: set[str] = set()
     stopping = threading.Event()  # Shutdown received, or the bot went away
     threading.Thread(
-        target=_receive, args=(conn, jobs, cancelled, stopping), daemon=True, name="engine-inbox"
+        target=_receive, args=(conn, work, cancelled, stopping), daemon=True, name="engine-inbox"
     ).start()
-    while not stopping.is_set() and (job := jobs.get()) is not None:
-        outcome = _paint(stylist, config, job, cancelled, conn, stopping)
-        cancelled.discard(job.job_id)
-        if outcome is not None and not _send(conn, outcome):
-            break
+    pins = PinnedStyles(stylist, config)
+    while not stopping.is_set() and (item := _next(work, pins)) is not None:
+        if isinstance(item, protocol.PinStyle | protocol.UnpinStyle):
+            pins.handle(item)
+            continue
+        jobs = item.jobs if isinstance(item, protocol.PaintBatch) else (item,)
+        _paint(stylist, config, jobs, cancelled, conn, stopping)
+        cancelled.difference_update(job.job_id for job in jobs)
     log.info("engine shutting down")
+
+
+def _next(work: queue.Queue[Work | None], pins: PinnedStyles) -> Work | None:
+    """The next message to act on; while none is waiting, warm pinned styles one by one."""
+    while pins.warming:
+        try:
+            return work.get_nowait()
+        except queue.Empty:
+            pins.warm_next()
+    return work.get()
 
 
 def _send(conn: Connection, message: protocol.FromEngine) -> bool:
@@ -87,7 +119,7 @@ def _load_stylist(config: protocol.EngineConfig) -> Stylist:
 
 def _receive(
     conn: Connection,
-    jobs: queue.Queue[protocol.PaintJob | None],
+    work: queue.Queue[Work | None],
     cancelled: set[str],
     stopping: threading.Event,
 ) -> None:
@@ -100,8 +132,11 @@ def _receive(
         except Exception:
             log.exception("unreadable message skipped")
             continue
-        if isinstance(message, protocol.PaintJob):
-            jobs.put(message)
+        if isinstance(message, protocol.PaintJob | protocol.PinStyle | protocol.UnpinStyle):
+            work.put(message)
+        elif isinstance(message, protocol.PaintBatch):
+            if message.jobs:
+                work.put(message)
         elif isinstance(message, protocol.CancelJob):
             cancelled.add(message.job_id)
         elif isinstance(message, protocol.Shutdown):
@@ -109,70 +144,174 @@ def _receive(
         else:
             log.warning("unknown message %s skipped", type(message).__name__)
     stopping.set()
-    jobs.put(None)
+    work.put(None)
 
 
 def _paint(
+    stylist: Stylist,
+    config: protocol.EngineConfig,
+    jobs: Sequence[protocol.PaintJob],
+    cancelled: set[str],
+    conn: Connection,
+    stopping: threading.Event,
+) -> None:
+    """Paint ``jobs`` (one, or a batch) and report each one's outcome as soon as it is known.
+
+    A job already cancelled, or whose inputs or options are unusable, is answered at once and
+    left out; the others are started and painted together. Nothing more is sent once the bot
+    has gone away or the engine is shutting down.
+    """
+    started = time.perf_counter()
+    commissions: list[Commission] = []
+    for job in jobs:
+        if job.job_id in cancelled:
+            if not _send(conn, protocol.JobCancelled(job.job_id)):
+                stopping.set()
+            continue
+        try:
+            commission, plan = _commission(stylist, config, job, cancelled, conn, stopping)
+        except Exception as error:
+            _report(conn, stopping, _failure(job.job_id, error, cancelled))
+            continue
+        if not _send(conn, _started(job.job_id, plan)):
+            stopping.set()
+            return
+        timelapse = _timelapse(commission.photo) if job.timelapse else None
+        sender = _outcome_sender(job, plan, started, cancelled, conn, stopping, timelapse)
+        commissions.append(replace(commission, on_outcome=sender, on_step=timelapse))
+    if not commissions or stopping.is_set():
+        return
+    try:
+        stylist.paint_batch(commissions)
+    except Exception as error:  # paint_batch answers per job; this is a last resort
+        log.error("painting failed", exc_info=error)
+        for commission in commissions:
+            if commission.on_outcome is not None:
+                commission.on_outcome(error)
+
+
+def _commission(
     stylist: Stylist,
     config: protocol.EngineConfig,
     job: protocol.PaintJob,
     cancelled: set[str],
     conn: Connection,
     stopping: threading.Event,
-) -> Outcome | None:
-    """Paint one job; None when it was interrupted by shutdown (nothing to report)."""
-    if job.job_id in cancelled:
-        return protocol.JobCancelled(job.job_id)
-    started = time.perf_counter()
-    try:
-        # The engine re-checks every limit itself; it never trusts the bot.
-        options = job.options.resolved(schedule.DEFAULT_QUALITY).validate()
-        photo, painting = _read_inputs(job, config)
-        settings = stylist.settings_for(options, preview_every=job.preview_every)
-        plan = stylist.plan(photo.size, settings)
-        if not _send(conn, _started(job.job_id, plan)):
-            stopping.set()
-            return None
-        result = stylist.paint(
-            photo,
-            painting,
-            settings,
-            on_progress=_progress_sender(job.job_id, conn, stopping),
-            should_stop=lambda: job.job_id in cancelled or stopping.is_set(),
-        )
-        target = _write_png(result, Path(job.result_path))
-    except Exception as error:
-        return _failure(job.job_id, error, cancelled)
-    seconds = time.perf_counter() - started
-    log.info("job %s painted in %.1fs at %dx%d", job.job_id, seconds, *result.size)
-    return protocol.JobDone(
-        job_id=job.job_id,
-        result_path=str(target),
-        width=result.size[0],
-        height=result.size[1],
-        seconds=seconds,
-        steps=schedule.total_steps(plan),
-        work=schedule.total_work(plan),
+) -> tuple[Commission, tuple[schedule.Scale, ...]]:
+    """What to ask of the Stylist for ``job``; raises for unusable inputs or options."""
+    from engine.easel import Commission
+
+    # The engine re-checks every limit itself; it never trusts the bot.
+    options = job.options.resolved(schedule.DEFAULT_QUALITY).validate()
+    photo, painting, painting2 = _read_inputs(job, config)
+    settings = stylist.settings_for(options, preview_every=job.preview_every)
+    plan = stylist.plan(photo.size, settings)
+    commission = Commission(
+        photo,
+        painting,
+        settings,
+        on_progress=_progress_sender(job.job_id, conn, stopping),
+        should_stop=lambda: job.job_id in cancelled or stopping.is_set(),
+        painting2=painting2,
     )
+    return commission, plan
+
+
+def _timelapse(photo: Image.Image) -> Timelapse:
+    from engine.timelapse import Timelapse
+
+    return Timelapse(photo)
+
+
+def _outcome_sender(
+    job: protocol.PaintJob,
+    plan: tuple[schedule.Scale, ...],
+    started: float,
+    cancelled: set[str],
+    conn: Connection,
+    stopping: threading.Event,
+    timelapse: Timelapse | None = None,
+) -> Callable[[Image.Image | Exception], None]:
+    """Report a job's outcome: write the PNG (and the timelapse, if asked for) and say
+    JobDone, or say why there is none. Once per job: a second outcome (only a last-resort
+    failure could give one) is dropped."""
+    reported = threading.Event()
+
+    def send(outcome: Image.Image | Exception) -> None:
+        if reported.is_set():
+            return
+        reported.set()
+        if isinstance(outcome, Exception):
+            _report(conn, stopping, _failure(job.job_id, outcome, cancelled))
+            return
+        try:
+            target = _write_png(outcome, Path(job.result_path))
+        except Exception as error:
+            _report(conn, stopping, _failure(job.job_id, error, cancelled))
+            return
+        seconds = time.perf_counter() - started
+        log.info("job %s painted in %.1fs at %dx%d", job.job_id, seconds, *outcome.size)
+        made = {} if timelapse is None else _write_timelapse(job, timelapse, outcome.size)
+        done = protocol.JobDone(
+            job_id=job.job_id,
+            result_path=str(target),
+            width=outcome.size[0],
+            height=outcome.size[1],
+            seconds=seconds,
+            steps=schedule.total_steps(plan),
+            work=schedule.total_work(plan),
+            timelapse_webp=made.get("webp"),
+            timelapse_mp4=made.get("mp4"),
+        )
+        _report(conn, stopping, done)
+
+    return send
+
+
+def _report(conn: Connection, stopping: threading.Event, outcome: Outcome | None) -> None:
+    """Send an outcome (None: nothing to say, the engine is shutting down)."""
+    if outcome is not None and not _send(conn, outcome):
+        stopping.set()
 
 
 def _read_inputs(
     job: protocol.PaintJob, config: protocol.EngineConfig
-) -> tuple[Image.Image, Image.Image]:
-    """The photo and the painting, decoded within the engine's own byte and pixel limits."""
-    photo = images.load_path(
-        job.photo_path,
-        role="photo",
-        max_bytes=config.max_input_bytes,
-        max_pixels=config.max_pixels,
+) -> tuple[Image.Image, Image.Image, Image.Image | None]:
+    """The photo, the painting and the second painting of a blend (or None), decoded within
+    the engine's own byte and pixel limits."""
+    limits = {"max_bytes": config.max_input_bytes, "max_pixels": config.max_pixels}
+    photo = images.load_path(job.photo_path, role="photo", **limits)
+    painting = images.load_path(job.painting_path, role="painting", **limits)
+    painting2 = None
+    if job.painting2_path is not None:
+        painting2 = images.load_path(job.painting2_path, role="second painting", **limits)
+    return photo, painting, painting2
+
+
+def _write_timelapse(
+    job: protocol.PaintJob, timelapse: Timelapse, size: tuple[int, int]
+) -> dict[str, str]:
+    """Encode the timelapse beside the result, each file whole or not at all; the formats
+    written, with their paths. A failure is logged: the painting is delivered all the same."""
+    from engine import animation
+
+    started = time.perf_counter()
+    paths = protocol.timelapse_paths(job.result_path)
+    made: dict[str, str] = {}
+    try:
+        frames = [frame.image for frame in timelapse.frames(animation.fit(size))]
+        for fmt, path in (("webp", paths.webp), ("mp4", paths.mp4)):
+            files.write_private(Path(path), animation.encode(frames, fmt))
+            made[fmt] = path
+    except Exception:
+        log.warning("job %s: the timelapse could not be made", job.job_id, exc_info=True)
+    log.info(
+        "job %s: timelapse of %d frames in %.2fs",
+        job.job_id,
+        len(timelapse.steps),
+        time.perf_counter() - started,
     )
-    painting = images.load_path(
-        job.painting_path,
-        role="painting",
-        max_bytes=config.max_input_bytes,
-        max_pixels=config.max_pixels,
-    )
-    return photo, painting
+    return made
 
 
 def _started(job_id: str, plan: tuple[schedule.Scale, ...]) -> protocol.JobStarted:

@@ -6,6 +6,8 @@
 - :mod:`~bot.discord.paint`: ``/paint``, ``/cancel``, ``/queue``, ``/help``;
 - :mod:`~bot.discord.challenges`: ``/challenge``, ``/leaderboard``, the entry buttons;
 - :mod:`~bot.discord.gallery`: ``/gallery``;
+- :mod:`~bot.discord.styles`: ``/style add|remove|list``, the server's style library;
+- :mod:`~bot.discord.message_menu`: the "Paint with Atelier" message command;
 - :mod:`~bot.discord.embeds`: how all of it looks (markup of :mod:`bot.replies`, embeds).
 """
 
@@ -18,12 +20,15 @@ from bot.challenges import Challenges
 from bot.discord.challenges import DiscordChallenges
 from bot.discord.client import AtelierDiscord
 from bot.discord.gallery import PAGE_SIZE, Gallery
+from bot.discord.message_menu import MessageMenu
 from bot.discord.paint import Painting
 from bot.discord.status import RETRY_DELAYS, StatusMessages
+from bot.discord.styles import DiscordStyles
 from bot.pacing import Clock, Sleep
 from bot.sandbox import Sandbox
 from bot.service import PaintService
 from bot.settings import DiscordSettings
+from bot.styles import StyleLibrary
 
 __all__ = ["AtelierDiscord", "build_client"]
 
@@ -40,11 +45,13 @@ def build_client(
     retry_delays: tuple[float, ...] = RETRY_DELAYS,
     page_size: int = PAGE_SIZE,
     sandbox: Sandbox | None = None,
+    styles: StyleLibrary | None = None,
 ) -> AtelierDiscord:
     """The Discord client with every feature, ready for ``await client.start(token)``.
 
     Connects nothing. ``clock`` paces edits, ``wall_clock`` is the unix time members see;
-    ``sandbox`` re-encodes results too big for an upload (see :class:`AtelierDiscord`).
+    ``sandbox`` re-encodes results too big for an upload (see :class:`AtelierDiscord`);
+    ``styles``: the style library (``/style``, ``/paint style:``).
     """
     client = AtelierDiscord(settings, service, sandbox, sleep=sleep)
     entries = DiscordChallenges(client, challenges) if challenges is not None else None
@@ -58,7 +65,10 @@ def build_client(
         edit_interval=edit_interval,
         retry_delays=retry_delays,
     )
-    Painting(client, service, wall_clock=wall_clock)
+    Painting(client, service, wall_clock=wall_clock, library=styles)
+    MessageMenu(client)
     if challenges is not None:
         Gallery(client, challenges, page_size=page_size)
+    if styles is not None:
+        DiscordStyles(client, styles)
     return client

@@ -7,13 +7,13 @@
   ``cancel`` are for organisers; ``/leaderboard``: wins and podiums in the server.
 - The status messages hand a finished challenge painting to :meth:`DiscordChallenges.deliver`
   (their ``deliver_entry``); one finished after its challenge closed is an ordinary painting.
-- When a challenge closes, :meth:`DiscordChallenges.announce` posts the top three in the
-  channel, says so in the thread and locks it. Buttons carry ids only.
+- When a challenge closes, :meth:`DiscordChallenges.announce` posts one podium picture of the
+  top three (place and votes drawn on it) above the text in the channel, says so in the
+  thread and locks it. Buttons carry ids only.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import logging
@@ -29,9 +29,9 @@ from bot.challenges import (
     ChallengeState,
     Entry,
     NoChallenge,
-    NotOrganiser,
     Outcome,
     parse_duration,
+    podium_picture,
 )
 from bot.discord import embeds
 from bot.discord.client import (
@@ -41,7 +41,6 @@ from bot.discord.client import (
     AtelierDiscord,
     ButtonPress,
     Feature,
-    has_role,
 )
 from bot.discord.embeds import MARKDOWN
 from bot.discord.paint import check_attachment, download
@@ -50,6 +49,9 @@ from bot.jobs import Finished, MessageRef
 from bot.options import choose
 
 log = logging.getLogger(__name__)
+
+PODIUM_NAME = "podium.jpg"
+PODIUM_URL = f"attachment://{PODIUM_NAME}"
 
 
 class DiscordChallenges(Feature):
@@ -126,23 +128,10 @@ class DiscordChallenges(Feature):
     # -- organisers ----------------------------------------------------------------------------
 
     def is_organiser(self, interaction: discord.Interaction[Any]) -> bool:
-        """Manage Server, or the configured organiser role (by id; a name as the fallback)."""
-        if not isinstance(interaction.user, discord.Member):
-            return False
-        if interaction.permissions.manage_guild:
-            return True
-        return has_role(interaction, self.client.settings.organiser_role)
+        return self.client.is_organiser(interaction)
 
     def require_organiser(self, interaction: discord.Interaction[Any], action: str) -> None:
-        if self.is_organiser(interaction):
-            return
-        role = (self.client.settings.organiser_role or "").strip()
-        if role:
-            shown = f"<@&{role}>" if role.isdigit() else role
-            who = f"Manage Server or the {shown} role"
-        else:
-            who = "Manage Server"
-        raise NotOrganiser(replies.organisers_only(action, who))
+        self.client.require_organiser(interaction, action)
 
     async def start(
         self,
@@ -343,19 +332,30 @@ class DiscordChallenges(Feature):
     # -- the end -------------------------------------------------------------------------------
 
     async def announce(self, outcome: Outcome) -> None:
-        """Post how a challenge ended in its channel, say so in its thread, lock the thread."""
+        """Post how a challenge ended in its channel (the podium picture above the text), say
+        so in its thread, lock the thread."""
         if not self.client.is_ready():
             await self.client.until_ready()
         challenge = outcome.challenge
         channel = self.client.messageable(int(challenge.chat_id))
-        content, embeds, files = await self._results(outcome)
         extra: dict[str, Any] = {}
         ref = MessageRef.parse(challenge.message_ref)
         if ref is not None:
             extra["reference"] = discord.MessageReference(
                 message_id=ref.message_id, channel_id=ref.chat_id, fail_if_not_exists=False
             )
-        message = await channel.send(content, embeds=embeds, files=files, **extra)
+        text = replies.outcome(outcome, MARKDOWN)
+        picture = await podium_picture(outcome, self.client.sandbox)
+        if picture is None:
+            message = await channel.send(text, **extra)
+        else:
+            # A layout of its own: the picture first, the text (which mentions the winners)
+            # under it, as members read a podium.
+            layout = discord.ui.LayoutView()
+            layout.add_item(discord.ui.MediaGallery(discord.MediaGalleryItem(PODIUM_URL)))
+            layout.add_item(discord.ui.TextDisplay(text))
+            podium = discord.File(io.BytesIO(picture), filename=PODIUM_NAME)
+            message = await channel.send(view=layout, file=podium, **extra)
         if challenge.thread_id is not None:
             thread = self.client.messageable(int(challenge.thread_id))
             try:
@@ -365,27 +365,6 @@ class DiscordChallenges(Feature):
                 )
             except discord.HTTPException as error:
                 log.warning("challenge %d: could not lock its thread: %s", challenge.id, error)
-
-    async def _results(
-        self, outcome: Outcome
-    ) -> tuple[str, list[discord.Embed], list[discord.File]]:
-        content = replies.outcome(outcome, MARKDOWN)
-        places: list[discord.Embed] = []
-        files: list[discord.File] = []
-        for standing in outcome.podium:
-            assert standing.place is not None
-            embed = discord.Embed(
-                title=replies.place(standing, MARKDOWN),
-                description=replies.count(standing.votes, "vote"),
-                colour=embeds.DONE_COLOUR,
-            )
-            image = await asyncio.to_thread(standing.entry.image)  # up to 20 MB: off the loop
-            if image is not None:
-                filename = f"place-{standing.place}.png"
-                embed.set_image(url=f"attachment://{filename}")
-                files.append(discord.File(io.BytesIO(image), filename=filename))
-            places.append(embed)
-        return content, places, files
 
 
 # ----------------------------------------------------------------------------------------------

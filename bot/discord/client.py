@@ -10,7 +10,8 @@ commands and buttons to the client when it is made; other features reach it only
 public here: :meth:`~AtelierDiscord.reply` (answer only the member), :meth:`report_error` (the
 one error reply), :meth:`guard` (the channel is allowed and the bot may post there),
 :meth:`input_limit` / :meth:`upload_limit` (as Discord reports them, never hard-coded),
-:meth:`is_moderator` and :meth:`messageable`. :class:`ButtonPress` is the base of every
+:meth:`is_moderator`, :meth:`is_organiser` / :meth:`require_organiser` (challenges, the style
+library) and :meth:`messageable`. :class:`ButtonPress` is the base of every
 persistent button: a press goes to ``pressed`` and any error to :meth:`report_error`.
 """
 
@@ -26,6 +27,7 @@ import discord
 from discord import app_commands
 
 from bot import replies
+from bot.challenges import NotOrganiser
 from bot.discord.embeds import MARKDOWN
 from bot.errors import NotAllowed
 from bot.pacing import Sleep
@@ -222,6 +224,29 @@ class AtelierDiscord(discord.Client):
         if interaction.permissions.manage_messages:
             return True
         return has_role(interaction, self.settings.moderator_role)
+
+    def is_organiser(self, interaction: discord.Interaction[Any]) -> bool:
+        """Manage Server, or the configured organiser role (by id; a name as the fallback)."""
+        if not isinstance(interaction.user, discord.Member):
+            return False
+        if interaction.permissions.manage_guild:
+            return True
+        return has_role(interaction, self.settings.organiser_role)
+
+    def require_organiser(
+        self, interaction: discord.Interaction[Any], action: str, things: str = "challenges"
+    ) -> None:
+        """Refuse, saying who may, unless the member is an organiser (``action`` ``things``:
+        "start challenges", "add styles")."""
+        if self.is_organiser(interaction):
+            return
+        role = (self.settings.organiser_role or "").strip()
+        if role:
+            shown = f"<@&{role}>" if role.isdigit() else role
+            who = f"Manage Server or the {shown} role"
+        else:
+            who = "Manage Server"
+        raise NotOrganiser(replies.organisers_only(action, who, things))
 
     # -- limits --------------------------------------------------------------------------------
 

@@ -143,7 +143,9 @@ def help_embed() -> discord.Embed:
         "Attach a **photo** and a **painting**; I repaint the photo with the painting's "
         "brushwork and colours (neural style transfer, Gatys et al.).\n\n"
         "**Example**\n"
-        "`/paint photo:` *your photo* `painting:` *a painting* `strength: 7 quality: standard`"
+        "`/paint photo:` *your photo* `painting:` *a painting* `strength: 7 quality: standard`\n"
+        "or, with one of the server's saved styles: `/paint photo:` *your photo* "
+        "`style: starry-night`"
     )
     embed.add_field(
         name="Options",
@@ -158,6 +160,8 @@ def help_embed() -> discord.Embed:
     embed.add_field(
         name="Other commands",
         value=(
+            "/style list: the server's saved styles (organisers: /style add, /style remove)\n"
+            "Paint with Atelier (a message's Apps menu): paint the image in that message\n"
             "/queue: what is painting and who is waiting\n"
             "/cancel: stop your painting\n"
             "/help: this message"

@@ -1,16 +1,21 @@
 """``/paint``, ``/cancel``, ``/queue`` and ``/help`` on Discord.
 
-Flow of ``/paint``: cheap checks (the channel, the bot's permissions, type and size of both
-attachments), the member's slot (the limits: refused here, before anything is fetched),
-acknowledge (an ephemeral "thinking" reply, well inside Discord's 3 seconds), download both
-attachments at once (their URLs expire), submit to the service, then post the status message
-(:class:`~bot.discord.status.StatusMessages`) and tell the member where it is.
+Flow of ``/paint``: cheap checks (the channel, the bot's permissions, type and size of the
+attachments; exactly one of a painting or a saved ``style``, which must exist), the member's
+slot (the limits: refused here, before anything is fetched), acknowledge (an ephemeral
+"thinking" reply, well inside Discord's 3 seconds), download the attachments at once (their
+URLs expire) or read the saved style's painting, submit to the service, then post the status
+message (:class:`~bot.discord.status.StatusMessages`) and tell the member where it is. The
+"Paint with Atelier" message command (:mod:`bot.discord.message_menu`) goes through the same
+:meth:`Painting.paint`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Literal
 
 import discord
@@ -21,11 +26,12 @@ from bot.discord import embeds
 from bot.discord.client import DISCORD_TROUBLE, PLATFORM, AtelierDiscord, Feature
 from bot.discord.embeds import MARKDOWN
 from bot.discord.status import StatusMessages
-from bot.errors import InvalidImage
+from bot.errors import InvalidImage, InvalidOptions
 from bot.jobs import PaintRequest
 from bot.options import NOT_AN_IMAGE, choose, image_kind
 from bot.pacing import Clock
 from bot.service import PaintService
+from bot.styles import NoSuchStyle, StyleLibrary
 from engine.protocol import PaintOptions
 
 
@@ -33,11 +39,18 @@ class Painting(Feature):
     """The painting commands."""
 
     def __init__(
-        self, client: AtelierDiscord, service: PaintService, *, wall_clock: Clock = time.time
+        self,
+        client: AtelierDiscord,
+        service: PaintService,
+        *,
+        wall_clock: Clock = time.time,
+        library: StyleLibrary | None = None,
     ) -> None:
+        """``library``: the saved styles ``style:`` names (none: no saved styles)."""
         self._client = client
         self._service = service
         self._now = wall_clock
+        self.library = library
         client.add_feature(self)
         for command in self._commands():
             client.tree.add_command(command)
@@ -48,7 +61,8 @@ class Painting(Feature):
         @app_commands.command(name="paint", description="Paint your photo in a painting's style")
         @app_commands.describe(
             photo="The photo to paint",
-            painting="The painting whose style to use",
+            painting="The painting whose style to use (or give a saved style)",
+            style="A style saved in this server, instead of a painting (/style list)",
             strength="How much of the painting's style, 1 (a hint) to 10 (all in), default 5",
             quality="draft is fast, high is slow; default standard",
             keep_colors="Keep your photo's colours and take only the brushwork",
@@ -59,7 +73,8 @@ class Painting(Feature):
         async def paint(
             interaction: discord.Interaction,
             photo: discord.Attachment,
-            painting: discord.Attachment,
+            painting: discord.Attachment | None = None,
+            style: str | None = None,
             strength: app_commands.Range[int, 1, 10] | None = None,
             quality: Literal["draft", "standard", "high"] | None = None,
             keep_colors: bool | None = None,
@@ -68,7 +83,13 @@ class Painting(Feature):
             options = choose(
                 strength=strength, quality=quality, keep_colors=keep_colors, brush=brush
             )
-            await feature.paint(interaction, photo, painting, options)
+            await feature.paint(interaction, photo, options, painting=painting, style=style)
+
+        @paint.autocomplete("style")
+        async def styles(
+            interaction: discord.Interaction, current: str
+        ) -> list[app_commands.Choice[str]]:
+            return style_choices(feature.library, interaction, current)
 
         @app_commands.command(name="cancel", description="Stop your painting")
         @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
@@ -94,19 +115,23 @@ class Painting(Feature):
         self,
         interaction: discord.Interaction[Any],
         photo: discord.Attachment,
-        painting: discord.Attachment,
         options: PaintOptions,
+        *,
+        painting: discord.Attachment | None = None,
+        style: str | None = None,
     ) -> None:
+        """Paint ``photo`` with ``painting`` or the saved ``style`` (exactly one of them)."""
         self._client.guard(interaction)
         limit = self._client.input_limit(interaction)
         check_attachment(photo, "photo", limit)
-        check_attachment(painting, "painting", limit)
+        fetch_painting, painting_name = self._painting_source(interaction, painting, style, limit)
         chat_id, user_id = str(interaction.channel_id), str(interaction.user.id)
         # The member's slot before anything is fetched: past a limit, refused here.
         with self._service.reserve(PLATFORM, chat_id, user_id) as slot:
-            await interaction.response.defer(ephemeral=True, thinking=True)
+            if not interaction.response.is_done():
+                await interaction.response.defer(ephemeral=True, thinking=True)
             photo_bytes, painting_bytes = await asyncio.gather(
-                download(photo, "photo"), download(painting, "painting")
+                download(photo, "photo"), fetch_painting()
             )
             job = await self._service.submit(
                 PaintRequest(
@@ -118,12 +143,33 @@ class Painting(Feature):
                     painting=painting_bytes,
                     options=options,
                     photo_name=photo.filename,
-                    painting_name=painting.filename,
+                    painting_name=painting_name,
                 ),
                 reservation=slot,
             )
         status = self._client.feature(StatusMessages)
         await status.announce(interaction, job, replies.IN_THE_QUEUE)
+
+    def _painting_source(
+        self,
+        interaction: discord.Interaction[Any],
+        painting: discord.Attachment | None,
+        style: str | None,
+        limit: int,
+    ) -> tuple[Callable[[], Awaitable[bytes]], str]:
+        """How to get the painting (exactly one of an attachment or a saved style, checked
+        now), and its name as members see it."""
+        if painting is not None and style:
+            raise InvalidOptions(replies.PAINTING_AND_STYLE)
+        if painting is not None:
+            check_attachment(painting, "painting", limit)
+            return partial(download, painting, "painting"), painting.filename
+        if not style:
+            raise InvalidOptions(replies.painting_or_style(STYLE_HOW))
+        if self.library is None or interaction.guild_id is None:
+            raise NoSuchStyle(replies.STYLES_IN_SERVERS)
+        saved = self.library.get(PLATFORM, str(interaction.guild_id), style, MARKDOWN)
+        return partial(self.library.painting, saved, MARKDOWN), saved.name
 
     async def cancel_mine(self, interaction: discord.Interaction[Any]) -> None:
         # This channel's painting only (a member may have one in another channel or a DM).
@@ -154,6 +200,19 @@ def check_attachment(attachment: discord.Attachment, role: str, limit: int) -> N
         raise InvalidImage(
             replies.too_big(role, name, attachment.size, limit, MARKDOWN, tip=replies.SMALLER)
         )
+
+
+STYLE_HOW = "style: and a name from /style list"
+
+
+def style_choices(
+    library: StyleLibrary | None, interaction: discord.Interaction[Any], typed: str
+) -> list[app_commands.Choice[str]]:
+    """The server's saved style names for what the member has typed so far."""
+    if library is None or interaction.guild_id is None:
+        return []
+    names = library.names(PLATFORM, str(interaction.guild_id), typed)
+    return [app_commands.Choice(name=name, value=name) for name in names]
 
 
 async def download(attachment: discord.Attachment, role: str) -> bytes:

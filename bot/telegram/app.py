@@ -74,7 +74,10 @@ HELP: Final = (
     "Photos and files both work (files keep full quality). Options go after /paint, e.g. "
     "/paint strength=7 quality=high keep_colors\n"
     f"({WORDS_HELP}).\n\n"
-    "/queue shows who is waiting, /cancel stops your painting.\n\n"
+    "A saved style instead of a painting: /paint style=starry-night as the caption of your "
+    "photo; /style list shows the chat's styles, /style add saves one (administrators).\n\n"
+    "/queue shows who is waiting, /cancel stops your painting, /gallery shows the chat's "
+    "recent paintings.\n\n"
     "Style challenges in groups: an admin sends the painting captioned "
     "/challenge start 3d Title; members send a photo captioned /challenge enter; "
     "vote with the buttons under the entries; /challenge standings shows how it stands."
@@ -92,6 +95,8 @@ COMMANDS: Final = [
     BotCommand(command="queue", description="Show the paintings in progress"),
     BotCommand(command="cancel", description="Cancel your painting"),
     BotCommand(command="challenge", description="Style challenges: start, enter, standings"),
+    BotCommand(command="style", description="The chat's saved styles: list, add, remove"),
+    BotCommand(command="gallery", description="The chat's recent paintings"),
     BotCommand(command="help", description="How to use the bot"),
 ]
 

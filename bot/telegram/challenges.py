@@ -14,13 +14,15 @@ Commands (in groups; organisers are the group's administrators):
   private message to an administrator who asks, so the group never sees them early),
   ``/challenge end``, ``/challenge cancel``, ``/challenge leaderboard``.
 
-Results (the top three as photos with their vote counts) are posted in the group when the
-challenge closes, also after a restart if the deadline passed while the bot was down.
+The announcement (the painting, captioned) is pinned in the group while the challenge runs, as
+on Discord (the bot needs to be an administrator allowed to pin; without it the challenge runs
+unpinned), and unpinned when it ends. The results (one podium picture of the top three, place
+and votes drawn on it, captioned with the text) are posted in the group when the challenge
+closes, also after a restart if the deadline passed while the bot was down.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from functools import partial
 
@@ -44,11 +46,13 @@ from bot.challenges import (
     NotOrganiser,
     Outcome,
     parse_duration,
+    podium_picture,
 )
 from bot.errors import InvalidImage
 from bot.jobs import Finished, MessageRef
 from bot.options import parse
 from bot.replies import PLAIN, Plain
+from bot.sandbox import Sandbox
 from bot.telegram.app import (
     MESSAGE_LIMIT,
     PLATFORM,
@@ -59,7 +63,7 @@ from bot.telegram.app import (
     member_name,
     replying_to,
 )
-from bot.telegram.status import StatusBoard
+from bot.telegram.status import CAPTION_LIMIT, StatusBoard
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +90,14 @@ class WithdrawButton(CallbackData, prefix="withdraw"):
 class TelegramChallenges(Feature):
     """The /challenge router and the entry buttons on a :class:`TelegramApp`."""
 
-    def __init__(self, app: TelegramApp, challenges: Challenges) -> None:
+    def __init__(
+        self, app: TelegramApp, challenges: Challenges, sandbox: Sandbox | None = None
+    ) -> None:
+        """``sandbox``: where the podium picture is drawn."""
         self.app = app
         self.bot: Bot = app.bot
         self.core = challenges
+        self.sandbox = sandbox or Sandbox()
         self.router = Router(name="challenges")
         self.router.message.register(self._on_command, Command("challenge"))
         self.router.callback_query.register(self._on_vote, VoteButton.filter())
@@ -136,9 +144,7 @@ class TelegramChallenges(Feature):
             message.reply_to_message, role=role, limit=self._limit
         )
         if ref is None:
-            raise InvalidImage(
-                f"I need the {role}: send it with the caption {usage}, or reply to it."
-            )
+            raise InvalidImage(replies.need_image(role, usage))
         return ref
 
     async def _download(self, ref: ImageRef) -> bytes:
@@ -192,6 +198,7 @@ class TelegramChallenges(Feature):
             self.core.discard(challenge.id)
             raise
         self.core.set_message(challenge.id, f"{message.chat.id}/{sent.message_id}")
+        await self._pin(MessageRef(message.chat.id, sent.message_id), pinned=True)
 
     async def _enter(self, message: Message, args: str) -> None:
         challenge = self.core.require_open(PLATFORM, str(message.chat.id))
@@ -315,17 +322,36 @@ class TelegramChallenges(Feature):
     # -- the end -------------------------------------------------------------------------------
 
     async def announce(self, outcome: Outcome) -> None:
+        """The results in the group: the podium picture captioned with the text (the text
+        alone when nobody placed); the challenge's painting is unpinned."""
         chat_id = int(outcome.challenge.chat_id)
         text = replies.outcome(outcome, PLAIN)
-        await self.app.send(chat_id, lambda: self.bot.send_message(chat_id, text))
-        for standing in outcome.podium:
-            image = await asyncio.to_thread(standing.entry.image)  # up to 20 MB: off the loop
-            if image is None or standing.place is None:
-                continue
-            photo = BufferedInputFile(image, f"place-{standing.place}.png")
-            caption = f"{replies.place(standing, PLAIN)}, {replies.count(standing.votes, 'vote')}"
+        picture = await podium_picture(outcome, self.sandbox)
+        if picture is None:
+            await self.app.send(chat_id, lambda: self.bot.send_message(chat_id, text))
+        else:
+            photo = BufferedInputFile(picture, "podium.jpg")
+            caption = replies.fit(text, CAPTION_LIMIT)
             await self.app.send(
                 chat_id, partial(self.bot.send_photo, chat_id, photo, caption=caption)
+            )
+        posted = MessageRef.parse(outcome.challenge.message_ref)
+        if posted is not None:
+            await self._pin(posted, pinned=False)
+
+    async def _pin(self, ref: MessageRef, *, pinned: bool) -> None:
+        """Pin (or unpin) the challenge's announcement; a group that does not let the bot pin
+        keeps the challenge running unpinned."""
+        try:
+            if pinned:
+                await self.bot.pin_chat_message(
+                    ref.chat_id, ref.message_id, disable_notification=True
+                )
+            else:
+                await self.bot.unpin_chat_message(ref.chat_id, message_id=ref.message_id)
+        except TelegramAPIError as error:
+            log.info(
+                "challenge message %s not %s: %s", ref, "pinned" if pinned else "unpinned", error
             )
 
     def _plain(self) -> Plain:

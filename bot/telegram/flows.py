@@ -10,6 +10,9 @@
 Images may come as photos (the largest size is used) or as files. Files are checked before they
 are downloaded (declared size against the Bot API's download limit, image type); the service
 validates the bytes. Options travel in the caption: ``/paint strength=7 quality=high keep_colors``.
+``style=<name>`` names one of the chat's saved styles (:mod:`bot.telegram.styles`) instead of a
+painting: then the one image (captioned, in an album of one, or the message replied to) is the
+photo, and the guided flow asks for the photo only; an image for the painting as well is refused.
 ``/cancel`` stops a guided /paint, or else the member's painting.
 """
 
@@ -24,11 +27,13 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import ForceReply, Message, User
 
 from bot import replies
-from bot.errors import InvalidImage
-from bot.jobs import PaintRequest
-from bot.options import parse
+from bot.errors import InvalidImage, InvalidOptions
+from bot.jobs import PaintRequest, Style
+from bot.options import parse, split_style
 from bot.pacing import Sleep
+from bot.replies import PLAIN
 from bot.service import PaintService
+from bot.styles import NoSuchStyle, StyleLibrary
 from bot.telegram.app import (
     PLATFORM,
     Feature,
@@ -58,7 +63,7 @@ class _Flow:
     options: PaintOptions
     reply_to: int
     photo: ImageRef | None = None
-    painting: ImageRef | None = None
+    painting: ImageRef | Style | None = None  # a saved style is known from the start
     timer: asyncio.Task[None] | None = None
 
     @property
@@ -78,7 +83,9 @@ class PaintRequests(Feature):
         sleep: Sleep = asyncio.sleep,
         album_wait: float = 1.0,
         flow_timeout: float = 300.0,
+        library: StyleLibrary | None = None,
     ) -> None:
+        """``library``: the saved styles ``style=`` names (none: no saved styles)."""
         self._app = app
         self._bot = app.bot
         self._service = service
@@ -86,6 +93,7 @@ class PaintRequests(Feature):
         self._sleep = sleep
         self._album_wait = album_wait
         self._flow_timeout = flow_timeout
+        self._library = library
         self._limit = app.image_limit
         self._albums: dict[str, _Album] = {}
         self._flows: dict[tuple[int, int], _Flow] = {}
@@ -135,10 +143,25 @@ class PaintRequests(Feature):
 
     async def _on_paint(self, message: Message, command: CommandObject) -> None:
         """``/paint`` as a text, as a photo's caption, and/or in reply to the painting."""
-        options = parse(command.args)
+        style_name, words = split_style(command.args)
+        options = parse(words)
+        assert message.from_user is not None
+        if style_name is not None:
+            style = self._style(message.chat.id, style_name)
+            here = image_in(message, role="photo", limit=self._limit)
+            replied = image_in(message.reply_to_message, role="photo", limit=self._limit)
+            if here is not None and replied is not None:
+                raise InvalidOptions(replies.PAINTING_AND_STYLE)
+            photo = here or replied
+            if photo is None:
+                await self._start_flow(message, options, photo=None, painting=style)
+                return
+            await self._paint(
+                message.chat.id, message.from_user, photo, style, options, message.message_id
+            )
+            return
         here = image_in(message, role="photo", limit=self._limit)
         replied = image_in(message.reply_to_message, role="painting", limit=self._limit)
-        assert message.from_user is not None
         if here is not None and replied is not None:
             await self._paint(
                 message.chat.id, message.from_user, here, replied, options, message.message_id
@@ -197,14 +220,20 @@ class PaintRequests(Feature):
             if flow is not None:
                 await self._feed(flow, items)
             return  # an album that is not for us
-        options = parse(command.args)
+        style_name, words = split_style(command.args)
+        options = parse(words)
         roles = ("photo", "painting")
         refs = [
             ref
             for index, item in enumerate(items)
             if (ref := image_in(item, role=roles[min(index, 1)], limit=self._limit)) is not None
         ]
-        if len(refs) == 2:
+        if style_name is not None:
+            style = self._style(anchor.chat.id, style_name)
+            if len(refs) != 1:
+                raise InvalidOptions(replies.PAINTING_AND_STYLE)
+            await self._paint(anchor.chat.id, user, refs[0], style, options, anchor.message_id)
+        elif len(refs) == 2:
             await self._paint(anchor.chat.id, user, refs[0], refs[1], options, anchor.message_id)
         elif len(refs) == 1:  # e.g. a group with privacy mode delivers only the captioned item
             await self._start_flow(anchor, options, photo=refs[0], painting=None)
@@ -219,7 +248,7 @@ class PaintRequests(Feature):
         options: PaintOptions,
         *,
         photo: ImageRef | None,
-        painting: ImageRef | None,
+        painting: ImageRef | Style | None,
     ) -> None:
         assert message.from_user is not None
         # Past a limit the member hears it now, not after sending both images.
@@ -296,15 +325,16 @@ class PaintRequests(Feature):
         chat_id: int,
         user: User,
         photo: ImageRef,
-        painting: ImageRef,
+        painting: ImageRef | Style,
         options: PaintOptions,
         reply_to: int,
     ) -> None:
         """Hold the member's slot (refused at once, before downloading, past a limit),
-        download both images, queue the job and open its status message."""
+        download both images (or read the saved style's painting), queue the job and open its
+        status message."""
         with self._service.reserve(PLATFORM, str(chat_id), str(user.id)) as slot:
             photo_bytes, painting_bytes = await asyncio.gather(
-                self._download(photo), self._download(painting)
+                self._download(photo), self._painting(painting)
             )
             job = await self._service.submit(
                 PaintRequest(
@@ -325,3 +355,15 @@ class PaintRequests(Feature):
 
     async def _download(self, ref: ImageRef) -> bytes:
         return await self._app.download(ref)
+
+    async def _painting(self, painting: ImageRef | Style) -> bytes:
+        if isinstance(painting, ImageRef):
+            return await self._download(painting)
+        assert self._library is not None  # a Style came from it
+        return await self._library.painting(painting)
+
+    def _style(self, chat_id: int, name: str) -> Style:
+        """The chat's saved style ``name``, or a refusal naming the close ones."""
+        if self._library is None:
+            raise NoSuchStyle(replies.no_such_style(name, (), PLAIN))
+        return self._library.get(PLATFORM, str(chat_id), name)

@@ -376,6 +376,20 @@ def test_a_damaged_database_is_one_clear_line(tmp_path: Path) -> None:
     assert TOKEN not in output
 
 
+def test_a_database_from_a_newer_version_is_one_clear_error(tmp_path: Path) -> None:
+    """The style library's tables a later version made are not guessed at."""
+    from bot.__main__ import StartupError
+    from bot.store import Store
+
+    data = tmp_path / "data"
+    store = Store.open(data / "atelier.sqlite3")
+    store.set_meta("schema.styles", "99")
+    store.close()
+    settings = Settings.from_env({"TELEGRAM_TOKEN": TOKEN, "ATELIER_DATA_DIR": str(data)})
+    with pytest.raises(StartupError, match="styles tables from a newer version of Atelier"):
+        build(settings, engine=FakeEngine())
+
+
 async def test_an_engine_that_dies_while_starting_is_one_clear_line(tmp_path: Path) -> None:
     # A torch that kills the engine process as it loads (a broken install, a bad driver).
     broken = tmp_path / "broken"

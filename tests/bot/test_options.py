@@ -127,3 +127,15 @@ def test_files_are_judged_before_downloading(
     content_type: str | None, filename: str, kind: str | None
 ) -> None:
     assert options.image_kind(content_type, filename) == kind
+
+
+def test_a_caption_names_a_saved_style_apart_from_the_options() -> None:
+    from bot.options import split_style
+
+    assert split_style("style=Starry-Night strength=7") == ("Starry-Night", "strength=7")
+    assert split_style("keep_colors") == (None, "keep_colors")
+    assert split_style(None) == (None, "")
+    with pytest.raises(InvalidOptions, match="not several"):
+        split_style("style=a style=b")
+    with pytest.raises(InvalidOptions, match="after style="):
+        split_style("style=")

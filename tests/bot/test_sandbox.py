@@ -218,6 +218,40 @@ async def test_fit_through_a_real_child(children: Children) -> None:
     assert children.started == 2
 
 
+async def test_a_contact_sheet_and_a_podium_through_a_real_child(children: Children) -> None:
+    """Pictures made of several images come back as JPEGs laid out as asked; a bomb among the
+    images is a plain tile (the capped child refuses to decode it), not a failed sheet."""
+    red = encode(Image.new("RGB", (80, 80), (220, 30, 30)), "PNG")
+    blue = encode(Image.new("RGB", (60, 90), (30, 40, 220)), "JPEG")
+    box = Sandbox()
+
+    sheet = await box.sheet([(red, "red"), (blue, "blue"), (b"", "gone")], columns=2, tile=96)
+    podium = await box.podium([(1, red, ("1st", "alice", "2 votes")), (2, blue, ("2nd", "bob"))])
+
+    with Image.open(io.BytesIO(sheet)) as img:
+        assert img.format == "JPEG"
+        gap = 12
+        assert img.width == gap + 2 * (96 + gap)
+        r, g, b = img.convert("RGB").getpixel((gap + 48, gap + 48))
+        assert r > 180 and g < 80 and b < 80  # the first tile is red
+    with Image.open(io.BytesIO(podium)) as img:
+        assert img.format == "JPEG"
+        assert img.width == gap + 2 * (320 + gap)
+    assert children.started == 2
+
+
+async def test_a_decode_bomb_in_a_sheet_is_a_plain_tile(bomb: bytes) -> None:
+    green = encode(Image.new("RGB", (64, 64), (30, 200, 40)), "PNG")
+
+    sheet = await Sandbox(memory_bytes=256 * 2**20).sheet(
+        [(bomb, "bomb"), (green, "fine")], tile=64
+    )
+
+    with Image.open(io.BytesIO(sheet)) as img:
+        pixels = img.convert("RGB")
+        assert pixels.getpixel((12 + 64 + 12 + 32, 12 + 32))[1] > 150  # green, second tile
+
+
 async def test_check_through_a_real_child() -> None:
     data = encode(Image.new("RGB", (90, 60), (1, 2, 3)), "TIFF")
 

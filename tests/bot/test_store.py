@@ -203,3 +203,41 @@ def test_a_transaction_is_all_or_nothing(tmp_path: Path) -> None:
     with store.transaction():
         store.insert_job(sample_job("a"))
     assert store.get_job("a") is not None
+
+
+def test_migrations_run_each_step_once_and_later_steps_on_an_older_database(
+    tmp_path: Path,
+) -> None:
+    import pytest
+
+    from bot.store import StoreUnavailable
+
+    path = tmp_path / "s.sqlite3"
+    first = ["CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT NOT NULL);"]
+    store = Store.open(path)
+    assert store.migrate("things", first) == 1
+    assert store.migrate("things", first) == 0  # already there
+    store.connection.execute("INSERT INTO things (name) VALUES ('kept')")
+    store.close()
+
+    # A later version adds a column (two statements in one step), on the database as it is.
+    later = [*first, "ALTER TABLE things ADD COLUMN size INTEGER;\nUPDATE things SET size = 3;"]
+    store = Store.open(path)
+    assert store.migrate("things", later) == 1
+    assert [tuple(r) for r in store.connection.execute("SELECT name, size FROM things")] == [
+        ("kept", 3)
+    ]
+    assert store.get_meta("schema.things") == "2"
+
+    # A step that fails leaves the database as it was before it, and is tried again next time.
+    broken = [*later, "ALTER TABLE things ADD COLUMN colour TEXT;\nINSERT INTO nowhere VALUES (1);"]
+    with pytest.raises(sqlite3.OperationalError, match="nowhere"):
+        store.migrate("things", broken)
+    columns = [row[1] for row in store.connection.execute("PRAGMA table_info(things)")]
+    assert columns == ["id", "name", "size"] and not store.connection.in_transaction
+    assert store.get_meta("schema.things") == "2"
+
+    # An older version of Atelier on a newer database says so instead of guessing.
+    with pytest.raises(StoreUnavailable, match="newer version"):
+        store.migrate("things", first)
+    store.close()

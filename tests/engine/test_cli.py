@@ -77,6 +77,27 @@ def test_paint_end_to_end(
     assert dict(written.getexif()) == {}
 
 
+def test_a_blend_with_a_timelapse_from_the_command_line(
+    tmp_path: Path, inputs: tuple[Path, Path], vgg_weights_path: Path
+) -> None:
+    photo, painting = inputs
+    second = tmp_path / "second.png"
+    make_painting(80, 48, seed=9).save(second)
+    out, animation = tmp_path / "out.png", tmp_path / "out.webp"
+    result = run_engine(
+        "paint", str(photo), str(painting), "-o", str(out), "--painting2", str(second),
+        "--blend", "30", "--timelapse", str(animation), "--size", "64", "--steps", "4,3",
+        "--seed", "5", "--device", "cpu", "--weights", str(vgg_weights_path), "-q",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (summary,) = result.stdout.strip().splitlines()
+    assert summary.startswith(f"wrote {out} (64x48, 7 steps")
+    assert summary.endswith(f" and {animation} (8 frames, 64x48)")
+    with Image.open(animation) as webp:
+        assert webp.format == "WEBP" and webp.is_animated and webp.size == (64, 48)
+    assert result.stderr == ""
+
+
 def test_bad_image_is_one_line_without_traceback(tmp_path: Path, vgg_weights_path: Path) -> None:
     bad = tmp_path / "photo.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
@@ -123,6 +144,9 @@ def test_missing_weights_file_names_the_fix(
         (["--quality", "ultra"], "invalid choice"),
         (["--steps", "3,x"], "is not a list"),
         (["-o", "out.gif"], "must end in .png"),
+        (["--blend", "30"], "--blend needs --painting2"),
+        (["--painting2", "p2.png", "--blend", "130"], "blend 130 is out of range: use 0 to 100"),
+        (["--timelapse", "t.gif"], "timelapse 't.gif' must end in .webp or .mp4"),
     ],
 )
 def test_bad_options_are_one_line_errors(

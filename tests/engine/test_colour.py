@@ -26,3 +26,19 @@ def test_image_tensor_round_trip_is_exact() -> None:
     assert colour.to_image(x).tobytes() == photo.tobytes()
     # Out-of-range values are clamped, not wrapped.
     assert colour.to_image(x * 0 + 2).getextrema() == ((255, 255),) * 3
+
+
+def test_colour_matching_takes_the_references_mean_and_covariance() -> None:
+    g = torch.Generator().manual_seed(4)
+    photo = 0.3 + 0.2 * torch.rand(1, 3, 20, 30, generator=g)  # dull, narrow
+    mix = torch.tensor([[1.0, 0.2, 0.0], [0.0, 0.8, 0.3], [0.1, 0.0, 0.9]])
+    painting = 0.5 + 0.1 * torch.einsum(
+        "ij,bjhw->bihw", mix, torch.randn(1, 3, 16, 16, generator=g)
+    )
+    out = colour.match_colours(photo, painting)
+    assert out.shape == photo.shape
+    flat_out, flat_ref = out[0].flatten(1).double(), painting[0].flatten(1).double()
+    assert torch.allclose(flat_out.mean(1), flat_ref.mean(1), atol=1e-3)
+    assert torch.allclose(torch.cov(flat_out), torch.cov(flat_ref), atol=2e-4)
+    # A linear map per pixel: the photo's edges are where they were.
+    assert torch.corrcoef(torch.stack([photo.flatten(), out.flatten()]))[0, 1] > 0.5

@@ -31,8 +31,43 @@ def test_explicit_device_wins_and_missing_cuda_is_an_error(monkeypatch: pytest.M
 
 def test_autocast_only_on_cuda() -> None:
     assert device.autocast_dtype(torch.device("cpu"), "auto") is None
+    assert device.autocast_dtype(torch.device("cpu"), "bf16") is None
+    assert device.autocast_dtype(torch.device("mps"), "auto") is None
     assert device.autocast_dtype(torch.device("cuda"), "fp32") is None
     assert device.autocast_dtype(torch.device("cuda"), "fp16") is torch.float16
+
+
+@pytest.mark.parametrize(
+    ("precision", "bf16", "expected"),
+    [
+        ("auto", True, torch.bfloat16),  # Ampere and later
+        ("auto", False, torch.float16),  # older GPUs: fp16 with the loss scale
+        ("bf16", False, torch.bfloat16),  # asked for explicitly
+        ("tf32", True, None),
+        ("fp32", True, None),
+    ],
+)
+def test_auto_precision_is_bf16_where_the_gpu_has_it(
+    precision: str, bf16: bool, expected: torch.dtype | None
+) -> None:
+    cuda = torch.device("cuda")
+    assert device.autocast_dtype(cuda, precision, bf16_supported=bf16) is expected
+
+
+@pytest.fixture
+def cudnn_benchmark() -> Iterator[None]:
+    saved = torch.backends.cudnn.benchmark
+    yield
+    torch.backends.cudnn.benchmark = saved
+
+
+@pytest.mark.usefixtures("cudnn_benchmark")
+def test_cudnn_autotuning_is_on_for_cuda_only() -> None:
+    torch.backends.cudnn.benchmark = False
+    device.tune(torch.device("cpu"))
+    assert torch.backends.cudnn.benchmark is False
+    device.tune(torch.device("cuda"))
+    assert torch.backends.cudnn.benchmark is True
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, None])
@@ -42,11 +77,11 @@ def test_backward_under_fp16_does_not_lose_small_gradients(dtype: torch.dtype | 
     canvas = torch.ones(1, 3, 4, 4, requires_grad=True)
     features = canvas.to(dtype or torch.float32)  # the cast autocast makes at the first conv
     loss = (features.float() * 1e-9).sum()
-    device.backward(loss, canvas, dtype)
-    assert canvas.grad is not None
+    grad = device.gradient(loss, canvas, dtype)
+    assert canvas.grad is None  # returned, not accumulated (a graph owns it)
     expected = torch.full_like(canvas, 1e-9)
     tolerance = 1e-2 if dtype is torch.bfloat16 else 1e-3  # bf16 keeps 8 bits, fp16 11
-    assert torch.allclose(canvas.grad, expected, rtol=tolerance, atol=0)
+    assert torch.allclose(grad, expected, rtol=tolerance, atol=0)
 
 
 @pytest.fixture

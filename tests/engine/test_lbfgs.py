@@ -130,3 +130,102 @@ def test_reads_at_most_two_numbers_a_step_off_the_device(monkeypatch: pytest.Mon
     with host_reads(monkeypatch) as theirs:  # torch's: two per history pair and step, and more
         run_torch(x0.float(), lambda x: f(x.double()).float(), steps, history)
     assert theirs[0] > 10 * steps
+
+
+def batched(
+    problems: list[tuple[Tensor, Callable[[Tensor], Tensor]]],
+) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+    """Several problems as the rows of one batch: the objective is (B,), one value per row."""
+    x0 = torch.cat([x for x, _ in problems])
+
+    def f(x: Tensor) -> Tensor:
+        return torch.stack([fn(x[i : i + 1]) for i, (_, fn) in enumerate(problems)])
+
+    return x0, f
+
+
+def run_batch(x0: Tensor, f: Callable[[Tensor], Tensor], steps: int, history: int) -> Tensor:
+    x = x0.clone().requires_grad_(True)
+
+    def closure() -> Tensor:
+        loss = f(x)
+        loss.sum().backward()
+        return loss
+
+    LBFGS(x, history_size=history, tolerance_grad=0.0, tolerance_change=1e-12).run(closure, steps)
+    return x.detach()
+
+
+def test_the_rows_of_a_batch_are_painted_as_if_alone() -> None:
+    # Three different problems in one batch: each row takes exactly the steps it takes alone
+    # (its own history, step length, curvature test), here through the ring's wrap-around.
+    problems = [problem(seed) for seed in (0, 1, 2)]
+    x0, f = batched(problems)
+    together = run_batch(x0, f, 25, 4)
+    for i, (x, fn) in enumerate(problems):
+        alone = run_ours(x, fn, 25, 4)
+        assert torch.allclose(together[i : i + 1], alone, rtol=1e-9, atol=1e-12)
+
+
+def test_a_converged_row_stops_while_the_others_go_on() -> None:
+    # Row 0: a quadratic with identity Hessian, solved in two moves; row 1 needs many more.
+    x0, hard = problem(3)
+    quadratic = x0.new_zeros(x0.shape)
+
+    def f(x: Tensor) -> Tensor:
+        return torch.stack([(x[0] - 1).pow(2).sum(), hard(x[1:2])])
+
+    x = torch.cat([quadratic, x0]).requires_grad_(True)
+    opt = LBFGS(x, history_size=5, tolerance_grad=1e-9, tolerance_change=1e-12)
+    rows_active = []
+
+    def closure() -> Tensor:
+        loss = f(x)
+        loss.sum().backward()
+        return loss
+
+    opt.begin(*_evaluate(x, closure))
+    for _ in range(12):
+        opt.move()
+        opt.observe(*_evaluate(x, closure))
+        rows_active.append(opt.active.tolist())
+    assert rows_active[-1] == [False, True]
+    assert torch.allclose(x.detach()[0], torch.ones_like(x0[0]), atol=1e-5)
+    assert hard(x.detach()[1:2]) < 0.5 * hard(x0)
+
+
+def _evaluate(x: Tensor, closure: Callable[[], Tensor]) -> tuple[Tensor, Tensor]:
+    x.grad = None
+    loss = closure()
+    assert x.grad is not None
+    return loss.detach(), x.grad
+
+
+def test_an_iteration_reads_nothing_and_keeps_its_tensors_in_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What replaying an iteration as a CUDA graph needs: no host reads (a capture would fail on
+    # one) and every state tensor at the same address (a replay writes to the recorded ones).
+    x0, f = batched([problem(0), problem(1)])
+    x = x0.float().clone().requires_grad_(True)
+
+    def g(v: Tensor) -> Tensor:
+        return f(v.double()).float()
+
+    opt = LBFGS(x, history_size=3)
+    state = [opt.g, opt.d, opt.loss, opt.t, opt.h_diag, opt.history, opt.sy, opt.yy]
+    state += [opt.projected, opt.stamp, opt.count, opt.active]
+    addresses = [t.data_ptr() for t in state]
+    loss = g(x)
+    (grad,) = torch.autograd.grad(loss.sum(), x)
+    opt.begin(loss.detach(), grad)
+    for _ in range(6):  # past the ring's wrap-around
+        opt.move()
+        loss = g(x)
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+        with host_reads(monkeypatch) as reads:
+            opt.observe(loss.detach(), grad)
+            opt.move()
+        assert reads[0] == 0
+    assert [t.data_ptr() for t in state] == addresses
+    assert g(x.detach()).sum() < 0.5 * g(x0.float()).sum()

@@ -15,7 +15,12 @@ def test_settings_from_options_follow_the_presets() -> None:
         s = PaintSettings.from_options(protocol.PaintOptions(quality=quality), kind)
         preset = schedule.PRESETS[(quality, kind)]
         assert (s.long_side, s.steps, s.device_kind) == (preset.long_side, preset.steps, kind)
+        assert (s.optimizer, s.init) == (preset.optimizer, preset.init)
         assert s.preset == preset
+    # The CPU draft is one scale of Adam from the recoloured photo (see schedule.PRESETS).
+    draft = PaintSettings.from_options(protocol.PaintOptions(quality="draft"), "cpu")
+    assert (draft.optimizer, draft.init, len(draft.steps)) == ("adam", "colour", 1)
+    assert (draft.adam_lr, draft.adam_betas) == (0.03, (0.8, 0.99))
     s = PaintSettings.from_options(
         protocol.PaintOptions(strength=7, brush="large", keep_colors=True, seed=3),
         "cpu",

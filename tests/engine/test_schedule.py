@@ -52,3 +52,21 @@ def test_every_quality_has_a_preset_on_every_kind_of_device() -> None:
         (q, k) for q in schedule.QUALITIES for k in schedule.DEVICE_KINDS
     }
     assert schedule.DEFAULT_QUALITY in schedule.QUALITIES
+
+
+def test_size_buckets_round_up_and_halve_towards_the_coarse_scales() -> None:
+    assert schedule.bucket_side(1024, 64) == 1024
+    assert schedule.bucket_side(683, 64) == 704
+    assert [schedule.bucket_quantum(i, 4) for i in range(4)] == [8, 16, 32, 64]
+    assert schedule.bucket_quantum(0, 6) == schedule.MIN_BUCKET_QUANTUM
+
+
+def test_jobs_of_one_quality_and_orientation_share_a_batch_key() -> None:
+    preset = schedule.PRESETS[("standard", "gpu")]
+    key = schedule.batch_key(4000, 3000, preset)  # 1024 x 768 at the finest scale
+    assert schedule.batch_key(1024, 760, preset) == key  # a little narrower: same buckets
+    assert schedule.batch_key(3000, 4000, preset) != key  # portrait
+    assert schedule.batch_key(1024, 512, preset) != key  # 2:1, a bucket of its own
+    assert schedule.batch_key(4000, 3000, schedule.PRESETS[("draft", "gpu")]) != key
+    # Each scale: its steps and its bucket (width, height).
+    assert key[-1] == (preset.steps[-1], 1024, 768)

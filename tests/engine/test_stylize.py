@@ -5,16 +5,18 @@ from __future__ import annotations
 import io
 import itertools
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 import torch
 from PIL import Image
 from torch import Tensor
 
-from engine import protocol, schedule, stylize
+from engine import easel, protocol, schedule, stylize
+from engine.easel import Easel
 from engine.errors import Cancelled, OutOfMemory
 from engine.paint_settings import PaintSettings
-from engine.progress import Progress
+from engine.progress import Progress, StepView
 from engine.schedule import Scale
 from engine.stylize import Stylist
 
@@ -212,13 +214,13 @@ def test_keep_colors_keeps_the_photos_chroma(stylist: Stylist) -> None:
 def test_adam_keeps_the_canvas_in_range(stylist: Stylist, monkeypatch: pytest.MonkeyPatch) -> None:
     # to_image clamps, so look at the canvas itself on its way out (previews at every step).
     extremes: list[tuple[float, float]] = []
-    to_image = stylize.to_image
+    to_image = easel.to_image
 
     def recording(x: Tensor) -> Image.Image:
         extremes.append((x.min().item(), x.max().item()))
         return to_image(x)
 
-    monkeypatch.setattr(stylize, "to_image", recording)
+    monkeypatch.setattr(easel, "to_image", recording)
     settings = FAST.replace(optimizer="adam", adam_lr=0.5, preview_every=1e-9)
     out = stylist.paint(make_photo(), make_painting(), settings, on_progress=lambda p: None)
     assert out.size == (64, 48)
@@ -270,14 +272,15 @@ def paint_running_out_of_memory(
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     tried: list[int] = []
 
-    def paint_plan(photo, painting, settings, plan, tracker, should_stop):  # type: ignore[no-untyped-def]
-        tried.append(max(plan[-1].width, plan[-1].height))
-        tracker.step(0, {"total": torch.tensor(1.0)}, lambda: photo)
+    def paint_pass(easels: list[Easel]) -> None:
+        (job,) = easels
+        tried.append(max(job.plan[-1].width, job.plan[-1].height))
+        job.tracker.step(0, lambda: {"total": 1.0}, lambda: job.photo)
         if len(tried) <= failures:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
-        return photo
+        job.finish(job.photo)
 
-    monkeypatch.setattr(stylist, "_paint_plan", paint_plan)
+    monkeypatch.setattr(stylist, "_paint_pass", paint_pass)
     photo = make_photo(512, 384)
     stylist.paint(photo, make_painting(), FAST.replace(long_side=512), on_progress=seen.append)
     return tried
@@ -300,3 +303,171 @@ def test_cuda_out_of_memory_twice_is_an_error(
     with pytest.raises(OutOfMemory, match="384 px") as info:
         paint_running_out_of_memory(vgg_state, monkeypatch, 2, [])
     assert info.value.code == "out_of_memory"
+
+
+# ----------------------------------------------------------------------------------------------
+# Several paintings in one pass
+
+BATCH = PaintSettings(long_side=128, steps=(6, 5), tv_weight=0.0, preview_every=0.0, seed=0)
+
+
+def batch_commissions(seen: dict[str, list[Progress]]) -> list[stylize.Commission]:
+    """Three jobs that differ in everything a job may: photo and its size (odd sides, portrait),
+    painting, strength, brush, colours, TV, initialisation."""
+    jobs = {
+        "a": (make_photo(128, 96), make_painting(), BATCH),
+        "b": (
+            make_photo(96, 128),
+            make_painting(seed=9),
+            BATCH.replace(keep_colors=True, strength=7, style_weight=1.2e6, tv_weight=0.5),
+        ),
+        "c": (make_photo(131, 101), make_painting(), BATCH.replace(brush="large", init="noise")),
+    }
+    return [
+        stylize.Commission(photo, painting, settings, on_progress=seen.setdefault(k, []).append)
+        for k, (photo, painting, settings) in jobs.items()
+    ]
+
+
+def mean_abs_difference(a: Image.Image, b: Image.Image) -> float:
+    pa, pb = a.tobytes(), b.tobytes()
+    return sum(abs(x - y) for x, y in zip(pa, pb, strict=True)) / len(pa)
+
+
+@pytest.fixture(scope="module")
+def painted_alone(stylist: Stylist) -> dict[str, tuple[Image.Image, float]]:
+    """Each batch job painted on its own: the picture and its final objective."""
+    out = {}
+    for key, commission in zip("abc", batch_commissions({}), strict=True):
+        seen: list[Progress] = []
+        image = stylist.paint(
+            commission.photo, commission.painting, commission.settings, on_progress=seen.append
+        )
+        out[key] = (image, seen[-1].losses["total"])
+    return out
+
+
+def test_a_batched_painting_matches_the_same_job_painted_alone(
+    stylist: Stylist, painted_alone: dict[str, tuple[Image.Image, float]]
+) -> None:
+    seen: dict[str, list[Progress]] = {}
+    outcomes = stylist.paint_batch(batch_commissions(seen))
+    for key, outcome in zip("abc", outcomes, strict=True):
+        alone, objective = painted_alone[key]
+        assert isinstance(outcome, Image.Image)
+        assert outcome.size == alone.size
+        assert seen[key][-1].losses["total"] == pytest.approx(objective, rel=0.02)
+        # Out of 255. Float noise alone moves these 11 steps by about 1: the same job painted in
+        # channels-last layout (the same maths summed in another order) differs by 0.9 to 1.3.
+        assert mean_abs_difference(outcome, alone) < 3.0
+        # Its own progress: every step, its own totals, to 100 %.
+        assert [p.step for p in seen[key]] == list(range(1, 12))
+        assert seen[key][-1].percent == 100.0
+    # keep_colors kept its own chroma in the batch too.
+    assert chroma_distance(outcomes[1], make_photo(96, 128)) < 10
+    # One pass: both scales painted as a batch of three, padded to the largest canvas.
+    shapes = {(s.batch, s.height, s.width) for s in stylist.workspaces.shapes()}
+    assert {(3, 64, 64), (3, 128, 128)} <= shapes
+
+
+def test_cancelling_one_job_of_a_batch_leaves_the_others_running(
+    stylist: Stylist, painted_alone: dict[str, tuple[Image.Image, float]]
+) -> None:
+    seen: dict[str, list[Progress]] = {}
+    finished: list[str] = []
+    commissions = batch_commissions(seen)
+    should_stop, _ = stop_after(3)
+    commissions = [
+        replace(c, on_outcome=lambda o, k=k: finished.append(k))
+        for k, c in zip("abc", commissions, strict=True)
+    ]
+    commissions[1] = replace(commissions[1], should_stop=should_stop)
+    outcomes = stylist.paint_batch(commissions)
+    assert isinstance(outcomes[1], Cancelled)
+    assert [p.step for p in seen["b"]] == [1, 2, 3]
+    assert finished == ["b", "a", "c"]  # the cancel is reported at once, not at the end
+    for key in "ac":
+        image = outcomes["abc".index(key)]
+        assert isinstance(image, Image.Image)
+        assert seen[key][-1].losses["total"] == pytest.approx(painted_alone[key][1], rel=0.02)
+        assert mean_abs_difference(image, painted_alone[key][0]) < 3.0
+
+
+def test_an_odd_sized_job_padded_into_a_bucket_paints_as_unpadded(
+    vgg_state: dict[str, Tensor],
+) -> None:
+    # A 101x77 photo: 128x128 and 64x64 buckets (the GPU's way), against its exact size.
+    padded = Stylist(weights=vgg_state, device="cpu", bucket_quantum=64)
+    exact = Stylist(weights=vgg_state, device="cpu")
+    photo, painting = make_photo(101, 77), make_painting()
+    runs = []
+    for stylist in (padded, exact):
+        seen: list[Progress] = []
+        image = stylist.paint(photo, painting, BATCH, on_progress=seen.append)
+        runs.append((image, seen[-1].losses["total"]))
+    (shape,) = [s for s in padded.workspaces.shapes() if s.width == 128]
+    assert (shape.height, shape.width, shape.masked) == (128, 128, True)
+    assert runs[0][0].size == runs[1][0].size == (101, 77)
+    assert runs[0][1] == pytest.approx(runs[1][1], rel=0.02)
+    assert mean_abs_difference(runs[0][0], runs[1][0]) < 3.0
+
+
+def test_jobs_that_cannot_share_a_pass_are_painted_one_after_another(stylist: Stylist) -> None:
+    other = BATCH.replace(steps=(4, 3))  # other steps: another pass
+    commissions = [
+        stylize.Commission(make_photo(), make_painting(), BATCH),
+        stylize.Commission(make_photo(), make_painting(), other),
+        stylize.Commission(make_photo(), make_painting(), BATCH.replace(seed=5)),
+    ]
+    assert stylist.batch_key((64, 48), BATCH) != stylist.batch_key((64, 48), other)
+    varied = BATCH.replace(strength=9, keep_colors=True, brush="small", seed=3)
+    assert stylist.batch_key((64, 48), BATCH) == stylist.batch_key((48, 64), varied)
+    outcomes = stylist.paint_batch(commissions)
+    assert all(isinstance(o, Image.Image) for o in outcomes)
+
+
+def test_a_job_with_bad_settings_fails_alone(stylist: Stylist) -> None:
+    broken = BATCH.replace(steps=(5, 5))
+    object.__setattr__(broken, "long_side", 99999)  # past validation, as a stale object could be
+    outcomes = stylist.paint_batch(
+        [
+            stylize.Commission(make_photo(), make_painting(), broken),
+            stylize.Commission(make_photo(), make_painting(), BATCH),
+        ]
+    )
+    assert isinstance(outcomes[0], protocol.OptionError)
+    assert isinstance(outcomes[1], Image.Image)
+
+
+def test_channels_last_on_cpu_paints_the_same(vgg_state: dict[str, Tensor]) -> None:
+    # The layout cuDNN wants on a GPU; on CPU it must give the same painting (up to float noise).
+    nhwc = Stylist(weights=vgg_state, device="cpu", channels_last=True)
+    plain = Stylist(weights=vgg_state, device="cpu", channels_last=False)
+    assert nhwc.channels_last and not plain.channels_last
+    totals = []
+    for stylist in (nhwc, plain):
+        seen: list[Progress] = []
+        stylist.paint(
+            make_photo(), make_painting(), FAST.replace(steps=(8,)), on_progress=seen.append
+        )
+        totals.append(seen[-1].losses["total"])
+    assert totals[0] == pytest.approx(totals[1], rel=0.02)
+
+
+def test_a_per_step_hook_sees_every_step_and_changes_nothing(stylist: Stylist) -> None:
+    # The seam for keeping frames (a timelapse): called after every iteration, outside the
+    # optimisation's maths; rendering the canvas there leaves the painting as it was.
+    settings = BATCH.replace(steps=(3, 2))
+    views: list[tuple[int, int, tuple[int, int]]] = []
+
+    def hook(view: StepView) -> None:
+        frame = view.render()
+        views.append((view.scale, view.step, frame.size))
+        assert frame.size == (view.width, view.height)
+
+    photo, painting = make_photo(128, 96), make_painting()
+    (hooked,) = stylist.paint_batch([stylize.Commission(photo, painting, settings, on_step=hook)])
+    plain = stylist.paint(photo, painting, settings)
+    assert [(s, n) for s, n, _ in views] == [(0, 1), (0, 2), (0, 3), (1, 4), (1, 5)]
+    assert {size for _, _, size in views} == {(64, 48), (128, 96)}
+    assert isinstance(hooked, Image.Image) and hooked.tobytes() == plain.tobytes()

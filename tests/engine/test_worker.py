@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from engine import protocol, schedule, worker
 
@@ -195,6 +197,67 @@ def test_an_unexpected_failure_is_logged_and_answered_politely(
     assert record.exc_info is not None and record.exc_info[0] is FileNotFoundError
 
 
+def test_a_batch_is_reported_per_job_and_a_cancel_ends_only_its_own(
+    job: protocol.PaintJob, vgg_weights_path: Path, tmp_path: Path
+) -> None:
+    other_photo = tmp_path / "other.png"
+    make_photo(48, 64).save(other_photo)
+    second = replace(
+        job,
+        job_id="j2",
+        photo_path=str(other_photo),
+        result_path=str(tmp_path / "r2.png"),
+        options=protocol.PaintOptions(quality="draft", strength=8, keep_colors=True),
+    )
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"not an image")
+    broken = replace(job, job_id="j3", photo_path=str(garbage))
+    ended: set[str] = set()
+
+    def cancel_j2_then_stop(c: FakeConnection, message: object) -> None:
+        if isinstance(message, protocol.JobProgress) and (message.job_id, message.step) == (
+            "j2",
+            2,
+        ):
+            c.incoming.put(protocol.CancelJob("j2"))
+        if isinstance(message, protocol.JobDone | protocol.JobFailed | protocol.JobCancelled):
+            ended.add(message.job_id)
+            if ended == {"j1", "j2", "j3"}:
+                c.incoming.put(protocol.Shutdown())
+
+    conn = FakeConnection(on_send=cancel_j2_then_stop)
+    conn.incoming.put(protocol.PaintBatch((job, second, broken)))
+    run_worker(conn, vgg_weights_path)
+    (ready,) = conn.of_type(protocol.EngineReady)
+    assert isinstance(ready, protocol.EngineReady)
+    assert (ready.kind, ready.max_batch) == ("cpu", 1) and ready.seconds > 0
+    assert [m.job_id for m in conn.of_type(protocol.JobStarted)] == ["j1", "j2"]
+    (failed,) = conn.of_type(protocol.JobFailed)
+    assert isinstance(failed, protocol.JobFailed)
+    assert (failed.job_id, failed.code) == ("j3", "bad_image")
+    assert [m.job_id for m in conn.of_type(protocol.JobCancelled)] == ["j2"]
+    (done,) = conn.of_type(protocol.JobDone)
+    assert isinstance(done, protocol.JobDone) and done.job_id == "j1"
+    assert Path(done.result_path).is_file() and not Path(second.result_path).exists()
+    progress = [
+        m for m in conn.of_type(protocol.JobProgress) if isinstance(m, protocol.JobProgress)
+    ]
+    steps = {k: [p.step for p in progress if p.job_id == k] for k in ("j1", "j2")}
+    assert steps["j1"] == list(range(1, 21))  # the whole draft preset, 12 + 8 steps
+    assert len(steps["j2"]) < 5  # stopped within an iteration or so of its cancel
+    # The cancel was reported while j1 was still painting, not when the batch ended.
+    order = [m.job_id for m in conn.sent if isinstance(m, protocol.JobCancelled | protocol.JobDone)]
+    assert order == ["j2", "j1"]
+
+
+def test_an_empty_batch_is_skipped(vgg_weights_path: Path) -> None:
+    conn = FakeConnection()
+    conn.incoming.put(protocol.PaintBatch(()))
+    conn.incoming.put(protocol.Shutdown())
+    run_worker(conn, vgg_weights_path)
+    assert [type(m) for m in conn.sent] == [protocol.EngineReady]
+
+
 def test_a_result_that_cannot_be_written_leaves_no_partial_file(tmp_path: Path) -> None:
     # A real short write: the child may not write files over 2 KB (as on a full disk).
     script = (
@@ -219,3 +282,123 @@ def test_a_result_that_cannot_be_written_leaves_no_partial_file(tmp_path: Path) 
     )
     assert "refused" in done.stdout, done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# Blends, timelapses and pinned styles
+
+
+def test_a_blended_job_with_a_timelapse_gets_both_animations_beside_its_result(
+    job: protocol.PaintJob, vgg_weights_path: Path, tmp_path: Path
+) -> None:
+    second = tmp_path / "painting2.png"
+    make_painting(80, 48, seed=9).save(second)
+    blended = replace(
+        job,
+        painting2_path=str(second),
+        options=replace(job.options, blend=30),
+        timelapse=True,
+    )
+    plain = replace(job, job_id="j2", result_path=str(tmp_path / "plain.png"))
+    conn = FakeConnection(on_send=stop_after_outcomes(2))
+    conn.incoming.put(blended)
+    conn.incoming.put(plain)
+    run_worker(conn, vgg_weights_path)
+    done = {m.job_id: m for m in conn.of_type(protocol.JobDone) if isinstance(m, protocol.JobDone)}
+    paths = protocol.timelapse_paths(job.result_path)
+    assert paths.webp == str(tmp_path / "result.timelapse.webp")
+    assert (done["j1"].timelapse_webp, done["j1"].timelapse_mp4) == (paths.webp, paths.mp4)
+    with Image.open(paths.webp) as webp:
+        assert webp.is_animated
+        assert webp.size == (done["j1"].width, done["j1"].height)
+        # The photo and the draft's 20 steps, 0.1 s each, the last held for 1 s (the encoder
+        # merges frames that did not change into one of their summed duration).
+        assert animation_seconds(webp) == pytest.approx(20 * 0.1 + 1.0)
+    assert Path(paths.mp4).read_bytes()[4:8] == b"ftyp"
+    for path in (paths.webp, paths.mp4, job.result_path):
+        assert Path(path).stat().st_mode & 0o777 == 0o600
+    # The blend painted something else than the first painting alone (job j2, no timelapse).
+    assert (done["j2"].timelapse_webp, done["j2"].timelapse_mp4) == (None, None)
+    assert not Path(protocol.timelapse_paths(plain.result_path).webp).exists()
+    with Image.open(job.result_path) as a, Image.open(plain.result_path) as b:
+        assert a.tobytes() != b.tobytes()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def animation_seconds(webp: Image.Image) -> float:
+    total = 0
+    for index in range(getattr(webp, "n_frames", 1)):
+        webp.seek(index)
+        webp.load()
+        total += webp.info["duration"]
+    return total / 1000
+
+
+def stop_after_outcomes(count: int) -> Callable[[FakeConnection, object], None]:
+    ended: list[object] = []
+
+    def on_send(c: FakeConnection, message: object) -> None:
+        if isinstance(message, protocol.JobDone | protocol.JobFailed | protocol.JobCancelled):
+            ended.append(message)
+            if len(ended) == count:
+                c.incoming.put(protocol.Shutdown())
+
+    return on_send
+
+
+def test_a_timelapse_that_cannot_be_made_still_delivers_the_painting(
+    job: protocol.PaintJob,
+    vgg_weights_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from engine import animation
+
+    def broken(frames: object, fmt: str) -> bytes:
+        if fmt == "mp4":
+            raise RuntimeError("no encoder")
+        return b"RIFF-webp"
+
+    monkeypatch.setattr(animation, "encode", broken)
+    conn = FakeConnection(on_send=stop_after_outcome)
+    conn.incoming.put(replace(job, timelapse=True))
+    run_worker(conn, vgg_weights_path)
+    (done,) = conn.of_type(protocol.JobDone)
+    assert isinstance(done, protocol.JobDone) and Path(done.result_path).is_file()
+    paths = protocol.timelapse_paths(job.result_path)
+    assert (done.timelapse_webp, done.timelapse_mp4) == (paths.webp, None)
+    assert not Path(paths.mp4).exists()
+    assert "the timelapse could not be made" in caplog.text
+
+
+def test_an_unreadable_second_painting_fails_the_job_with_its_name(
+    job: protocol.PaintJob, vgg_weights_path: Path, tmp_path: Path
+) -> None:
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"not an image")
+    conn = FakeConnection(on_send=stop_after_outcome)
+    conn.incoming.put(replace(job, painting2_path=str(garbage)))
+    run_worker(conn, vgg_weights_path)
+    (failed,) = conn.of_type(protocol.JobFailed)
+    assert isinstance(failed, protocol.JobFailed)
+    assert failed.code == "bad_image"
+    assert failed.message.startswith("The second painting is not an image I can read.")
+
+
+def test_pins_are_taken_quietly_between_jobs(
+    job: protocol.PaintJob, vgg_weights_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="engine")
+    conn = FakeConnection(on_send=stop_after_outcome)
+    conn.incoming.put(protocol.PinStyle(job.painting_path, quality="draft"))
+    conn.incoming.put(protocol.PinStyle(str(tmp_path / "gone.png")))
+    conn.incoming.put(protocol.UnpinStyle(str(tmp_path / "never-pinned.png")))
+    conn.incoming.put(job)
+    run_worker(conn, vgg_weights_path)
+    assert [type(m) for m in conn.sent if not isinstance(m, protocol.JobProgress)] == [
+        protocol.EngineReady,
+        protocol.JobStarted,
+        protocol.JobDone,
+    ]
+    assert f"style {job.painting_path} pinned" in caplog.text
+    assert f"style {tmp_path / 'gone.png'} not pinned" in caplog.text

@@ -16,7 +16,15 @@ from bot.discord import AtelierDiscord
 from bot.service import PaintService
 from bot.settings import DiscordSettings, Limits
 from bot.store import Store
-from tests.bot.discord.sim import DiscordSim, EventLog, discord_settings, make_bot, make_core
+from bot.styles import StyleLibrary
+from tests.bot.discord.sim import (
+    DiscordSim,
+    EventLog,
+    discord_settings,
+    make_bot,
+    make_core,
+    make_styles,
+)
 from tests.fakes import FakeEngine, FakeTime
 
 
@@ -41,10 +49,20 @@ def event_log() -> EventLog:
 
 
 @pytest.fixture
+def styles(store: Store, service: PaintService, data_dir: Path, clock: FakeTime) -> StyleLibrary:
+    return make_styles(store, service, data_dir, clock)
+
+
+@pytest.fixture
 async def core(
-    store: Store, service: PaintService, data_dir: Path, limits: Limits, clock: FakeTime
+    store: Store,
+    service: PaintService,
+    data_dir: Path,
+    limits: Limits,
+    clock: FakeTime,
+    styles: StyleLibrary,
 ) -> AsyncIterator[Challenges]:
-    core = make_core(store, service, data_dir, limits, clock)
+    core = make_core(store, service, data_dir, limits, clock, styles)
     yield core
     await core.close()
 
@@ -56,9 +74,10 @@ async def simcord_bot(
     core: Challenges,
     clock: FakeTime,
     event_log: EventLog,
+    styles: StyleLibrary,
 ) -> AtelierDiscord:
     """The bot simcord runs (the name its pytest plugin asks for)."""
-    bot = make_bot(discord_config, service, core, clock)
+    bot = make_bot(discord_config, service, core, clock, styles)
     service.add_listener(event_log)
     await core.start()
     return bot
@@ -77,6 +96,7 @@ async def sim(
     limits: Limits,
     discord_config: DiscordSettings,
     event_log: EventLog,
+    styles: StyleLibrary,
 ) -> AsyncIterator[DiscordSim]:
     world = DiscordSim(
         env=simcord_env,
@@ -90,6 +110,7 @@ async def sim(
         limits=limits,
         settings=discord_config,
         events=event_log,
+        styles=styles,
     )
     yield world
     await world.core.close()

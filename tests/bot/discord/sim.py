@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import discord
+import pytest
 import simcord
 
 from bot.challenges import Challenges
@@ -27,6 +28,7 @@ from bot.jobs import Failed, Finished, Job, JobEvent
 from bot.service import PaintService
 from bot.settings import DiscordSettings, Limits, Secret
 from bot.store import Store
+from bot.styles import StyleLibrary
 from tests.fakes import FakeEngine, FakeTime, jpeg_bytes, png_bytes
 
 EDIT_INTERVAL = 4.0
@@ -70,6 +72,7 @@ class DiscordSim:
     limits: Limits
     settings: DiscordSettings
     events: EventLog
+    styles: StyleLibrary
     services: list[PaintService] = field(default_factory=list)
 
     async def settle(self) -> None:
@@ -120,8 +123,11 @@ class DiscordSim:
             clock=self.time,
         )
         self.services.append(self.service)
-        self.core = make_core(self.store, self.service, self.data_dir, self.limits, self.time)
-        self.bot = make_bot(self.settings, self.service, self.core, self.time)
+        self.styles = make_styles(self.store, self.service, self.data_dir, self.time)
+        self.core = make_core(
+            self.store, self.service, self.data_dir, self.limits, self.time, self.styles
+        )
+        self.bot = make_bot(self.settings, self.service, self.core, self.time, self.styles)
         self.service.add_listener(self.events)
         await self.service.start()
         await self.core.start()
@@ -135,8 +141,19 @@ class DiscordSim:
         ]
 
 
+def make_styles(
+    store: Store, service: PaintService, data_dir: Path, time: FakeTime
+) -> StyleLibrary:
+    return StyleLibrary(store=store, data_dir=data_dir, check=service.check_image, clock=time)
+
+
 def make_core(
-    store: Store, service: PaintService, data_dir: Path, limits: Limits, time: FakeTime
+    store: Store,
+    service: PaintService,
+    data_dir: Path,
+    limits: Limits,
+    time: FakeTime,
+    styles: StyleLibrary,
 ) -> Challenges:
     return Challenges(
         store=store,
@@ -145,11 +162,16 @@ def make_core(
         limits=limits,
         clock=time,
         sleep=time.sleep,
+        on_ended=styles.keep,
     )
 
 
 def make_bot(
-    settings: DiscordSettings, service: PaintService, core: Challenges, time: FakeTime
+    settings: DiscordSettings,
+    service: PaintService,
+    core: Challenges,
+    time: FakeTime,
+    styles: StyleLibrary,
 ) -> AtelierDiscord:
     return build_client(
         settings,
@@ -161,6 +183,7 @@ def make_bot(
         sleep=time.sleep,
         retry_delays=RETRY_DELAYS,
         page_size=PAGE_SIZE,
+        styles=styles,
     )
 
 
@@ -179,6 +202,17 @@ def bot_messages(channel: simcord.ChannelHandle) -> list[discord.Message]:
     return [
         m for m in channel.history() if m.author.bot and not m.flags.ephemeral and not m.is_system()
     ]
+
+
+def shown_text(message: discord.Message) -> str:
+    """What a message says: its content, or the text blocks of its layout (components v2)."""
+    blocks = [c.content for c in message.components if isinstance(c, discord.TextDisplay)]
+    return "\n".join([message.content, *blocks]).strip()
+
+
+def layout_order(message: discord.Message) -> list[str]:
+    """The kinds of the top-level blocks of a layout message, in order."""
+    return [type(c).__name__ for c in message.components]
 
 
 def private(result: simcord.InteractionResult) -> str:
@@ -217,6 +251,20 @@ def edits_of(sim: DiscordSim, message: discord.Message) -> list[Any]:
 def channel_message(channel: simcord.ChannelHandle, message_id: int) -> discord.Message:
     [message] = [m for m in channel.history() if m.id == message_id]
     return message
+
+
+def count_fetches(sim: DiscordSim, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The attachment URLs the bot fetches from Discord's CDN from now on."""
+    fetched: list[str] = []
+    cdn = sim.env.backend.cdn
+    stored = cdn.get
+
+    def get(url: str) -> bytes | None:
+        fetched.append(url)
+        return stored(url)
+
+    monkeypatch.setattr(cdn, "get", get)
+    return fetched
 
 
 def member(sim: DiscordSim, guild: simcord.GuildHandle, name: str) -> simcord.MemberActor:

@@ -20,7 +20,16 @@ from bot import errors
 from bot.challenges import BadDuration, ChallengeExists, ChallengeState, EntryLimit, NotOrganiser
 from bot.jobs import Finished, Job
 from bot.settings import Limits
-from tests.bot.discord.sim import DiscordSim, bot_messages, member, paint, private, refused
+from tests.bot.discord.sim import (
+    DiscordSim,
+    bot_messages,
+    layout_order,
+    member,
+    paint,
+    private,
+    refused,
+    shown_text,
+)
 from tests.fakes import jpeg_bytes, png_bytes
 
 DAY = 24 * 3600
@@ -180,20 +189,29 @@ async def test_a_challenge_from_start_to_leaderboard(
     assert extra.id not in [m.id for m in thread.history()]
     assert [s.votes for s in sim.core.standings(challenge.id)] == [1, 1]
 
-    # The deadline passes: results with the top images and counts, voting locked.
+    # The deadline passes: one podium picture above the results' text, voting locked.
     await sim.advance(3 * DAY)
     assert sim.core.get(challenge.id).state is ChallengeState.CLOSED
     results = bot_messages(channel)[-1]
-    assert results.content.startswith("🏆 The challenge **Starry photos** has ended")
-    assert "2 entries, 2 voters" in results.content  # dave's vote went with the withdrawn entry
+    text = shown_text(results)
+    assert text.startswith("🏆 The challenge **Starry photos** has ended")
+    assert "2 entries, 2 voters" in text  # dave's vote went with the withdrawn entry
     # One vote each: the earlier entry (alice's) wins, and the announcement says why.
-    assert f"🥇 {alice.mention} (1 vote) · 🥈 {bob.mention} (1 vote)" in results.content
-    assert "Ties on votes went to the earlier entry." in results.content
-    assert [e.title for e in results.embeds] == ["🥇 1st: alice", "🥈 2nd: bob"]
-    assert [a.filename for a in results.attachments] == ["place-1.png", "place-2.png"]
-    image = Image.open(io.BytesIO(await results.attachments[0].read()))
-    assert image.size == (64, 48)
+    assert f"🥇 {alice.mention} (1 vote) · 🥈 {bob.mention} (1 vote)" in text
+    assert "Ties on votes went to the earlier entry." in text
+    assert layout_order(results) == ["MediaGalleryComponent", "TextDisplay"]  # picture on top
+    [podium] = results.attachments
+    assert podium.filename == "podium.jpg"
+    image = Image.open(io.BytesIO(await podium.read())).convert("RGB")
+    gap, tile = 12, 320
+    assert image.width == gap + 2 * (tile + gap)  # two places: bob's 2nd left, alice's 1st
+    # The entries' paintings stand on the blocks (the fake engine paints them (90, 140, 60)).
+    red, green, blue = image.getpixel((gap + tile + gap + tile // 2, gap + tile // 2))
+    assert abs(red - 90) < 20 and abs(green - 140) < 20 and abs(blue - 60) < 20
     assert "voting is closed" in bot_messages(thread)[-1].content
+    # The challenge's painting joins the server's style library, named after its title.
+    kept = sim.styles.get("discord", str(channel.guild.id), "starry-photos")
+    assert Path(kept.painting_path).read_bytes() == PAINTING[1]
     late = await dave.click(alice_entry, label="Vote")
     await sim.settle()
     assert private(late) == "Voting has closed."
@@ -224,15 +242,15 @@ async def test_deadline_passing_while_the_bot_is_stopped(
     # Stopped across the deadline: closed and announced when the bot starts again.
     await sim.restart(stopped_for=2 * DAY)
     results = bot_messages(channel)[-1]
-    assert f"🥇 {alice.mention} (1 vote)" in results.content
-    assert "Ties" not in results.content
+    assert f"🥇 {alice.mention} (1 vote)" in shown_text(results)
+    assert "Ties" not in shown_text(results)
     [challenge] = [c for c in [sim.core.latest_in("discord", str(channel.id))] if c]
     assert challenge.state is ChallengeState.CLOSED and challenge.announced
     assert sim.core.open_in("discord", str(channel.id)) is None
 
     # Announced once: not twice at the catch-up, nor again at a further restart.
     def announcements() -> int:
-        return sum("has ended" in m.content for m in bot_messages(channel))
+        return sum("has ended" in shown_text(m) for m in bot_messages(channel))
 
     assert announcements() == 1
     await sim.restart()
@@ -266,7 +284,7 @@ async def test_organisers_end_early_or_cancel(
     ended = await olga.slash(thread, "challenge end")
     await sim.settle()
     assert "Ended the challenge" in private(ended)
-    assert f"🥇 {alice.mention} (1 vote)" in bot_messages(channel)[-1].content
+    assert f"🥇 {alice.mention} (1 vote)" in shown_text(bot_messages(channel)[-1])
 
     other = guild.create_text_channel("weekly")
     await start(sim, olga, other, title="Cancelled one")

@@ -21,6 +21,7 @@ from tests.bot.discord.sim import (
     DiscordSim,
     bot_messages,
     channel_message,
+    count_fetches,
     edits_of,
     images,
     paint,
@@ -245,20 +246,6 @@ async def test_help_has_an_example(
     assert result.ephemeral
     assert result.response is not None
     assert "/paint photo:" in (result.response.embeds[0].description or "")
-
-
-def count_fetches(sim: DiscordSim, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The attachment URLs the bot fetches from Discord's CDN from now on."""
-    fetched: list[str] = []
-    cdn = sim.env.backend.cdn
-    stored = cdn.get
-
-    def get(url: str) -> bytes | None:
-        fetched.append(url)
-        return stored(url)
-
-    monkeypatch.setattr(cdn, "get", get)
-    return fetched
 
 
 async def test_past_a_limit_nothing_is_fetched(

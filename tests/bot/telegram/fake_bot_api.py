@@ -113,6 +113,7 @@ class FakeBotAPI:
     downloads: list[str] = field(default_factory=list)  # file paths fetched
     messages: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     admins: dict[int, set[int]] = field(default_factory=dict)  # chat id -> user ids
+    pinned: dict[int, list[int]] = field(default_factory=dict)  # chat id -> message ids
 
     def __post_init__(self) -> None:
         self.bot_id = int(self.token.split(":", 1)[0])
@@ -658,6 +659,29 @@ class FakeBotAPI:
         if self.messages.pop(key, None) is None:
             raise ApiError("Bad Request: message to delete not found")
         return True
+
+    async def _do_pinChatMessage(self, call: Call) -> Any:
+        chat_id, message_id = self._pin_target(call)
+        pins = self.pinned.setdefault(chat_id, [])
+        if message_id not in pins:
+            pins.append(message_id)
+        return True
+
+    async def _do_unpinChatMessage(self, call: Call) -> Any:
+        chat_id, message_id = self._pin_target(call)
+        pins = self.pinned.get(chat_id, [])
+        if message_id in pins:
+            pins.remove(message_id)
+        return True
+
+    def _pin_target(self, call: Call) -> tuple[int, int]:
+        """In a group only an administrator bot may pin (Telegram's own refusal otherwise)."""
+        chat_id, message_id = int(call.params["chat_id"]), int(call.params["message_id"])
+        if chat_id < 0 and self.bot_id not in self.admins.get(chat_id, set()):
+            raise ApiError("Bad Request: not enough rights to manage pinned messages in the chat")
+        if (chat_id, message_id) not in self.messages:
+            raise ApiError("Bad Request: message to pin not found")
+        return chat_id, message_id
 
     async def _do_answerCallbackQuery(self, call: Call) -> Any:
         return True

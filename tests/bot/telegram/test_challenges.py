@@ -8,11 +8,13 @@ Deadlines pass on fake time, also while the bot is stopped.
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from bot import replies
 from bot.challenges import Challenges, ChallengeState
@@ -20,6 +22,7 @@ from bot.jobs import Finished, Job, JobState
 from bot.service import PaintService
 from bot.settings import Limits
 from bot.store import Store
+from bot.styles import StyleLibrary
 from engine.protocol import PaintOptions
 from tests.bot.telegram.fake_bot_api import Call, FakeBotAPI
 from tests.bot.telegram.harness import is_status, job_id_of, manual_service, running
@@ -50,7 +53,9 @@ async def challenges_on(
     clock: FakeTime,
     pacing: FakeTime | None = None,
 ) -> AsyncIterator[Challenges]:
-    """The bot with challenges (deadlines on ``clock``), polling the fake server."""
+    """The bot with challenges (deadlines on ``clock``) and the style library they give their
+    paintings to, polling the fake server."""
+    library = StyleLibrary(store=store, data_dir=data_dir, check=service.check_image, clock=clock)
     core = Challenges(
         store=store,
         service=service,
@@ -58,6 +63,7 @@ async def challenges_on(
         limits=limits,
         clock=clock,
         sleep=clock.sleep,
+        on_ended=library.keep,
     )
     paced = {"clock": pacing, "sleep": pacing.sleep} if pacing else {}
     async with running(api, service, core, **paced):
@@ -117,7 +123,7 @@ async def test_a_group_challenge_from_start_to_leaderboard(
         group.user(3, "Bob"),
         group.user(4, "Carol"),
     )
-    api.admins[GROUP_ID] = {admin["id"]}
+    api.admins[GROUP_ID] = {admin["id"], api.bot_id}  # the bot may pin
     async with challenges_on(api, service, store, data_dir, limits, clock) as core:
         # Only administrators start one.
         after = group.send_photo(alice, PAINTING, "/challenge start 3d Sunflowers")
@@ -141,6 +147,10 @@ async def test_a_group_challenge_from_start_to_leaderboard(
         assert announcement.upload("photo") == PAINTING
         challenge = core.open_in("telegram", str(GROUP_ID))
         assert challenge is not None
+        # The painting stays pinned in the group while the challenge runs, as on Discord.
+        pin = await api.wait_call("pinChatMessage", after=after)
+        assert pin.params["disable_notification"] == "true"
+        assert api.pinned[GROUP_ID] == [announcement.result["message_id"]]
 
         after = group.send_photo(admin, PAINTING, "/challenge start 3d Again")
         assert (await group.reply(after)).text.startswith(
@@ -215,17 +225,24 @@ async def test_a_group_challenge_from_start_to_leaderboard(
         deleted = await api.wait_call("deleteMessage")
         assert int(deleted.params["message_id"]) == third.result["message_id"]
 
-        # The deadline passes: results with images and counts; voting closed.
+        # The deadline passes: one podium picture captioned with the results; voting closed,
+        # the painting unpinned.
         after = len(api.calls)
         clock.advance(2 * DAY)
-        heading = await api.wait_call(
-            "sendMessage", where=lambda c: "has ended" in c.text, after=after
+        results = await api.wait_call(
+            "sendPhoto", where=lambda c: "has ended" in c.text, after=after
         )
-        assert "🥇 Bob (2 votes)" in heading.text
-        assert "Alice" not in heading.text  # no votes, no place
-        winner = await api.wait_call("sendPhoto", after=after)
-        assert winner.text == "🥇 1st: Bob, 2 votes"
-        assert winner.upload("photo") == service.result_png(service.get(bob_entry_job(core, 2)))
+        assert "🥇 Bob (2 votes)" in results.text
+        assert "Alice" not in results.text  # no votes, no place
+        with Image.open(io.BytesIO(results.upload("photo") or b"")) as podium:
+            assert podium.format == "JPEG"
+            assert podium.width == 12 + 320 + 12  # one place: Bob's
+        await api.wait_call("unpinChatMessage", after=after)
+        assert api.pinned[GROUP_ID] == []
+        # Its painting joins the group's style library, named after the challenge.
+        await core.drained()
+        styles = StyleLibrary(store=store, data_dir=data_dir, check=service.check_image)
+        assert styles.names("telegram", str(GROUP_ID)) == ["sunflowers"]
         late = await group.answer(carol, alice_entry.result, "vote:1")
         assert late == "Voting has closed."
         assert core.get(challenge.id).state is ChallengeState.CLOSED
@@ -254,17 +271,19 @@ async def test_deadline_passing_while_stopped_is_announced_at_start(
     async with challenges_on(api, service, store, data_dir, limits, clock):
         after = group.send_photo(admin, PAINTING, "/challenge start 1h Quick")
         await api.wait_call("sendPhoto", after=after)
+        # The bot may not pin here: the challenge runs unpinned all the same.
+        pin = await api.wait_call("pinChatMessage", after=after)
+        assert pin.error == "Bad Request: not enough rights to manage pinned messages in the chat"
         entry = await enter(group, alice, 30)
         await group.answer(bob, entry.result, "vote:1")
 
     clock.advance(2 * 3600)  # the bot is down at the deadline
     after = len(api.calls)
     async with challenges_on(api, service, store, data_dir, limits, clock) as core:
-        heading = await api.wait_call(
-            "sendMessage", where=lambda c: "has ended" in c.text, after=after
+        results = await api.wait_call(
+            "sendPhoto", where=lambda c: "has ended" in c.text, after=after
         )
-        assert "🥇 Alice (1 vote)" in heading.text
-        await api.wait_call("sendPhoto", after=after)
+        assert "🥇 Alice (1 vote)" in results.text
         # Buttons from before the restart answer from the store.
         assert await group.answer(bob, entry.result, "vote:1") == "Voting has closed."
         [closed] = [core.latest_in("telegram", str(GROUP_ID))]
