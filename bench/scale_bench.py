@@ -1,14 +1,16 @@
 """The scaled mode against the embedded one, with fake engine processes (no torch).
 
 Each painting is a scripted engine process painting 10 steps of 30 ms, stamping the send time
-into every progress message, so both modes measure the same thing. Printed side by side:
+into every progress message, so both modes measure the same thing: the same
+:class:`~bot.service.PaintService` and listener, its queue in memory with one local engine
+(embedded) or in Redis (``ATELIER_REDIS_URL``'s mode). Printed side by side:
 
 - throughput: paintings per second, embedded (one engine) and with 1, 2 and 4 agents of one
   device each (in this process) on a real redis-server (near-linear is expected: painting is
   the bottleneck, not Redis);
-- latency per progress event: engine send -> the bot's listener (embedded) or the bot's
-  :class:`~bot.scaled_queue.ScaledQueue` update (scaled), p50 and p95;
-- dispatch to first event: the job starting on an engine -> its first progress at the bot;
+- latency per progress event: engine send -> the service's listener, p50 and p95;
+- dispatch to first event: the job starting on an engine (the claim, in the scaled mode) ->
+  its first progress at the listener;
 - Redis commands per second at that load (``INFO``: scripts' inner calls included);
 - a host's death: two agent processes, the one painting is SIGKILLed with its engine; seconds
   until the job starts on the other (the lease here is 2 s; 30 s in production).
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from bot.job_queue import RunDone, RunProgress, RunStarted
+from bot.job_queue import RunProgress, RunStarted
 from bot.jobs import Finished, JobEvent, PaintRequest, Progress, Started
 from bot.scaled_queue import ScaledQueue
 from bot.service import PaintService
@@ -88,6 +90,43 @@ def _sent_at(note: str | None) -> float | None:
     return float(note[2:]) if note and note.startswith("t=") else None
 
 
+class Watch:
+    """The listener both modes' services get: latency per progress event (engine send -> the
+    listener), the first event of each job, the end of the run."""
+
+    def __init__(self, figures: Figures, jobs: int) -> None:
+        self.figures = figures
+        self.jobs = jobs
+        self.started: dict[str, float] = {}  # job id -> when it was dispatched
+        self.first: dict[str, float] = {}  # job id -> when its first progress arrived
+        self.finished: set[str] = set()
+        self.done = asyncio.Event()
+
+    async def __call__(self, event: JobEvent) -> None:
+        now = time.time()
+        if isinstance(event, Started):
+            self.started.setdefault(event.job.id, event.job.started_at or now)
+        elif isinstance(event, Progress):
+            sent = _sent_at(event.note)
+            if sent is not None:
+                self.figures.event_latency.append(now - sent)
+            self.first.setdefault(event.job.id, now)
+        elif isinstance(event, Finished):
+            self.finished.add(event.job.id)
+            if len(self.finished) == self.jobs:
+                self.done.set()
+
+    async def run(self, service: PaintService) -> None:
+        """Submit the jobs (one member and chat each) and wait until all are painted."""
+        began = time.perf_counter()
+        for n in range(self.jobs):
+            await service.submit(
+                PaintRequest("discord", f"c{n}", f"m{n}", f"m{n}", png_bytes(), jpeg_bytes())
+            )
+        await asyncio.wait_for(self.done.wait(), 600)
+        self.figures.seconds = time.perf_counter() - began
+
+
 async def embedded(jobs: int, folder: Path) -> Figures:
     store = Store.open(folder / "embedded" / "atelier.sqlite3")
     engine = EngineClient(protocol.EngineConfig(device="fake"), target=timed_worker)
@@ -95,81 +134,47 @@ async def embedded(jobs: int, folder: Path) -> Figures:
         store=store, engine=engine, limits=WIDE, data_dir=folder / "embedded", preview_seconds=0
     )
     figures = Figures("embedded (1 engine)", jobs)
-    started: dict[str, float] = {}
-    firsts: set[str] = set()
-    done = asyncio.Event()
-    finished: set[str] = set()
-
-    async def listen(event: JobEvent) -> None:
-        now = time.time()
-        if isinstance(event, Started):
-            started[event.job.id] = event.job.started_at or now
-        elif isinstance(event, Progress):
-            sent = _sent_at(event.note)
-            if sent is not None:
-                figures.event_latency.append(now - sent)
-            if event.job.id not in firsts:
-                firsts.add(event.job.id)
-                figures.first_event.append(now - started[event.job.id])
-        elif isinstance(event, Finished):
-            finished.add(event.job.id)
-            if len(finished) == jobs:
-                done.set()
-
-    service.add_listener(listen)
+    watch = Watch(figures, jobs)
+    service.add_listener(watch)
     async with service:
-        began = time.perf_counter()
-        for n in range(jobs):
-            await service.submit(
-                PaintRequest("discord", f"c{n}", f"m{n}", f"m{n}", png_bytes(), jpeg_bytes())
-            )
-        await asyncio.wait_for(done.wait(), 600)
-        figures.seconds = time.perf_counter() - began
+        await watch.run(service)
+    figures.first_event = [watch.first[i] - watch.started[i] for i in watch.first]
     store.close()
     return figures
 
 
 async def scaled(agents: int, jobs: int, url: str, folder: Path) -> Figures:
+    """The same PaintService and listener, its queue in Redis, ``agents`` agents painting."""
     client = redis_jobs.connect(url)
     await client.flushall()
-    bot = ScaledQueue(url, bot_id="bench", limits=WIDE, results_dir=folder / "results")
-    await bot.start()
-    updates = Updates(bot)
+    data = folder / f"scaled-{agents}"
+    store = Store.open(data / "atelier.sqlite3")
+    queue = ScaledQueue(url, bot_id="bench", limits=WIDE, results_dir=data / "results")
+    service = PaintService(store=store, queue=queue, limits=WIDE, data_dir=data, preview_seconds=0)
+    figures = Figures(f"scaled, {agents} agent{'s' * (agents > 1)}", jobs)
+    watch = Watch(figures, jobs)
+    service.add_listener(watch)
     stop = asyncio.Event()
     runners = []
     for n in range(agents):
         settings = agent_settings(url, f"host{n}", folder / f"agent{n}")
         agent = Agent(settings, target=timed_worker)
         runners.append(asyncio.create_task(agent.run(stop)))
-    async with asyncio.timeout(60):
-        # Every engine up and announced in Redis (polled: it is another party's state).
-        while await bot.capacity() < agents:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
-    figures = Figures(f"scaled, {agents} agent{'s' * (agents > 1)}", jobs)
-    before = await _commands(client)
-    began = time.perf_counter()
-    for n in range(jobs):
-        await bot.admit(make_job(folder / "inputs", f"j{agents}-{n}", user=f"m{n}", chat=f"c{n}"))
-    for n in range(jobs):
-        await updates.wait_for(RunDone, f"j{agents}-{n}", within=600)
-    figures.seconds = time.perf_counter() - began
-    figures.redis_ops = (await _commands(client) - before) / figures.seconds
-    firsts: set[str] = set()
-    for update in updates.seen:
-        if not isinstance(update, RunProgress):
-            continue
-        received = updates.received[id(update)]
-        sent = _sent_at(update.note)
-        if sent is not None:
-            figures.event_latency.append(received - sent)
-        if update.job_id not in firsts:  # the claim's time is the job's "started" field
-            firsts.add(update.job_id)
-            claimed = await client.hget(redis_jobs.Keys().job(update.job_id), "started")
-            figures.first_event.append(received - float(claimed or 0))
-    stop.set()
-    await asyncio.gather(*runners)
-    await updates.close()
-    await bot.close()
+    async with service:
+        async with asyncio.timeout(60):
+            # Every engine up and announced in Redis (polled: it is another party's state).
+            while await queue.capacity() < agents:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        before = await _commands(client)
+        await watch.run(service)
+        figures.redis_ops = (await _commands(client) - before) / figures.seconds
+        # Dispatch is the claim, stamped in the job's hash by the agent's script.
+        for job_id, first in watch.first.items():
+            claimed = await client.hget(redis_jobs.Keys().job(job_id), "started")
+            figures.first_event.append(first - float(claimed or 0))
+        stop.set()
+        await asyncio.gather(*runners)
+    store.close()
     await client.aclose()
     return figures
 

@@ -1,7 +1,10 @@
-"""`python -m bot`: settings -> store -> engine -> service -> challenges -> platforms.
+"""`python -m bot`: settings -> store -> engine or Redis -> service -> challenges -> platforms.
 
 :func:`build` wires everything and connects nothing; :func:`run` connects, serves until a
 signal (or ``stop``), and shuts down in order. Tools and tests use the same two functions.
+With ``ATELIER_REDIS_URL`` set the bot starts no engine: its jobs wait in Redis and GPU-host
+agents paint them (:mod:`bot.scaled_queue`; redis-py comes with ``pip install atelier[scale]``).
+With ``ATELIER_METRICS_PORT`` set it serves Prometheus ``/metrics`` and ``/healthz``.
 
 :func:`main`, the process, in order: settings (a bad one stops it with exit status 2), logging
 and the log redaction (every secret out of every line from here on), the data folder's lock (a
@@ -26,10 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from bot import redaction
+from bot import monitoring, redaction
 from bot.challenges import Challenges
 from bot.discord import AtelierDiscord, build_client
 from bot.folder_lock import FolderInUse, FolderLock
+from bot.job_queue import JobQueue, QueueUnavailable
 from bot.sandbox import SECRET_NAME, Sandbox, scrub_environment
 from bot.service import PaintService
 from bot.settings import ConfigError, Settings, load_environment
@@ -60,7 +64,7 @@ class Atelier:
 
     settings: Settings
     store: Store
-    engine: Engine
+    engine: Engine | None  # the local engine; None in the scaled mode
     service: PaintService
     challenges: Challenges
     discord: AtelierDiscord | None
@@ -73,13 +77,15 @@ class Atelier:
 def build(settings: Settings, *, engine: Engine | None = None) -> Atelier:
     """Make every part from ``settings``; ``engine`` replaces the engine process (tests).
 
-    Raises :class:`StartupError` for a database that cannot be opened.
+    Raises :class:`StartupError` for a database that cannot be opened, or a scaled mode without
+    redis-py installed.
     """
     try:
         store = Store.open(settings.data_dir / "atelier.sqlite3")
     except StoreUnavailable as error:
         raise StartupError(str(error)) from None
-    if engine is None:
+    queue = _scaled_queue(settings) if settings.scale is not None and engine is None else None
+    if engine is None and queue is None:
         engine = EngineClient(
             EngineConfig(
                 device=settings.engine.device,
@@ -93,6 +99,7 @@ def build(settings: Settings, *, engine: Engine | None = None) -> Atelier:
     service = PaintService(
         store=store,
         engine=engine,
+        queue=queue,
         limits=settings.limits,
         data_dir=settings.data_dir,
         preview_seconds=settings.engine.preview_seconds,
@@ -132,6 +139,26 @@ def build(settings: Settings, *, engine: Engine | None = None) -> Atelier:
     )
 
 
+def _scaled_queue(settings: Settings) -> JobQueue:
+    """The Redis job queue (imported here: the default install has no redis-py)."""
+    assert settings.scale is not None
+    try:
+        from bot.scaled_queue import ScaledQueue
+    except ImportError as error:
+        raise StartupError(
+            f"ATELIER_REDIS_URL is set but redis-py is missing ({error}): "
+            "pip install 'atelier[scale]'"
+        ) from None
+    return ScaledQueue(
+        settings.scale.redis_url.value,
+        bot_id=settings.scale.bot_id,
+        limits=settings.limits,
+        results_dir=settings.data_dir / "results",
+        preview_seconds=settings.engine.preview_seconds,
+        lease=settings.scale.lease,
+    )
+
+
 async def run(atelier: Atelier, *, stop: asyncio.Event | None = None) -> None:
     """Connect the platforms, start the engine and the service, and serve until SIGINT,
     SIGTERM or ``stop``; then give deliveries in flight their grace, and close challenges,
@@ -146,7 +173,8 @@ async def run(atelier: Atelier, *, stop: asyncio.Event | None = None) -> None:
     runners: dict[str, asyncio.Task[None]] = {}
     async with contextlib.AsyncExitStack() as stack:  # closes in the reverse order of pushes
         stack.callback(atelier.store.close)
-        stack.push_async_callback(atelier.engine.close)  # idempotent; also if it never started
+        if atelier.engine is not None:  # idempotent; also if it never started
+            stack.push_async_callback(atelier.engine.close)
         if atelier.discord is not None:
             stack.push_async_callback(_stop, atelier.discord.close, runners, "Discord")
             token = atelier.settings.discord.token.value if atelier.settings.discord else ""
@@ -154,9 +182,15 @@ async def run(atelier: Atelier, *, stop: asyncio.Event | None = None) -> None:
         if atelier.telegram is not None:
             stack.push_async_callback(_stop, atelier.telegram.close, runners, "Telegram")
             runners["Telegram"] = asyncio.create_task(atelier.telegram.run())
-        log.info("starting the engine (device %s)", atelier.settings.engine.device)
+        if atelier.settings.scale is None:
+            log.info("starting the engine (device %s)", atelier.settings.engine.device)
+        else:
+            log.info("scaled mode: jobs wait in Redis as bot %s", atelier.settings.scale.bot_id)
         await _start(atelier.service)
         stack.push_async_callback(atelier.service.close)
+        if atelier.settings.metrics_port is not None:
+            server = await _serve_metrics(atelier.service, atelier.settings.metrics_port)
+            stack.push_async_callback(server.close)
         # After the platforms: a deadline that passed while the bot was down is announced now.
         await atelier.challenges.start()
         stack.push_async_callback(atelier.challenges.close)
@@ -191,6 +225,18 @@ async def _start(service: PaintService) -> None:
     except TimeoutError:
         raise StartupError(
             "the engine did not get ready in time (loading the model took too long)"
+        ) from None
+    except QueueUnavailable as error:
+        raise StartupError(f"the job queue cannot be used: {error}") from None
+
+
+async def _serve_metrics(service: PaintService, port: int) -> monitoring.MonitoringServer:
+    try:
+        return await monitoring.serve(service, port)
+    except OSError as error:
+        raise StartupError(
+            f"cannot serve metrics on port {port} ({error.strerror or error}): "
+            "set ATELIER_METRICS_PORT to a free port, or leave it empty"
         ) from None
 
 

@@ -60,7 +60,10 @@ class Deliveries:
 
     def finished(self, job: Job, event: Finished | None, feeds: Iterable[ListenerFeed]) -> None:
         """Hand ``job``'s ``Finished`` (``event``, or read from its file when a feed gets to
-        it) to every feed, and remember it until it is delivered."""
+        it) to every feed, and remember it until it is delivered. Once: a job handed out
+        already (found finished twice at a start, say) is not handed out again."""
+        if job.id in self._undelivered:
+            return
         self._undelivered[job.id] = job
         for feed in feeds:
             self._put(feed, job, event)

@@ -114,11 +114,13 @@ class Queued(JobEvent):
 class PositionChanged(JobEvent):
     position: int
     eta: float | None
+    note: str | None = None  # why it waits again (scaled mode: its GPU went away)
 
 
 @dataclass(frozen=True)
 class Started(JobEvent):
     rerun: bool = False  # True when run again after a restart or an engine crash
+    note: str | None = None  # what to say about the rerun (None: the embedded mode's sentence)
 
 
 @dataclass(frozen=True)
@@ -150,10 +152,12 @@ class Cancelled(JobEvent):
 
 @dataclass(frozen=True)
 class QueueOverview:
-    running: Job | None
+    running: Job | None  # the painting started first, of those of this bot
     running_percent: float | None
-    waiting: tuple[Job, ...]  # in run order
+    waiting: tuple[Job, ...]  # in run order (scaled mode: other bots' too, without names)
     etas: dict[str, float]  # job id -> seconds until done
+    also_running: tuple[Job, ...] = ()  # scaled mode: this bot's other paintings in progress
+    percents: dict[str, float] = field(default_factory=dict)  # running job id -> percent
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,10 @@ class ServiceStatus:
     jobs_done: int
     jobs_failed: int
     average_seconds: float | None
+    mode: str = "embedded"  # or "scaled" (Redis and GPU-host agents)
+    devices_alive: int = 1  # devices painting (embedded: the engine, while it is up)
+    running_jobs: int = 0  # paintings in progress (scaled: every bot's)
+    paused: bool = False  # the job queue cannot be reached: new paintings are refused
 
 
 # ----------------------------------------------------------------------------------------------

@@ -5,16 +5,19 @@
     await server.close()
 
 Counts what the service's events tell (admitted, done / failed by code / cancelled, painting
-time) and samples the queue, the engine and the event loop. Refusals are counted where they are
-raised: :meth:`BotMetrics.refused` is there for the service's admission to call.
+time) and samples what the service knows: the queue by state (in the scaled mode every bot's),
+requests refused by kind, engine restarts (embedded), devices alive (the scaled mode: every
+agent GPU), and the event loop's lag. ``/healthz`` answers 200 while the event loop ticks and
+the engine is up (embedded) or Redis answers (scaled).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 
-from bot.jobs import Cancelled, Failed, Finished, JobEvent, Queued
+from bot.jobs import Cancelled, Failed, Finished, JobEvent, Queued, ServiceStatus
 from bot.service import PaintService
 from engine.metrics import Metrics, MetricsServer
 
@@ -26,6 +29,8 @@ class BotMetrics:
         self.service = service
         self.metrics = metrics or Metrics("bot")
         self._engine_up: float | None = None
+        self._refused: Counter[str] = Counter()  # counted into the metrics so far
+        self.healthy = True  # as last sampled (the HTTP thread reads this, never the service)
 
     async def on_event(self, event: JobEvent) -> None:
         """A service listener (``service.add_listener(bot_metrics.on_event)``)."""
@@ -39,19 +44,20 @@ class BotMetrics:
             self.metrics.job_finished("cancelled")
         self.sample()
 
-    def refused(self, error: Exception) -> None:
-        self.metrics.job_refused(type(error).__name__)
-
     def sample(self) -> None:
-        overview = self.service.overview()
-        running = overview.running is not None and not overview.running.state.terminal
-        self.metrics.set_queue(len(overview.waiting), int(running))
         status = self.service.status()
-        up_since = status.engine_up_since
-        if self._engine_up is not None and up_since != self._engine_up and up_since is not None:
-            self.metrics.engine_restarted(status.engine_device or "engine")
-        self._engine_up = up_since or self._engine_up
-        self.metrics.set_devices_alive(1 if up_since is not None else 0)
+        self.healthy = healthy(status)
+        self.metrics.set_queue(status.queue_length, status.running_jobs)
+        if status.mode == "embedded":
+            up_since = status.engine_up_since
+            if self._engine_up is not None and up_since not in (self._engine_up, None):
+                self.metrics.engine_restarted(status.engine_device or "engine")
+            self._engine_up = up_since or self._engine_up
+        self.metrics.set_devices_alive(status.devices_alive)
+        refused = self.service.refused
+        for kind, count in (refused - self._refused).items():
+            self.metrics.refused.labels(self.metrics.role, kind).inc(count)
+        self._refused = refused
 
     async def sample_loop(self) -> None:
         while True:
@@ -82,7 +88,13 @@ async def serve(service: PaintService, port: int, *, host: str = "0.0.0.0") -> M
     """Count the service's events and serve /metrics and /healthz on ``port``."""
     bot_metrics = BotMetrics(service)
     service.add_listener(bot_metrics.on_event)
-    http = bot_metrics.metrics.serve(
-        port, host=host, health=lambda: service.status().engine_up_since is not None
-    )
+    bot_metrics.sample()
+    http = bot_metrics.metrics.serve(port, host=host, health=lambda: bot_metrics.healthy)
     return MonitoringServer(bot_metrics, http)
+
+
+def healthy(status: ServiceStatus) -> bool:
+    """The engine is up (embedded), or Redis answers (scaled)."""
+    if status.mode == "embedded":
+        return status.engine_up_since is not None
+    return not status.paused

@@ -339,6 +339,14 @@ CRASHED_TWICE: Final = (
     "Try a smaller photo or another painting."
 )
 OUR_FAULT: Final = "Something went wrong on my side. Please try again."
+RESULT_LOST: Final = (
+    "The painting was finished but its result was lost on the way. Please send it again."
+)
+
+
+def restarting_elsewhere(attempt: int) -> str:
+    """Scaled mode: the GPU painting it went away (or stopped); another one takes it."""
+    return f"Restarting on another GPU (attempt {attempt})."
 
 
 def input_deleted(which: str) -> str:
@@ -445,24 +453,31 @@ class StatusState:
     message: str | None = None  # failure message
     by_user: str | None = None  # who cancelled
     seconds: float | None = None  # painting time when done
+    rerun: bool = False  # ``note`` says that it paints again (kept until the engine's note)
 
 
 def status_after(status: StatusState, event: JobEvent) -> StatusState:
     """The status after ``event`` (an unknown event leaves it as it is)."""
-    if isinstance(event, Queued | PositionChanged):
+    if isinstance(event, Queued):
         return StatusState(JobState.QUEUED, position=event.position, eta=event.eta)
+    if isinstance(event, PositionChanged):
+        note = event.note
+        return StatusState(JobState.QUEUED, position=event.position, eta=event.eta, note=note)
     if isinstance(event, Started):
-        note = RERUN_NOTE if event.rerun else None
-        return StatusState(JobState.RUNNING, preview=status.preview, note=note)
+        note = (event.note or RERUN_NOTE) if event.rerun else None
+        return StatusState(JobState.RUNNING, preview=status.preview, note=note, rerun=event.rerun)
     if isinstance(event, Progress):
+        # A rerun's note stays until the engine has a note of its own.
+        rerun = status.rerun and not event.note
         return StatusState(
             JobState.RUNNING,
             percent=event.percent,
             scale=event.scale,
             scales=event.scales,
             eta=event.eta,
-            note=event.note or (status.note if status.note == RERUN_NOTE else None),
+            note=event.note or (status.note if rerun else None),
             preview=status.preview + 1 if event.preview_jpeg else status.preview,
+            rerun=rerun,
         )
     if isinstance(event, Finished):
         return StatusState(JobState.DONE, seconds=event.seconds, preview=status.preview)
@@ -495,6 +510,8 @@ def status(job: Job, state: StatusState, markup: Markup) -> Text:
         lines = [f"{who}, your painting is {place} in the queue."]
         if state.eta is not None:
             lines.append(f"Expected to be ready {markup.moment(state.eta)}.")
+        if state.note:
+            lines.append(markup.emphasis(state.note))
         return Text("🎨 Waiting in the queue", tuple(lines))
     if state.state is JobState.RUNNING:
         percent = round(state.percent)
@@ -553,6 +570,9 @@ def queue(
     if running is not None:
         percent = round(overview.running_percent or 0)
         lines.append(f"{markup.strong('Painting now:')} {who(running)} · {percent}%")
+        for job in overview.also_running:
+            percent = round(overview.percents.get(job.id, 0.0))
+            lines.append(f"{markup.strong('Also painting:')} {who(job)} · {percent}%")
     else:
         lines.append(f"{markup.strong('Painting now:')} nothing; the easel is free.")
     if overview.waiting:
@@ -570,7 +590,7 @@ def queue(
     if positions:
         lines.append("")
         lines.append(f"Your position: {markup.strong(f'#{positions[0]}')}.")
-    elif running is None or not mine(running):
+    elif not any(mine(job) for job in (*([running] if running else []), *overview.also_running)):
         lines.append("")
         lines.append("You have nothing in the queue. Start with /paint.")
     return Text("🎨 The queue", tuple(lines))

@@ -8,6 +8,7 @@ Secrets (tokens) never appear in ``repr`` or logs.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,10 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("ATELIER_PREVIEW_SECONDS", "6", "Seconds between preview images (0 = none)."),
     Variable("ATELIER_CHALLENGE_MAX_ENTRIES", "3", "Entries per member per challenge."),
     Variable("ATELIER_LOG_LEVEL", "INFO", "Logging level: DEBUG, INFO, WARNING, ERROR."),
+    Variable("ATELIER_METRICS_PORT", "", "Port for Prometheus /metrics and /healthz (off)."),
+    Variable("ATELIER_REDIS_URL", "", "Redis URL: the scaled mode, GPU-host agents (embedded)."),
+    Variable("ATELIER_BOT_ID", "atelier", "Scaled mode: this bot's name in Redis, one per bot."),
+    Variable("ATELIER_LEASE_SECONDS", "30", "Scaled mode: seconds until a lost host's job moves."),
 )
 
 _KNOWN = {v.name for v in VARIABLES}
@@ -114,6 +119,16 @@ class EngineSettings:
 
 
 @dataclass(frozen=True)
+class ScaleSettings:
+    """The scaled mode: jobs wait in Redis, GPU-host agents paint them."""
+
+    redis_url: Secret  # may hold a password
+    bot_id: str = "atelier"  # names this bot's event stream; distinct per bot process
+    lease: float = 30.0  # seconds; the same on every agent
+    redis_password: Secret = Secret("")  # the URL's password alone, kept out of logs too
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path
     discord: DiscordSettings | None
@@ -121,6 +136,8 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     engine: EngineSettings = field(default_factory=EngineSettings)
     log_level: str = "INFO"
+    scale: ScaleSettings | None = None  # None: the embedded mode
+    metrics_port: int | None = None  # None: no /metrics or /healthz
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -177,6 +194,8 @@ class Settings:
                 preview_seconds=read.non_negative_float("ATELIER_PREVIEW_SECONDS"),
             ),
             log_level=level,
+            scale=_scale(read),
+            metrics_port=_port(read, "ATELIER_METRICS_PORT"),
         )
 
     def require_platform(self) -> None:
@@ -219,6 +238,49 @@ def _api_base(raw: str, token: str) -> str | None:
             "such as http://localhost:8081 (without /bot<token>)"
         )
     return base
+
+
+def _scale(read: _Reader) -> ScaleSettings | None:
+    """The scaled mode's settings, or None when ATELIER_REDIS_URL is not set."""
+    url = read.text("ATELIER_REDIS_URL")
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        password = parts.password or ""
+        port_ok = parts.scheme == "unix" or parts.port is None or parts.port > 0
+    except ValueError:
+        parts, password, port_ok = None, "", False
+    if (
+        parts is None
+        or not port_ok
+        or parts.scheme not in ("redis", "rediss", "unix")
+        or (parts.scheme == "unix" and not parts.path)
+        or (parts.scheme != "unix" and not parts.hostname)
+    ):
+        shown = url.replace(password, "***") if password else url
+        raise ConfigError(
+            f"ATELIER_REDIS_URL={shown!r} must be a redis://, rediss:// or unix:// URL, "
+            "such as redis://localhost:6379/0"
+        )
+    bot_id = read.text("ATELIER_BOT_ID")
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", bot_id):
+        raise ConfigError(
+            f"ATELIER_BOT_ID={bot_id!r} must be 1 to 64 letters, digits, '.', '_' or '-'"
+        )
+    return ScaleSettings(
+        redis_url=Secret(url),
+        bot_id=bot_id,
+        lease=read.positive_float("ATELIER_LEASE_SECONDS"),
+        redis_password=Secret(password),
+    )
+
+
+def _port(read: _Reader, name: str) -> int | None:
+    port = read.optional_int(name)
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"{name} must be a port number from 1 to 65535")
+    return port
 
 
 class _Reader:

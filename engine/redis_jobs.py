@@ -3,7 +3,8 @@
 Imports the standard library, redis-py and :mod:`engine.protocol` only (never torch), so the
 bot can use it. Who calls what::
 
-    bot:    put_blob, admit, cancel, read_events, reap, job, bot_jobs, waiting, devices_alive
+    bot:    put_blob, admit, cancel, read_events, reap, job, bot_jobs, waiting, devices_alive,
+            hold_name / drop_name (one process per bot id)
     agent:  claim, renew, emit (progress), finish, reap, put_blob/get_blob, set_alive
 
 Every transition is one script (:mod:`engine.redis_scripts`), so several bots and agents can
@@ -223,6 +224,8 @@ class RedisJobs:
         self._finish = client.register_script(redis_scripts.FINISH)
         self._reap = client.register_script(redis_scripts.REAP)
         self._cancel = client.register_script(redis_scripts.CANCEL)
+        self._hold_name = client.register_script(redis_scripts.HOLD_NAME)
+        self._drop_name = client.register_script(redis_scripts.DROP_NAME)
 
     # -- blobs ---------------------------------------------------------------------------------
 
@@ -279,6 +282,16 @@ class RedisJobs:
         if _text(reply[0]) == "ok":
             return Admitted(position=int(reply[1]), turn=int(reply[2]))
         return Refused(reason=_text(reply[0]), count=int(reply[1]))
+
+    async def hold_name(self, bot: str, token: str, ttl: float) -> bool:
+        """Take or keep ``bot``'s name for the process with ``token`` for ``ttl`` seconds;
+        False while another process holds it (two bots must not share an event stream)."""
+        reply = await self._hold_name(keys=[self.keys.instance(bot)], args=[token, int(ttl * 1000)])
+        return bool(int(reply))
+
+    async def drop_name(self, bot: str, token: str) -> None:
+        """Let go of ``bot``'s name if the process with ``token`` holds it (a clean stop)."""
+        await self._drop_name(keys=[self.keys.instance(bot)], args=[token])
 
     async def cancel(self, job_id: str, by: str) -> str:
         """'cancelled' (it was waiting), 'signalled' (running), 'unknown', or

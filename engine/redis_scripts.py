@@ -18,6 +18,7 @@ Keys (``P`` = the prefix)::
     P events:<bot>     stream of the bot's job events, MAXLEN ~
     P blob:<sha256>    inputs and results in transit, with a TTL
     P alive:<host>:<device>   one per agent GPU, with an expiry
+    P instance:<bot>   the bot process using that bot id now (a token), with an expiry
 
 A job's state: queued -> running -> done | failed | cancelled, and running -> queued again when
 its host dies (reap) or its engine crashes (finish "retry"). ``attempts`` counts deliveries.
@@ -80,6 +81,9 @@ class Keys:
 
     def blob(self, digest: str) -> str:
         return f"{self.prefix}blob:{digest}"
+
+    def instance(self, bot: str) -> str:
+        return f"{self.prefix}instance:{bot}"
 
     def alive(self, consumer: str) -> str:
         return f"{self.prefix}alive:{consumer}"
@@ -363,3 +367,21 @@ end
 return 'already:' .. state
 """
 )
+
+# KEYS: instance
+# ARGV: token, ttl (ms)
+# -> 1 when this token holds the bot's name now (taken or kept), 0 when another process does
+HOLD_NAME: Final = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS: instance
+# ARGV: token
+# -> 1 when this token's hold on the bot's name ended, 0 when it did not hold it
+DROP_NAME: Final = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+"""

@@ -21,6 +21,8 @@ from tests.redis_server import MISSING, RedisServer, ci
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from tests.scaled import Agents
+
 WEIGHTS_SEED = 1234
 
 
@@ -130,3 +132,14 @@ def redis_url(redis_server: RedisServer) -> str:
     with redis.Redis.from_url(redis_server.url) as client:
         client.flushall()
     return redis_server.url
+
+
+@pytest.fixture
+def agents(redis_url: str, tmp_path: Path) -> Iterator[Agents]:
+    """GPU-host agents as processes on the test's Redis (``agents.start("A", "B")``), each
+    painting with a scripted engine process; stopped at the end of the test."""
+    from tests.scaled import Agents
+
+    agents = Agents(redis_url, tmp_path / "agents")
+    yield agents
+    agents.stop_all()

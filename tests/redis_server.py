@@ -92,6 +92,13 @@ class RedisServer:
         self.stop()
         self.start()
 
+    def restart_empty(self) -> None:
+        """Stop, delete the append-only files, start: a Redis that lost its disk."""
+        self.stop()
+        for folder in {path.parent for path in self.aof_files()}:
+            shutil.rmtree(folder)
+        self.start()
+
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from bot.job_queue import RunUpdate
+from bot.job_queue import QueueMoved, RunUpdate, Update
 from bot.jobs import Job, JobState
 from bot.scaled_queue import ScaledQueue
 from engine import protocol
@@ -115,20 +115,25 @@ def make_job(
 
 
 class Updates:
-    """Collects a :class:`ScaledQueue`'s updates in a task; waits for one by type and job."""
+    """Runs a :class:`ScaledQueue`'s :meth:`~ScaledQueue.serve` in a task, as the service does,
+    and collects what it reports; waits for an update by type and job."""
 
-    def __init__(self, queue: ScaledQueue) -> None:
+    def __init__(self, queue: ScaledQueue, known: Sequence[Job] = ()) -> None:
         self.queue = queue
+        self.known = list(known)
         self.seen: list[RunUpdate] = []
+        self.moves = 0  # QueueMoved reports
         self.received: dict[int, float] = {}  # id(update) -> unix time it reached the bot
         self._changed = asyncio.Event()
-        self._task = asyncio.create_task(self._collect())
+        self._task = asyncio.create_task(queue.serve(self._handle, lambda: self.known))
 
-    async def _collect(self) -> None:
-        async for update in self.queue.updates():
-            self.received[id(update)] = time.time()
-            self.seen.append(update)
-            self._changed.set()
+    def _handle(self, update: Update) -> None:
+        if isinstance(update, QueueMoved):
+            self.moves += 1
+            return
+        self.received[id(update)] = time.time()
+        self.seen.append(update)
+        self._changed.set()
 
     async def wait_for(
         self,
@@ -188,6 +193,27 @@ class AgentProcess:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+class Agents:
+    """The agent processes of a test (see the ``agents`` fixture)."""
+
+    def __init__(self, url: str, folder: Path) -> None:
+        self.url, self.folder = url, folder
+        self.running: list[AgentProcess] = []
+
+    def start(self, *hosts: str) -> list[AgentProcess]:
+        started = [AgentProcess(self.url, host, self.folder) for host in hosts]
+        self.running += started
+        return started
+
+    def host_of(self, consumer: str) -> AgentProcess:
+        [agent] = [a for a in self.running if a.consumer == consumer]
+        return agent
+
+    def stop_all(self) -> None:
+        for agent in self.running:
+            agent.stop()
 
 
 def agent_settings(url: str, host: str, work_dir: Path) -> AgentSettings:

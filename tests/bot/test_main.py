@@ -10,11 +10,17 @@ engine in place of the engine process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import logging
 import os
 import signal
+import socket
 import sqlite3
 import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +31,7 @@ from bot.__main__ import build, run
 from bot.settings import Settings
 from tests.bot.telegram.fake_bot_api import Call, FakeBotAPI
 from tests.fakes import FakeEngine
+from tests.scaled import Agents
 
 ROOT = Path(__file__).parents[2]
 
@@ -138,6 +145,163 @@ async def test_build_connects_nothing_and_run_serves_until_stopped(tmp_path: Pat
         assert engine.up_since is None  # the engine was closed
         with pytest.raises(sqlite3.ProgrammingError):  # and the store
             atelier.store.connection.execute("SELECT 1")
+
+
+@pytest.mark.slow
+async def test_the_bot_and_an_agent_paint_through_redis(
+    tmp_path: Path, vgg_weights_path: Path, redis_url: str
+) -> None:
+    """`python -m bot` in the scaled mode and `python -m engine agent` with the real engine
+    (random weights, 64 px), as separate processes meeting only in a real redis-server."""
+    async with FakeBotAPI() as api:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "ATELIER_"))},
+            "PYTHONPATH": str(ROOT),
+            "TELEGRAM_TOKEN": api.token,
+            "TELEGRAM_API_BASE": api.base,
+            "ATELIER_DATA_DIR": str(tmp_path / "data"),
+            "ATELIER_REDIS_URL": redis_url,
+            "ATELIER_BOT_ID": "e2e-bot",
+            "ATELIER_LEASE_SECONDS": "5",
+            "ATELIER_DEFAULT_QUALITY": "draft",
+            "ATELIER_PREVIEW_SECONDS": "0",
+        }
+        agent_log = (tmp_path / "agent.log").open("wb")
+        agent = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "engine", "agent", "--redis", redis_url, "--devices", "cpu",
+            "--host", "gpu-host", "--weights", str(vgg_weights_path), "--lease", "5",
+            "--work-dir", str(tmp_path / "agent"),
+            cwd=ROOT, stdout=agent_log, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        bot = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", cwd=tmp_path, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            await api.wait_call("getMe", within=60)
+            user = api.user(503, "Ines")
+            chat = api.private_chat(user)
+            painting = api.document_message(
+                user, chat, image_bytes((64, 64), (220, 40, 40), "PNG"), file_name="style.png"
+            )
+            api.push_message(
+                api.photo_message(
+                    user,
+                    chat,
+                    image_bytes((64, 48), (30, 30, 200), "JPEG"),
+                    caption="/paint",
+                    reply_to=painting,
+                )
+            )
+
+            def is_png_result(call: Call) -> bool:
+                return (call.upload("document") or b"").startswith(b"\x89PNG")
+
+            result = await api.wait_call("sendDocument", where=is_png_result, within=240)
+            png = result.upload("document")
+            assert png is not None and Image.open(io.BytesIO(png)).size == (64, 48)
+        finally:
+            for process in (bot, agent):
+                if process.returncode is None:
+                    process.send_signal(signal.SIGTERM)
+            output, _ = await asyncio.wait_for(bot.communicate(), 60)
+            await asyncio.wait_for(agent.wait(), 60)
+            agent_log.close()
+    log = output.decode(errors="replace")
+    agent_text = (tmp_path / "agent.log").read_text(errors="replace")
+    assert bot.returncode == 0, log
+    assert agent.returncode == 0, agent_text
+    assert "Traceback" not in log + agent_text, log + agent_text
+    assert "scaled mode: jobs wait in Redis as bot e2e-bot" in log
+    assert "engine up" not in log  # the bot started no engine; the agent did
+    assert "claimed by gpu-host:cpu" in agent_text
+
+
+async def test_the_scaled_mode_through_build_and_run_with_metrics(
+    tmp_path: Path, redis_url: str, agents: Agents
+) -> None:
+    """build() in the scaled mode starts no engine; run() paints through Redis and a GPU-host
+    agent, and serves /metrics and /healthz on the port set."""
+    port = free_port()
+    async with FakeBotAPI() as api:
+        settings = Settings.from_env(
+            {
+                "TELEGRAM_TOKEN": api.token,
+                "TELEGRAM_API_BASE": api.base,
+                "ATELIER_DATA_DIR": str(tmp_path / "data"),
+                "ATELIER_REDIS_URL": redis_url,
+                "ATELIER_METRICS_PORT": str(port),
+            }
+        )
+        atelier = build(settings)
+        assert atelier.engine is None and atelier.service.queue.kind == "scaled"
+        assert api.calls == []
+        running = Announcement("Atelier is running")
+        stop = asyncio.Event()
+        with running.watching():
+            serving = asyncio.create_task(run(atelier, stop=stop))
+            await asyncio.wait_for(running.heard.wait(), 30)
+        agents.start("A")
+        user = api.user(504, "Ravi")
+        chat = api.private_chat(user)
+        painting = api.document_message(
+            user, chat, image_bytes((64, 64), (220, 40, 40), "PNG"), file_name="style.png"
+        )
+        api.push_message(
+            api.photo_message(
+                user,
+                chat,
+                image_bytes((64, 48), (30, 30, 200), "JPEG"),
+                caption="/paint",
+                reply_to=painting,
+            )
+        )
+        result = await api.wait_call("sendDocument", within=60)
+        assert (result.upload("document") or b"").startswith(b"\x89PNG")
+        await atelier.service.drained()  # the metrics' listener has had the events too
+        metrics = await asyncio.to_thread(http_get, port, "/metrics")
+        assert 'atelier_jobs_finished_total{outcome="done",reason="",role="bot"} 1.0' in metrics
+        assert await asyncio.to_thread(http_get, port, "/healthz") == "ok\n"
+        stop.set()
+        await asyncio.wait_for(serving, 30)
+    with pytest.raises(urllib.error.URLError, match="refused"):  # the metrics server closed too
+        await asyncio.to_thread(http_get, port, "/healthz")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        return response.read().decode()
+
+
+class Announcement(logging.Handler):
+    """Sets ``heard`` when the bot logs a line starting with ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.heard = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith(self.text):
+            self.heard.set()
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        logger = logging.getLogger("bot")
+        logger.addHandler(self)
+        old = logger.level
+        logger.setLevel(logging.INFO)  # (setLevel, not the attribute: it clears level caches)
+        try:
+            yield
+        finally:
+            logger.removeHandler(self)
+            logger.setLevel(old)
 
 
 # -- start-up problems: one clear line, exit status 1 -----------------------------------------

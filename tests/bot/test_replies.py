@@ -15,6 +15,7 @@ from bot.jobs import (
     Finished,
     Job,
     JobState,
+    PositionChanged,
     Progress,
     QueueOverview,
     Standing,
@@ -153,6 +154,40 @@ def test_the_queue_names_only_members_of_the_same_chat() -> None:
             "Your position: #2.",
         )
     )
+
+
+def test_the_scaled_modes_restart_on_another_gpu_is_told_while_waiting_and_painting() -> None:
+    again = replies.restarting_elsewhere(2)
+    waiting = replies.status_after(
+        StatusState(JobState.RUNNING, percent=60),
+        PositionChanged(job=job(), position=1, eta=30, note=again),
+    )
+    assert replies.status(job(), waiting, PLAIN).lines == (
+        "name-u1, your painting is #1 in the queue.",
+        "Expected to be ready in about 30 s.",
+        "Restarting on another GPU (attempt 2).",
+    )
+    running = replies.status_after(waiting, Started(job=job(), rerun=True, note=again))
+    progress = Progress(job=job(), percent=5, scale=0, scales=1, eta=None)
+    assert replies.status_after(running, progress).note == again  # kept while it paints
+    noted = replace(progress, note="low memory: 512 px")
+    assert replies.status_after(replies.status_after(running, noted), progress).note is None
+
+
+def test_the_queue_shows_every_painting_of_this_bot_in_progress() -> None:
+    first = replace(job(user_id="u2", user_name="Bea"), id="j1")
+    mine = replace(job(user_id="u1"), id="j2")
+    overview = QueueOverview(
+        running=first,
+        running_percent=80,
+        waiting=(),
+        etas={},
+        also_running=(mine,),
+        percents={"j1": 80, "j2": 10.4},
+    )
+    text = replies.queue(overview, platform="discord", user_id="u1", chat_id="c1", markup=PLAIN)
+    assert text.lines[:2] == ("Painting now: Bea · 80%", "Also painting: you · 10%")
+    assert "You have nothing in the queue. Start with /paint." not in text.lines
 
 
 def test_an_unexpected_error_gets_a_reference_that_is_in_the_log(

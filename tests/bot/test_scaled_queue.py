@@ -46,7 +46,6 @@ def scaled(
         bot_id=bot_id,
         limits=limits or Limits(per_member=3),
         results_dir=tmp_path / bot_id / "results",
-        slot_wait=lambda: 0.0,
     )
 
 

@@ -147,3 +147,47 @@ def test_bot_with_a_bad_api_base_exits_without_printing_the_token(tmp_path: Path
     assert "TELEGRAM_API_BASE" in result.stderr
     assert "secret-part" not in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_scaled_mode_and_metrics_are_off_unless_set() -> None:
+    settings = Settings.from_env({"TELEGRAM_TOKEN": "1:x"})
+    assert settings.scale is None and settings.metrics_port is None
+    scaled = Settings.from_env(
+        {
+            "TELEGRAM_TOKEN": "1:x",
+            "ATELIER_REDIS_URL": "redis://:hunter2@queue.example:6379/0",
+            "ATELIER_BOT_ID": "eu-1",
+            "ATELIER_LEASE_SECONDS": "45",
+            "ATELIER_METRICS_PORT": "9100",
+        }
+    )
+    assert scaled.scale is not None and scaled.metrics_port == 9100
+    assert scaled.scale.redis_url.value == "redis://:hunter2@queue.example:6379/0"
+    assert (scaled.scale.bot_id, scaled.scale.lease) == ("eu-1", 45.0)
+    assert "hunter2" not in repr(scaled)
+    from bot.redaction import secret_values
+
+    assert "hunter2" in secret_values(scaled)  # masked in every log line
+    unix = Settings.from_env({"TELEGRAM_TOKEN": "1:x", "ATELIER_REDIS_URL": "unix:///run/r.sock"})
+    assert unix.scale is not None
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("ATELIER_REDIS_URL", "queue.example:6379", "redis://, rediss:// or unix://"),
+        ("ATELIER_REDIS_URL", "http://:hunter2@queue.example", "redis://, rediss:// or unix://"),
+        ("ATELIER_REDIS_URL", "redis://", "redis://, rediss:// or unix://"),
+        ("ATELIER_BOT_ID", "two words", "ATELIER_BOT_ID"),
+        ("ATELIER_LEASE_SECONDS", "0", "ATELIER_LEASE_SECONDS"),
+        ("ATELIER_METRICS_PORT", "70000", "ATELIER_METRICS_PORT"),
+        ("ATELIER_METRICS_PORT", "http", "ATELIER_METRICS_PORT"),
+    ],
+)
+def test_bad_scale_and_metrics_values_name_the_variable(
+    name: str, value: str, message: str
+) -> None:
+    env = {"TELEGRAM_TOKEN": "1:x", "ATELIER_REDIS_URL": "redis://localhost:6379/0", name: value}
+    with pytest.raises(ConfigError, match=message) as info:
+        Settings.from_env(env)
+    assert "hunter2" not in str(info.value)

@@ -38,7 +38,7 @@ from tests.redis_server import RedisServer
 from tests.scaled import (
     LEASE,
     SEED_CRASH,
-    AgentProcess,
+    Agents,
     Updates,
     agent_settings,
     make_job,
@@ -74,28 +74,6 @@ async def redis(redis_url: str) -> AsyncIterator[RedisJobs]:
     client = redis_jobs.connect(redis_url)
     yield RedisJobs(client)
     await client.aclose()
-
-
-class Agents:
-    def __init__(self, url: str, folder: Path) -> None:
-        self.url, self.folder = url, folder
-        self.running: list[AgentProcess] = []
-
-    def start(self, *hosts: str) -> list[AgentProcess]:
-        started = [AgentProcess(self.url, host, self.folder) for host in hosts]
-        self.running += started
-        return started
-
-    def stop_all(self) -> None:
-        for agent in self.running:
-            agent.stop()
-
-
-@pytest.fixture
-def agents(redis_url: str, tmp_path: Path) -> AsyncIterator[Agents]:
-    agents = Agents(redis_url, tmp_path / "agents")
-    yield agents  # type: ignore[misc]
-    agents.stop_all()
 
 
 async def test_two_agents_paint_in_fair_order(
@@ -251,6 +229,7 @@ async def test_redis_restarted_with_its_aof_loses_nothing(
     jobs = [make_job(tmp_path, f"j{n}", user=f"u{n}", seed=slow(10, 100)) for n in range(3)]
     for job in jobs:
         await bot.admit(job)
+    updates.known += jobs  # what the bot's SQLite knows: reconciled with after the restart
     agents.start("A")
     await updates.wait_for(RunProgress, "j0")  # mid-job
     redis_server.stop()
@@ -259,6 +238,7 @@ async def test_redis_restarted_with_its_aof_loses_nothing(
         await bot.admit(make_job(tmp_path, "refused", user="x"))
     redis_server.start()
     late: Job = make_job(tmp_path, "late", user="y")
+    updates.known.append(late)
     await bot.admit(late)
     for job in [*jobs, late]:
         await updates.wait_for(RunDone, job.id, within=60)
