@@ -9,8 +9,9 @@ loop hands them to the engine process one pass at a time.
 - Batches: when the engine can paint several jobs in one pass (``max_batch`` > 1, a GPU), a
   pass is the next job in fair order and the jobs that may share its pass under the rule of
   :mod:`bot.batching` (no member waits longer for it than without batching, beyond one pass's
-  duration). On a CPU every pass is one job, in fair order. Each job of a pass keeps its own
-  events, cancel and result; positions and ETAs follow the passes planned.
+  duration). A member whose later paintings a pass took early gets their next one after
+  those turns, as one at a time. On a CPU every pass is one job, in fair order. Each job of a
+  pass keeps its own events, cancel and result; positions and ETAs follow the passes planned.
 - After a restart (:meth:`EmbeddedQueue.reconcile`) queued jobs come back in order; a job that
   was running runs again, and counts as interrupted: one the bot was killed under twice fails.
 - If the engine dies, the jobs in hand are retried once after a restart of the engine, each at
@@ -104,6 +105,8 @@ class EmbeddedQueue:
         self._waiting: list[Job] = []  # arrival order
         self._running: dict[str, Job] = {}  # the pass in hand, head first
         self._current_turn = 0  # the turn of the pass started last (its head's)
+        # member -> the latest turn of theirs a pass took while serving an earlier turn
+        self._served_ahead: dict[tuple[str, str], int] = {}
         self._cancel_requests: dict[str, str] = {}  # job id -> who asked
         # job id -> (device kind, crashes, batch key): a key depends on both
         self._keys: dict[str, tuple[str, int, Hashable]] = {}
@@ -213,7 +216,11 @@ class EmbeddedQueue:
         """Queue ``job`` at its fair place. The service checked the limits already (on the same
         jobs and reservations), so nothing is refused here."""
         active = [*self._running.values(), *self._waiting]
-        turn = next_turn(active, (job.platform, job.user_id), self._current_turn)
+        owner = (job.platform, job.user_id)
+        turn = next_turn(active, owner, self._current_turn)
+        # A pass that took this member's later turns early does not move their next painting
+        # ahead: it goes after those turns, as it would have one at a time.
+        turn = max(turn, self._served_ahead.get(owner, -1) + 1)
         job = replace(job, turn=turn)
         painting = list(self._running.values())
         self._batcher.delays[job.id] = self._batcher.delay_on_arrival(job, painting)
@@ -314,6 +321,12 @@ class EmbeddedQueue:
         jobs = [replace(job, state=JobState.RUNNING, attempts=job.attempts + 1) for job in chosen]
         self._running = {job.id: job for job in jobs}
         self._current_turn = max(self._current_turn, jobs[0].turn)
+        served = {o: t for o, t in self._served_ahead.items() if t > self._current_turn}
+        for job in jobs:
+            if job.turn > self._current_turn:
+                owner = (job.platform, job.user_id)
+                served[owner] = max(served.get(owner, job.turn), job.turn)
+        self._served_ahead = served
         if len(jobs) > 1:
             log.info("painting %d jobs in one pass: %s", len(jobs), ", ".join(self._running))
         for job in jobs:

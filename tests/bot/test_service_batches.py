@@ -489,3 +489,62 @@ async def test_a_pass_with_a_job_that_kills_the_engine_through_a_real_process(
     assert (poisoned.crashes, spared.crashes) == (2, 1)
     assert spared.state is JobState.DONE and spared.attempts == 2
     store.close()
+
+
+# -- turns after a pass that took a member's later paintings -------------------------------
+
+
+def queued(job_id: str, user: str, quality: str) -> Job:
+    width, height = 1024, 768
+    preset = schedule.PRESETS[(quality, "gpu")]
+    return Job(
+        id=job_id,
+        platform="discord",
+        chat_id="c",
+        user_id=user,
+        user_name=user,
+        options=PaintOptions(quality=quality),
+        state=JobState.QUEUED,
+        created_at=0.0,
+        photo_path="p",
+        painting_path="q",
+        width=width,
+        height=height,
+        work=schedule.total_work(schedule.plan(width, height, preset)),
+    )
+
+
+async def test_a_members_next_painting_goes_after_the_turns_a_pass_took_ahead(
+    tmp_path: Path,
+) -> None:
+    engine = FakeEngine(auto=False, device_kind="gpu", max_batch=4)
+    queue = EmbeddedQueue(engine, results_dir=tmp_path, job_timeout=1e9)
+    await queue.start()
+    served = asyncio.create_task(queue.serve(lambda update: None, lambda: []))
+    try:
+        await queue.admit(queued("x", "x", "standard"))
+        assert await engine.wait_pass() == ("x",)
+        turns = {}
+        for job in [
+            queued("a1", "a", "draft"),
+            queued("b1", "b", "high"),
+            queued("a2", "a", "draft"),
+            queued("b2", "b", "high"),
+            queued("a3", "a", "draft"),
+        ]:
+            turns[job.id] = (await queue.admit(job)).turn
+        assert turns == {"a1": 0, "b1": 0, "a2": 1, "b2": 1, "a3": 2}
+        engine.finish("x")
+        # a's three drafts share the next pass: turns 0 to 2 of a's, while b's wait in theirs.
+        assert await engine.wait_pass() == ("a1", "a2", "a3")
+        for job_id in ("a1", "a2", "a3"):
+            engine.finish(job_id)
+        assert await engine.wait_pass() == ("b1", "b2")  # a's pass is over
+        # a's fourth painting comes after the turns a was served in (as one at a time, where
+        # a3 would still be waiting in turn 2), not in the turn being served now, ahead of b2.
+        assert (await queue.admit(queued("a4", "a", "draft"))).turn == 3
+        assert (await queue.admit(queued("c1", "c", "draft"))).turn == 0  # a newcomer's first
+    finally:
+        served.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await served
