@@ -48,7 +48,8 @@ class SpeedModel:
         self._store = store
         self._device_kind = device_kind
         self._measured: float | None = None
-        self._passes: dict[int, float] = {}  # batch size -> seconds per work of its largest
+        # batch size -> seconds per work of its largest job (None: not measured), read once
+        self._passes: dict[int, float | None] = {}
 
     def load(self) -> None:
         stored = self._store.get_meta(META_KEY)
@@ -97,9 +98,7 @@ class SpeedModel:
     def _pass_speed(self, size: int) -> float | None:
         if size not in self._passes:
             stored = self._store.get_meta(BATCH_META_KEY.format(size=size))
-            if not stored:
-                return None
-            self._passes[size] = float(stored)
+            self._passes[size] = float(stored) if stored else None
         return self._passes[size]
 
     def _store_figure(self, key: str, value: float) -> None:
