@@ -548,3 +548,32 @@ async def test_a_members_next_painting_goes_after_the_turns_a_pass_took_ahead(
         served.cancel()
         with pytest.raises(asyncio.CancelledError):
             await served
+
+
+async def test_a_graceful_stop_during_a_pass_puts_all_its_jobs_back_first_uncounted(
+    tmp_path: Path, clock: FakeTime
+) -> None:
+    engine = FakeEngine(auto=False, device_kind="gpu", max_batch=4)
+    service, store = batching_service(tmp_path, engine, clock)
+    async with service:
+        _, (a, b, c) = await start_a_pass(service, engine)
+        later = await service.submit(request("d", "draft"))
+    # The bot stopped (a deploy) while the pass painted: no crash, back in the queue.
+    for job in (a, b, c):
+        row = store.get_job(job.id)
+        assert row is not None and row.state is JobState.QUEUED and row.crashes == 0
+
+    engine2 = FakeEngine(auto=False, device_kind="gpu", max_batch=4)
+    service2 = PaintService(
+        store=store,
+        engine=engine2,
+        limits=Limits(per_member=5, queue=50, queue_per_chat=50),
+        data_dir=tmp_path / "data",
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    async with service2:
+        # Ahead of d again, and still sharing one pass (none of them was counted a crash).
+        assert await engine2.wait_pass() == (a.id, b.id, c.id)
+        assert [j.id for j in service2.overview().waiting] == [later.id]
+    store.close()
