@@ -237,6 +237,8 @@ class EmbeddedQueue:
             result_path=str(self._results_dir / f"{job.id}.png"),
             options=job.options.resolved(self._default_quality),
             preview_every=self._preview_seconds,
+            painting2_path=job.painting2_path,
+            timelapse=True,  # made while painting or never: every job asks
         )
         try:
             # asyncio.timeout, not wait_for: wait_for on 3.11 can swallow a cancellation that
