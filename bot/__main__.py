@@ -109,11 +109,20 @@ def build(settings: Settings, *, engine: Engine | None = None) -> Atelier:
     )
     try:
         styles = StyleLibrary(
-            store=store, data_dir=settings.data_dir, check=service.check_image, sandbox=sandbox
+            store=store,
+            data_dir=settings.data_dir,
+            check=service.check_image,
+            sandbox=sandbox,
+            # The library's paintings stay warm in the local engine's style cache (the client
+            # pins them again after every engine start). Agents of the scaled mode do not
+            # get pins: their engines analyse a library painting at its first use.
+            keep_warm=engine,
+            warm_quality=settings.engine.default_quality,
         )
     except StoreUnavailable as error:  # its tables are from a newer version
         store.close()
         raise StartupError(str(error)) from None
+    styles.keep_all_warm()  # sent to the engine once it is up
     challenges = Challenges(
         store=store,
         service=service,

@@ -641,13 +641,17 @@ class Challenges:
         service) and ``challenge_id``; its status messages go to ``chat_id`` (default: where
         the entries are posted). Blocking (reads the painting); :meth:`enter` does not block.
         """
-        self._check_may_enter(challenge, user_id)
+        self.check_may_enter(challenge, user_id)
         painting = Path(challenge.painting_path).read_bytes()
         return self._request(
             challenge, painting, user_id, user_name, photo, photo_name, options, chat_id
         )
 
-    def _check_may_enter(self, challenge: Challenge, user_id: str) -> None:
+    def check_may_enter(self, challenge: Challenge, user_id: str) -> None:
+        """Raise the member's refusal (closed, entry limit) before their photo is fetched.
+
+        :meth:`enter` checks again: the answer can change while the photo downloads.
+        """
         self._check_open(challenge, replies.entries_closed(challenge.title))
         limit = self._limits.challenge_entries
         if self.entries_used(challenge.id, challenge.platform, user_id) >= limit:
@@ -695,7 +699,7 @@ class Challenges:
         before the photo was downloaded; used up (released) here whatever happens.
         """
         try:
-            self._check_may_enter(challenge, user_id)
+            self.check_may_enter(challenge, user_id)
             painting = await asyncio.to_thread(Path(challenge.painting_path).read_bytes)
         except BaseException:
             if reservation is not None:

@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from bot import timelapses
 from bot.feeds import ListenerFeed
 from bot.jobs import Finished, Job, JobEvent
 from bot.store import Store
@@ -33,14 +34,15 @@ Clock = Callable[[], float]
 
 
 async def load_finished(job: Job) -> Finished | None:
-    """The ``Finished`` event of a DONE job, its result read from disk off the event loop;
-    None when the file can no longer be read."""
+    """The ``Finished`` event of a DONE job, its result read from disk off the event loop
+    (and whether its timelapse is kept); None when the file can no longer be read."""
     try:
         png = await asyncio.to_thread(Path(job.result_path or "").read_bytes)
     except OSError as error:
         log.warning("job %s: its result can no longer be read (%s)", job.id, error)
         return None
-    return Finished(job=job, result_png=png, seconds=job.seconds or 0.0)
+    kept = await asyncio.to_thread(timelapses.kept, job.result_path)
+    return Finished(job=job, result_png=png, seconds=job.seconds or 0.0, timelapse=kept)
 
 
 class Deliveries:

@@ -365,6 +365,8 @@ class EmbeddedQueue:
             result_path=str(self._results_dir / f"{job.id}.png"),
             options=job.options.resolved(self._default_quality),
             preview_every=self._preview_seconds,
+            painting2_path=job.painting2_path,
+            timelapse=True,  # made while painting or never: every job asks
         )
 
     def _outcome(self, message: JobOutcome, batch: int, by_user: str) -> RunUpdate:

@@ -4,9 +4,10 @@ Two steps, in batches, in a thread of their own with their own SQLite connection
 long history never holds up the event loop (the service runs :func:`sweep` through
 ``asyncio.to_thread`` every hour):
 
-1. *Files*: a job finished more than ``ATELIER_RETENTION_HOURS`` ago loses its result file and,
-   when no job whose files are kept still uses them, its inputs (a painting is often shared by
-   many jobs, stored once by content hash). The row stays, marked purged.
+1. *Files*: a job finished more than ``ATELIER_RETENTION_HOURS`` ago loses its result file and
+   its timelapse (:mod:`bot.timelapses`) and, when no job whose files are kept still uses them,
+   its inputs (photo, painting, a blend's second painting; a painting is often shared by many
+   jobs, stored once by content hash). The row stays, marked purged.
 2. *Records*: a purged job's row (the member's name and id, the chat, the options) is deleted
    ``ATELIER_FORGET_DAYS`` after the job finished.
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from bot import timelapses
 from bot.store import Store
 from engine import files
 
@@ -129,11 +131,12 @@ def sweep(
             with store.transaction():
                 for job in expired:
                     if job.result_path:
+                        timelapses.delete(job.result_path)
                         Path(job.result_path).unlink(missing_ok=True)
                     store.mark_purged(job.id)
             # After the commit: the rows above no longer keep their inputs.
             inputs += claims.delete_unused(
-                store, (path for job in expired for path in (job.photo_path, job.painting_path))
+                store, (path for job in expired for path in job.input_paths)
             )
             purged += len(expired)
         if not should_stop() and inputs_dir.is_dir():

@@ -58,11 +58,12 @@ class Inputs:
             )
         return info
 
-    async def store(self, photo: bytes, painting: bytes) -> tuple[str, str]:
-        """The paths of ``photo`` and ``painting``, stored and claimed (release them)."""
-        return await asyncio.to_thread(self._store, photo, painting)
+    async def store(self, *images: bytes) -> tuple[str, ...]:
+        """The paths of ``images`` (photo, painting, a blend's second painting), in order,
+        stored and claimed (release them)."""
+        return await asyncio.to_thread(self._store, images)
 
-    async def claim(self, paths: tuple[str, str]) -> bool:
+    async def claim(self, paths: tuple[str, ...]) -> bool:
         """Claim stored inputs for a new job; False (nothing claimed) if one is gone."""
         return await asyncio.to_thread(self._claim, paths)
 
@@ -73,19 +74,19 @@ class Inputs:
         """Delete each of ``paths`` that no kept job uses and nobody claims; how many went."""
         return self.claims.delete_unused(store, paths)
 
-    def _store(self, photo: bytes, painting: bytes) -> tuple[str, str]:
+    def _store(self, images: tuple[bytes, ...]) -> tuple[str, ...]:
         paths = []
         with self.claims.locked():
-            for data in (photo, painting):
+            for data in images:
                 name = f"{hashlib.sha256(data).hexdigest()}{housekeeping.INPUT_SUFFIX}"
                 path = self.folder / name
                 if not path.exists():
                     files.write_private(path, data)
                 paths.append(str(path))
             self.claims.hold(paths)
-        return paths[0], paths[1]
+        return tuple(paths)
 
-    def _claim(self, paths: tuple[str, str]) -> bool:
+    def _claim(self, paths: tuple[str, ...]) -> bool:
         with self.claims.locked():
             if not all(Path(path).is_file() for path in paths):
                 return False

@@ -44,6 +44,9 @@ class PaintRequest:
     painting_name: str = "painting"
     status_ref: str | None = None
     challenge_id: int | None = None
+    # A blend: a second painting, ``options.blend`` percent of the style (None: one painting).
+    painting2: bytes | None = None
+    painting2_name: str = "painting"
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,19 @@ class Job:
     seconds: float | None = None  # painting time on the engine
     turn: int = 0  # round-robin round: jobs run by (turn, arrival)
     delivered_at: float | None = None  # when the adapter posted the result (DONE jobs)
+    painting2_path: str | None = None  # a blend's second painting (options.blend percent)
+    painting2_name: str | None = None
+
+    @property
+    def blended_with(self) -> str | None:
+        """The second painting's name when this is a blend of two paintings, else None."""
+        return (self.painting2_name or "painting") if self.painting2_path else None
+
+    @property
+    def input_paths(self) -> tuple[str, ...]:
+        """The stored inputs this job paints from: photo, painting(s)."""
+        second = (self.painting2_path,) if self.painting2_path else ()
+        return (self.photo_path, self.painting_path, *second)
 
 
 @dataclass(frozen=True)
@@ -137,6 +153,7 @@ class Progress(JobEvent):
 class Finished(JobEvent):
     result_png: bytes
     seconds: float
+    timelapse: bool = False  # its timelapse was made and kept: show the Timelapse button
 
 
 @dataclass(frozen=True)
@@ -275,7 +292,7 @@ class Style:
     id: int
     platform: str
     community_id: str  # Discord server id, or the Telegram chat's id
-    name: str  # unique in its community; lower case (bot.styles.check_name)
+    name: str  # unique in its community; lower case (bot.style_rules.check_name)
     painting_path: str
     thumbnail_path: str | None  # a small JPEG for contact sheets; None if none could be made
     painting_name: str  # the file's name as it was sent

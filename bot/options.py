@@ -16,7 +16,15 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from bot.errors import InvalidOptions
-from engine.protocol import BRUSHES, STRENGTH_MAX, STRENGTH_MIN, OptionError, PaintOptions
+from engine.protocol import (
+    BLEND_MAX,
+    BLEND_MIN,
+    BRUSHES,
+    STRENGTH_MAX,
+    STRENGTH_MIN,
+    OptionError,
+    PaintOptions,
+)
 from engine.schedule import QUALITIES
 
 DEFAULTS: Final = PaintOptions()
@@ -26,7 +34,8 @@ STRENGTH_STEP: Final = 2  # how much Stronger and Softer change the strength
 # The caption words Telegram members write, as the help shows them.
 WORDS_HELP: Final = (
     f"strength={STRENGTH_MIN}…{STRENGTH_MAX}, quality={'|'.join(QUALITIES)}, "
-    f"brush={'|'.join(BRUSHES)}, keep_colors, style=<a saved style>"
+    f"brush={'|'.join(BRUSHES)}, keep_colors, style=<a saved style>, "
+    f"blend={BLEND_MIN}…{BLEND_MAX} (% of a second painting)"
 )
 
 
@@ -36,6 +45,7 @@ def choose(
     quality: str | None = None,
     keep_colors: bool | None = None,
     brush: str | None = None,
+    blend: int | None = None,
 ) -> PaintOptions:
     """Options from a form where every choice may be left out (Discord's slash commands)."""
     return PaintOptions(
@@ -43,6 +53,7 @@ def choose(
         quality=quality or HOST_DEFAULT_QUALITY,
         keep_colors=DEFAULTS.keep_colors if keep_colors is None else keep_colors,
         brush=brush or DEFAULTS.brush,
+        blend=DEFAULTS.blend if blend is None else blend,
     )
 
 
@@ -66,19 +77,28 @@ def split_style(words: str | None) -> tuple[str | None, str]:
     return (named[0] if named else None), " ".join(rest)
 
 
+def asks_blend(words: str | None) -> bool:
+    """Whether the words ask for a blend of two paintings (``blend=30``)."""
+    return any(word.lower().startswith("blend=") for word in (words or "").split())
+
+
 def parse(words: str | None) -> PaintOptions:
-    """``strength=7 quality=high keep_colors`` -> options, or :class:`InvalidOptions`."""
+    """``strength=7 quality=high keep_colors blend=30`` -> options, or
+    :class:`InvalidOptions`."""
     values: dict[str, object] = {"quality": HOST_DEFAULT_QUALITY}
     for word in (words or "").split():
         name, has_value, value = word.lower().replace("-", "_").partition("=")
         if name in ("keep_colors", "keep_colours") and not has_value:
             values["keep_colors"] = True
-        elif name == "strength" and has_value:
+        elif name in ("strength", "blend") and has_value:
+            low, high = (
+                (STRENGTH_MIN, STRENGTH_MAX) if name == "strength" else (BLEND_MIN, BLEND_MAX)
+            )
             try:
-                values["strength"] = int(value)
+                values[name] = int(value.removesuffix("%"))
             except ValueError:
                 raise InvalidOptions(
-                    f"strength must be a whole number from {STRENGTH_MIN} to {STRENGTH_MAX}."
+                    f"{name} must be a whole number from {low} to {high}."
                 ) from None
         elif name in ("quality", "brush") and has_value:
             values[name] = value

@@ -12,6 +12,9 @@ Two logging filters, put in place once by :func:`install` after logging is confi
   becomes a one-line summary (``<gateway op=0 t=INTERACTION_CREATE>``), and interaction tokens
   leave the URLs. At DEBUG discord.py logs every event whole: members' messages, names and each
   interaction's token.
+
+:func:`install` also routes uncaught exceptions (``sys.excepthook`` and ``threading.excepthook``)
+through logging: Python prints those to stderr itself, past every filter.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import sys
+import threading
 from collections.abc import Iterable, Mapping
+from types import TracebackType
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -150,4 +156,31 @@ def install(secrets: Iterable[str], *, root: logging.Logger | None = None) -> Re
     payloads = DiscordPayloads()
     for name in DISCORD_LOGGERS:
         logging.getLogger(name).addFilter(payloads)
+    _route_uncaught_exceptions()
     return redactor
+
+
+def _route_uncaught_exceptions() -> None:
+    """Uncaught exceptions (main thread and other threads) go through logging, so redacted.
+
+    Python prints those itself, straight to stderr, past every logging filter.
+    """
+    uncaught = logging.getLogger("atelier.uncaught")
+
+    def main_hook(
+        kind: type[BaseException], error: BaseException, trace: TracebackType | None
+    ) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, error, trace)
+            return
+        uncaught.critical("uncaught exception", exc_info=(kind, error, trace))
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "a thread"
+        trace = (args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback)
+        uncaught.error("uncaught exception in %s", name, exc_info=trace)
+
+    sys.excepthook = main_hook
+    threading.excepthook = thread_hook

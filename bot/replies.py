@@ -364,15 +364,22 @@ def too_slow(limit_seconds: float) -> str:
 # Options and results
 
 
-def summary(options: PaintOptions) -> str:
-    """``strength 7 · draft quality · medium brush · the painting's colours``."""
+def summary(options: PaintOptions, blended_with: str | None = None) -> str:
+    """``strength 7 · draft quality · medium brush · the painting's colours``, and for a blend
+    (``blended_with``: the second painting's name) ``· blend 30% with waves.jpg``."""
     colours = "your photo's colours" if options.keep_colors else "the painting's colours"
     quality = options.quality or DEFAULTS.quality
-    return f"strength {options.strength} · {quality} quality · {options.brush} brush · {colours}"
+    text = f"strength {options.strength} · {quality} quality · {options.brush} brush · {colours}"
+    if blended_with is not None:
+        text += f" · blend {options.blend}% with {clip(blended_with, 40)}"
+    return text
 
 
 def inputs(job: Job, markup: Markup) -> str:
-    return f"📷 {markup.name(job.photo_name)}  ×  🖼️ {markup.name(job.painting_name)}"
+    text = f"📷 {markup.name(job.photo_name)}  ×  🖼️ {markup.name(job.painting_name)}"
+    if job.blended_with is not None:
+        text += f" + 🖼️ {markup.name(job.blended_with)}"
+    return text
 
 
 def owner(job: Job, markup: Markup) -> str:
@@ -421,6 +428,35 @@ def cancelling(job: Job, by_user: str) -> str:
 
 
 DELETED: Final = "Deleted the painting."
+
+
+# ----------------------------------------------------------------------------------------------
+# Timelapses: the button under a result, and what pressing it gives
+
+
+TIMELAPSE_LABEL: Final = "Timelapse"  # the button, on both platforms
+TIMELAPSE_EMOJI: Final = "🎞️"
+NO_TIMELAPSE_YET: Final = "That painting isn't finished yet; its timelapse comes with it."
+NO_TIMELAPSE: Final = "There is no timelapse of that painting: it could not be made."
+TIMELAPSE_DELETED: Final = "That painting was deleted, and its timelapse with it."
+
+
+def timelapse_expired(retention_hours: float) -> str:
+    return (
+        f"Timelapses are kept for {span(retention_hours * 3600)} after a painting is finished, "
+        "and this one's time is up."
+    )
+
+
+def timelapse_too_big(size: int, limit: int) -> str:
+    return (
+        f"The timelapse is {megabytes(size)}, more than the {megabytes(limit)} I may upload "
+        "here, so I can't post it in this channel."
+    )
+
+
+def timelapse_caption(job: Job, markup: Markup) -> str:
+    return f"{TIMELAPSE_EMOJI} {markup.name(job.user_name, 40)}'s painting emerging from the photo."
 
 
 def queued_here(what: str, url: str) -> str:
@@ -621,10 +657,22 @@ def gave_up(missing: str, minutes: int) -> str:
     )
 
 
-def album_needs_two(images: int) -> str:
+ASK_PAINTING2: Final = (
+    "Now send the second painting, whose style I blend in, as a photo or as a file."
+)
+
+
+def album_size(images: int) -> str:
     return (
-        "An album for /paint needs exactly two images, your photo first and then the painting; "
-        f"this one has {images}."
+        "An album for /paint needs your photo first, then the painting, and to blend two "
+        f"paintings the second one: two or three images. This one has {images}."
+    )
+
+
+def album_with_style(images: int) -> str:
+    return (
+        "With a saved style, an album for /paint holds your photo, and to blend the style with "
+        f"a painting, that painting: one or two images. This one has {images}."
     )
 
 
@@ -910,6 +958,26 @@ STYLE_NAME_RULE: Final = (
 )
 STYLES_PER_PAGE_HINT: Final = "Paint with one by its name."
 PAINTING_AND_STYLE: Final = "Give either a painting or a saved style, not both."
+
+
+def painting_and_style(how_to_blend: str) -> str:
+    """A painting and a saved style were given: one of them, or a blend of the two."""
+    return f"{PAINTING_AND_STYLE} To blend the style with a painting, {how_to_blend}."
+
+
+# ----------------------------------------------------------------------------------------------
+# Blends of two paintings
+
+
+BLEND_DISCORD: Final = "attach that painting as painting2"
+BLEND_WITH_STYLE_TELEGRAM: Final = "add blend=50 to the caption"
+
+
+def blend_needs_second(how: str) -> str:
+    """blend= was given without a second painting to blend in."""
+    return f"blend sets how much of a second painting's style to mix in, so it needs one: {how}."
+
+
 STYLES_IN_SERVERS: Final = (
     "Saved styles belong to a server. In a direct message, attach a painting instead."
 )

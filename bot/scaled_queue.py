@@ -10,10 +10,11 @@ SQLite row keeps it for :meth:`ScaledQueue.reconcile`).
 :meth:`ScaledQueue.serve` runs three loops. One reader follows this bot's event stream
 (``XREAD BLOCK`` <= 2 s on a connection of its own) and turns events into
 :class:`~bot.job_queue.RunUpdate` values for the service, in order; a finished painting's PNG
-is fetched from its blob and written to the results folder first. After Redis was unreachable,
-or restarted (its run id changed), it reconciles before reading on; an outcome a reconcile
-reported is not reported again when its event comes. A reaper takes back the jobs of dead
-hosts, as every agent does too (idempotent). A third keeps the snapshot that
+is fetched from its blob and written to the results folder first (with its timelapse: every job
+asks for one; a blend's second painting goes up as a blob like the other inputs). After Redis
+was unreachable, or restarted (its run id changed), it reconciles before reading on; an
+outcome a reconcile reported is not reported again when its event comes. A reaper takes back
+the jobs of dead hosts, as every agent does too (idempotent). A third keeps the snapshot that
 :meth:`ScaledQueue.view` answers from: the waiting order (other bots' jobs too), jobs running
 elsewhere, devices alive; every 2 s and soon after this bot changes something.
 
@@ -70,6 +71,7 @@ from bot.job_queue import (
 from bot.jobs import Job, JobState
 from bot.settings import Limits
 from engine import redis_jobs
+from engine.protocol import timelapse_paths
 from engine.redis_jobs import (
     AdmitLimits,
     Admitted,
@@ -336,7 +338,7 @@ class ScaledQueue:
     # -- inside --------------------------------------------------------------------------------
 
     async def _admit(self, job: Job, limits: AdmitLimits) -> Admitted | redis_jobs.Refused:
-        photo, painting = await asyncio.to_thread(_read_inputs, job)
+        photo, painting, *second = await asyncio.to_thread(_read_inputs, job)
         new = NewJob(
             id=job.id,
             bot=self.bot_id,
@@ -350,6 +352,8 @@ class ScaledQueue:
             work=job.work,
             timeout=self._limits.job_timeout,
             created=job.created_at,
+            painting2=await self.jobs.put_blob(second[0]) if second else "",
+            timelapse=True,  # made while painting or never: every job asks
         )
         return await self.jobs.admit(new, limits)
 
@@ -547,6 +551,7 @@ class ScaledQueue:
             return RunFailed(event.job_id, event.id, "internal", replies.RESULT_LOST)
         path = self._results_dir / f"{event.job_id}.png"
         await asyncio.to_thread(_write, path, data)
+        await self._timelapse(event, path)
         return RunDone(
             event.job_id,
             event.id,
@@ -557,6 +562,21 @@ class ScaledQueue:
             height=int(event.number("height")),
             png=data,
         )
+
+    async def _timelapse(self, event: Event, result: Path) -> None:
+        """Write a finished painting's timelapse beside its result, where the embedded engine
+        writes it (:func:`engine.protocol.timelapse_paths`): both files or none (a blob gone
+        meanwhile leaves the painting without one, as when the engine could not make one)."""
+        digests = (event.text("timelapse_webp"), event.text("timelapse_mp4"))
+        if not all(digests):
+            return
+        blobs = [await self.jobs.get_blob(digest or "") for digest in digests]
+        if any(blob is None for blob in blobs):
+            log.warning("job %s: its timelapse blobs are gone; delivered without", event.job_id)
+            return
+        paths = timelapse_paths(str(result))
+        for target, blob in zip((paths.webp, paths.mp4), blobs, strict=True):
+            await asyncio.to_thread(_write, Path(target), blob or b"")
 
 
 async def _hand(on_update: UpdateHandler, update: Update) -> None:
@@ -573,8 +593,9 @@ def _str(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else (value or "")
 
 
-def _read_inputs(job: Job) -> tuple[bytes, bytes]:
-    return Path(job.photo_path).read_bytes(), Path(job.painting_path).read_bytes()
+def _read_inputs(job: Job) -> list[bytes]:
+    """The job's stored inputs: photo, painting and a blend's second painting."""
+    return [Path(path).read_bytes() for path in job.input_paths]
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -49,7 +49,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Final
 
-from bot import eta, housekeeping, replies
+from bot import eta, housekeeping, replies, timelapses
 from bot.admission import Admission, Reservation
 from bot.delivery import Deliveries, load_finished
 from bot.embedded_queue import EmbeddedQueue, next_turn, run_order
@@ -118,6 +118,7 @@ EVENTS_READ: Final = "events_read"  # meta key: the last event id handled (scale
 # What counts as a refused request (for the operators' metrics): limits, a paused queue, bad
 # input. Not allowed or not found are answers about a painting, not refusals to paint.
 REFUSALS: Final = (LimitReached, QueueFull, Paused, InvalidImage, InvalidOptions)
+SECOND_PAINTING: Final = "second painting"  # a blend's, as its checks name it
 
 
 class PaintService:
@@ -350,10 +351,14 @@ class PaintService:
         with slot:
             photo = await self.check_image(request.photo, "photo")
             await self.check_image(request.painting, "painting")
+            images: tuple[bytes, ...] = (request.photo, request.painting)
+            if request.painting2 is not None:
+                await self.check_image(request.painting2, SECOND_PAINTING)
+                images += (request.painting2,)
             async with self._admitting:
                 # Checked again: a reservation that lapsed while we checked no longer counts.
                 self._check_limits(request.platform, request.chat_id, request.user_id, slot)
-                paths = await self._inputs.store(request.photo, request.painting)
+                paths = await self._inputs.store(*images)
                 admitted = False
                 try:
                     job = Job(
@@ -374,6 +379,8 @@ class PaintService:
                         work=self._estimate_work(photo.width, photo.height, options),
                         status_ref=request.status_ref,
                         challenge_id=request.challenge_id,
+                        painting2_path=paths[2] if len(paths) > 2 else None,
+                        painting2_name=request.painting2_name if len(paths) > 2 else None,
                     )
                     job = await self._admit(job, slot)
                     admitted = True
@@ -436,7 +443,7 @@ class PaintService:
             if not self._queue.accepting():
                 raise Paused(replies.PAUSED)
             self._check_limits(source.platform, source.chat_id, user_id)
-            paths = (source.photo_path, source.painting_path)
+            paths = source.input_paths  # a blend stays a blend
             if not await self._inputs.claim(paths):
                 raise gone
             try:
@@ -520,9 +527,10 @@ class PaintService:
         if not job.state.terminal:
             raise NotAllowed(replies.CANCEL_INSTEAD)
         if job.result_path:
+            await asyncio.to_thread(timelapses.delete, job.result_path)
             await asyncio.to_thread(Path(job.result_path).unlink, missing_ok=True)
         self._store.mark_purged(job.id)
-        deleted = self._inputs.delete_unused(self._store, (job.photo_path, job.painting_path))
+        deleted = self._inputs.delete_unused(self._store, job.input_paths)
         log.info("job %s deleted by %s (%d inputs went with it)", job.id, user_id, deleted)
         return replace(job, result_path=None)
 
@@ -602,6 +610,17 @@ class PaintService:
     async def read_input(self, job: Job, which: str) -> bytes:
         """:meth:`input_bytes` off the event loop."""
         return await asyncio.to_thread(self.input_bytes, job, which)
+
+    async def timelapse(self, job_id: str, fmt: timelapses.Format) -> bytes:
+        """The timelapse of a finished painting (``webp`` or ``mp4``), for anyone who asks
+        where it was posted; :class:`NotAvailable` saying why there is none (see
+        :mod:`bot.timelapses`)."""
+        return await timelapses.read(
+            lambda: self.get(job_id),
+            fmt,
+            retention_hours=self._limits.retention_hours,
+            clock=self._clock,
+        )
 
     # -- admission -----------------------------------------------------------------------------
 
@@ -794,7 +813,8 @@ class PaintService:
         if png is None:
             finished = await load_finished(job)
         else:
-            finished = Finished(job=job, result_png=png, seconds=job.seconds or 0.0)
+            kept = await asyncio.to_thread(timelapses.kept, job.result_path)
+            finished = Finished(job=job, result_png=png, seconds=job.seconds or 0.0, timelapse=kept)
         if finished is None:
             self._finish_failed(job, "internal", replies.OUR_FAULT)
         else:

@@ -4,8 +4,9 @@ One file in the data folder, WAL mode, readable by its owner only. Calls are syn
 short (single-row writes and indexed reads on a local file take well under a millisecond), so
 the service calls them from the event loop; the housekeeping (:mod:`bot.housekeeping`) opens its
 own connection in a thread for its batches. Challenge tables live in :mod:`bot.challenges` and
-use :meth:`Store.connection`; the style library's (:mod:`bot.styles`) are made and kept up to
-date by :meth:`Store.migrate`, numbered steps applied once per database.
+use :meth:`Store.connection`; the style library's (:mod:`bot.styles`) and the jobs table's later
+columns (:data:`JOB_STEPS`: a blend's second painting) are made and kept up to date by
+:meth:`Store.migrate`, numbered steps applied once per database.
 
 Every query the housekeeping runs over the whole history is served by an index (a test reads
 ``EXPLAIN QUERY PLAN``): expired files, inputs still in use, rows to forget, undelivered
@@ -77,7 +78,16 @@ CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs(purged, finished_at);
 CREATE INDEX IF NOT EXISTS jobs_photo ON jobs(photo_path, purged);
 CREATE INDEX IF NOT EXISTS jobs_painting ON jobs(painting_path, purged);
 """
-# Columns added since the first release: name -> how to fill existing rows (SQL), or None.
+# The jobs table's later steps (Store.migrate, owner "jobs"; append-only): blends of two
+# paintings keep the second one's path and name (its path indexed, as the in-use check asks).
+JOB_STEPS: Final = (
+    """
+    ALTER TABLE jobs ADD COLUMN painting2_path TEXT;
+    ALTER TABLE jobs ADD COLUMN painting2_name TEXT;
+    CREATE INDEX jobs_painting2 ON jobs(painting2_path, purged);
+    """,
+)
+# Columns added before the numbered steps: name -> how to fill existing rows (SQL), or None.
 _ADDED_COLUMNS: Final = {
     # Paintings finished before delivery was tracked were delivered then.
     "delivered_at": ("REAL", "UPDATE jobs SET delivered_at = finished_at WHERE state = 'done'"),
@@ -100,7 +110,8 @@ class Store:
     )
     IN_USE_SQL: Final = (
         "SELECT 1 FROM jobs WHERE purged = 0 AND photo_path = ? "
-        "UNION ALL SELECT 1 FROM jobs WHERE purged = 0 AND painting_path = ? LIMIT 1"
+        "UNION ALL SELECT 1 FROM jobs WHERE purged = 0 AND painting_path = ? "
+        "UNION ALL SELECT 1 FROM jobs WHERE purged = 0 AND painting2_path = ? LIMIT 1"
     )
     FORGETTABLE_SQL: Final = (
         "SELECT seq FROM jobs WHERE purged = 1 AND finished_at < ? ORDER BY finished_at LIMIT ?"
@@ -137,10 +148,22 @@ class Store:
                 f"the database {path} is damaged or not a database ({error}); move it away "
                 "(Atelier then starts with an empty history) or restore a backup"
             ) from None
+        store = cls(db, path)
+        try:
+            store.migrate("jobs", JOB_STEPS)
+        except StoreUnavailable:
+            db.close()
+            raise
+        except sqlite3.DatabaseError as error:
+            db.close()
+            raise StoreUnavailable(
+                f"the database {path} could not be brought up to date ({error}); restore a "
+                "backup, or move it away (Atelier then starts with an empty history)"
+            ) from None
         # SQLite gives the -wal and -shm files the database file's mode.
         for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
             files.make_private(path.with_name(name))
-        return cls(db, path)
+        return store
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -173,8 +196,12 @@ class Store:
                 f"the database {self.path} has {owner} tables from a newer version of Atelier "
                 f"({done} steps; this one knows {len(steps)})"
             )
+        ran = 0
         for number in range(done + 1, len(steps) + 1):
             self._db.execute("BEGIN IMMEDIATE")
+            if int(self.get_meta(key) or 0) >= number:  # another connection just ran it
+                self._db.execute("ROLLBACK")
+                continue
             try:
                 for statement in _statements(steps[number - 1]):
                     self._db.execute(statement)
@@ -184,8 +211,9 @@ class Store:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
+            ran += 1
             log.info("database: %s tables brought to step %d", owner, number)
-        return len(steps) - done
+        return ran
 
     def close(self) -> None:
         self._db.close()
@@ -240,8 +268,9 @@ class Store:
         return bool(row and row["purged"])
 
     def input_in_use(self, path: str) -> bool:
-        """Whether any job whose files are kept still refers to this input file."""
-        return self._db.execute(self.IN_USE_SQL, (path, path)).fetchone() is not None
+        """Whether any job whose files are kept still refers to this input file (as its
+        photo, its painting or a blend's second painting)."""
+        return self._db.execute(self.IN_USE_SQL, (path, path, path)).fetchone() is not None
 
     def forget(self, before: float, limit: int) -> int:
         """Delete up to ``limit`` rows of jobs whose files were deleted and that finished

@@ -6,12 +6,13 @@
     painting = await library.painting(library.get("discord", guild_id, "starry-night"))
     sheet = await library.sheet(styles)                              # one JPEG, thumbnails
 
-Rules (each refusal is a :class:`StyleError` with the member's message, names marked up by the
-``markup`` the adapter passes):
+Rules (each refusal is a :class:`~bot.style_rules.StyleError` with the member's message, names
+marked up by the ``markup`` the adapter passes):
 
 - A community is a Discord server or a Telegram chat; names are unique in it, case-insensitive,
-  and stored in lower case: 2 to 32 letters a-z, digits, ``-`` or ``_`` (:func:`check_name`).
-  A name that breaks the rule is answered with one that keeps it (:func:`slug`), when there is.
+  and stored in lower case: 2 to 32 letters a-z, digits, ``-`` or ``_``
+  (:func:`bot.style_rules.check_name`). A name that breaks the rule is answered with one that
+  keeps it (:func:`bot.style_rules.slug`), when there is.
 - Only organisers add and remove (the adapters decide who is one, as for challenges). The
   painting is checked like any upload (the service's header check and sandboxed decode); the
   same painting twice in one community is refused, naming the style it is saved as. A library
@@ -27,6 +28,11 @@ Rules (each refusal is a :class:`StyleError` with the member's message, names ma
 Files: ``data/styles/<id>/painting.img`` and ``thumbnail.jpg`` (made in the sandbox: this
 process decodes no picture), owner-only, kept until the style is removed (not subject to the
 retention period). The table is made and kept up to date by :meth:`bot.store.Store.migrate`.
+
+Warm styles: given a ``keep_warm`` hook (:class:`KeepWarm`: the local engine's client), the
+library pins every saved painting in the engine's style cache (:meth:`StyleLibrary.keep_all_warm`
+at start; the client sends them again after every engine restart), pins a new style when it is
+added and unpins one when it is removed, so a library style paints as fast as a repeat.
 """
 
 from __future__ import annotations
@@ -35,14 +41,12 @@ import asyncio
 import difflib
 import hashlib
 import logging
-import re
 import shutil
 import sqlite3
 import time
-import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 from bot import replies
 from bot.errors import UserFacingError
@@ -50,6 +54,15 @@ from bot.jobs import Challenge, ChallengeState, Style
 from bot.replies import PLAIN, Markup
 from bot.sandbox import DecoderFailed, Sandbox
 from bot.store import Store
+from bot.style_rules import (
+    NAME,
+    NAME_MAX,
+    LibraryFull,
+    NoSuchStyle,
+    StyleExists,
+    check_name,
+    slug,
+)
 from engine import files
 from engine.images import ImageError
 
@@ -59,8 +72,6 @@ Clock = Callable[[], float]
 # Checks a painting like any upload: bot.service.PaintService.check_image(data, role).
 Check = Callable[[bytes, str], Awaitable[object]]
 
-NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{1,31}")
-NAME_MAX: Final = 32
 MAX_STYLES: Final = 100  # per community
 PAGE_SIZE: Final = 12  # styles on one contact sheet
 SHEET_COLUMNS: Final = 4
@@ -95,49 +106,13 @@ STEPS: Final = (
 )
 
 
-# -- errors ------------------------------------------------------------------------------------
+class KeepWarm(Protocol):
+    """Where library paintings are kept warm: :class:`engine.client.EngineClient` (the engine
+    computes their style targets ahead and never evicts them)."""
 
+    def pin_style(self, painting_path: str, quality: str = "") -> None: ...
 
-class StyleError(UserFacingError):
-    """A library rule the member ran into; the message says which."""
-
-
-class BadStyleName(StyleError):
-    pass
-
-
-class StyleExists(StyleError):
-    pass
-
-
-class NoSuchStyle(StyleError):
-    pass
-
-
-class LibraryFull(StyleError):
-    pass
-
-
-# -- names -------------------------------------------------------------------------------------
-
-
-def slug(text: str) -> str:
-    """``text`` made into a style name as far as it goes: ``Starry Night!`` -> ``starry-night``,
-    ``Café`` -> ``cafe``; ``""`` when nothing usable is left."""
-    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
-    joined = re.sub(r"[^a-z0-9_]+", "-", folded).strip("-_")
-    return joined[:NAME_MAX].rstrip("-_")
-
-
-def check_name(text: str, markup: Markup = PLAIN) -> str:
-    """The style name ``text`` stands for (trimmed, lower case), or :class:`BadStyleName`
-    saying the rule and offering a name that keeps it."""
-    name = text.strip().lower()
-    if NAME.fullmatch(name):
-        return name
-    suggestion = slug(text)
-    usable = suggestion if NAME.fullmatch(suggestion) else None
-    raise BadStyleName(replies.bad_style_name(text, usable, markup))
+    def unpin_style(self, painting_path: str) -> None: ...
 
 
 # -- the library -------------------------------------------------------------------------------
@@ -155,9 +130,15 @@ class StyleLibrary:
         sandbox: Sandbox | None = None,
         clock: Clock = time.time,
         max_styles: int = MAX_STYLES,
+        keep_warm: KeepWarm | None = None,
+        warm_quality: str = "",
     ) -> None:
         """``check``: how a painting is checked like any upload (the service's
-        ``check_image``); ``sandbox``: where thumbnails and contact sheets are made."""
+        ``check_image``); ``sandbox``: where thumbnails and contact sheets are made;
+        ``keep_warm``: where saved paintings are pinned, for ``warm_quality`` (the host's
+        default quality; "" the engine's)."""
+        self._keep_warm = keep_warm
+        self._warm_quality = warm_quality
         self._store = store
         self._db = store.connection
         self._dir = data_dir / "styles"
@@ -225,6 +206,8 @@ class StyleLibrary:
         log.info(
             "style %d %r saved in %s/%s by %s", style.id, name, platform, community_id, added_by
         )
+        if self._keep_warm is not None:
+            self._keep_warm.pin_style(style.painting_path, self._warm_quality)
         return style
 
     async def remove(
@@ -233,6 +216,8 @@ class StyleLibrary:
         """Delete a style and its files. Jobs already queued with it keep their own copy."""
         style = self.get(platform, community_id, name, markup)
         self._db.execute("DELETE FROM styles WHERE id = ?", (style.id,))
+        if self._keep_warm is not None:
+            self._keep_warm.unpin_style(style.painting_path)
         await asyncio.to_thread(shutil.rmtree, self._dir / str(style.id), True)
         log.info("style %d %r removed from %s/%s", style.id, style.name, platform, community_id)
         return style
@@ -267,6 +252,15 @@ class StyleLibrary:
             (challenge.id, style.id if style else None, self._clock()),
         )
         return style
+
+    def keep_all_warm(self) -> int:
+        """Pin every saved painting, of every community (at start); how many."""
+        if self._keep_warm is None:
+            return 0
+        rows = self._db.execute("SELECT painting_path FROM styles ORDER BY id").fetchall()
+        for row in rows:
+            self._keep_warm.pin_style(row["painting_path"], self._warm_quality)
+        return len(rows)
 
     # -- members -------------------------------------------------------------------------------
 

@@ -7,13 +7,15 @@ device, with the stable consumer name ``<host>:<device>``:
 
 - claim only when the device is free (prefetch 0: late binding keeps fairness and ETAs right);
   an idle device waits for a "wake" message (sent on every admission) or polls every 2 s;
-- fetch the inputs' blobs into the work folder and paint; forward progress at most once a
-  second, plus every preview, scale change and note;
+- fetch the inputs' blobs (photo, painting, a blend's second painting) into the work folder
+  and paint (with a timelapse when the job asks); forward progress at most once a second, plus
+  every preview, scale change and note;
 - renew the lease every few seconds while painting; a renewal that finds the lease taken stops
   the painting (the host was presumed dead), one that finds a cancel request cancels it;
 - a cancel also arrives at once by pub/sub; the engine stops within one iteration;
-- finish: the result goes up as a blob, then the fenced finish script; a refusal means the job
-  was given to another host meanwhile, and this result is dropped;
+- finish: the result (and its timelapse's two files) go up as blobs, then the fenced finish
+  script; a refusal means the job was given to another host meanwhile, and this result is
+  dropped;
 - the engine dying under a job sends it back to the queue (it fails after 3 deliveries); a job
   past its time limit is stopped and fails.
 
@@ -243,11 +245,12 @@ class Agent:
         try:
             photo = await self._input(claimed.photo)
             painting = await self._input(claimed.painting)
+            painting2 = await self._input(claimed.painting2) if claimed.painting2 else None
         except RedisError as error:
             self._redis_down(error)
             await self._finish(device, claimed, redis_jobs.Release())
             return
-        if photo is None or painting is None:
+        if photo is None or painting is None or (claimed.painting2 and painting2 is None):
             await self._finish(device, claimed, redis_jobs.Failed("inputs_lost", INPUTS_LOST))
             return
         result_path = self._results / f"{claimed.job_id}-{claimed.attempt}.png"
@@ -258,6 +261,8 @@ class Agent:
             result_path=str(result_path),
             options=claimed.options,
             preview_every=claimed.preview_every,
+            painting2_path=str(painting2) if painting2 is not None else None,
+            timelapse=claimed.timelapse,
         )
         forwarder = _Forwarder(self.jobs, claimed, self.settings.progress_every, self._clock)
         renewer = asyncio.create_task(self._renew_loop(device, claimed))
@@ -284,18 +289,28 @@ class Agent:
         if device.lost:
             log.warning("job %s: the lease was taken meanwhile; result dropped", claimed.job_id)
         await self._finish(device, claimed, outcome, seconds=self._clock() - started)
-        result_path.unlink(missing_ok=True)
+        await asyncio.to_thread(_remove_result, result_path)
 
     async def _outcome(self, device: _Device, finished: JobOutcome) -> redis_jobs.Finish:
         if isinstance(finished, protocol.JobDone):
             data = await asyncio.to_thread(Path(finished.result_path).read_bytes)
             digest = await self.jobs.put_blob(data, ttl=redis_jobs.RESULT_TTL)
+            # The timelapse goes up beside the result, both files or none.
+            animations = {"timelapse_webp": "", "timelapse_mp4": ""}
+            if finished.timelapse_webp and finished.timelapse_mp4:
+                for name, path in (
+                    ("timelapse_webp", finished.timelapse_webp),
+                    ("timelapse_mp4", finished.timelapse_mp4),
+                ):
+                    made = await asyncio.to_thread(Path(path).read_bytes)
+                    animations[name] = await self.jobs.put_blob(made, ttl=redis_jobs.RESULT_TTL)
             return redis_jobs.Done(
                 result=digest,
                 seconds=finished.seconds,
                 work=finished.work,
                 width=finished.width,
                 height=finished.height,
+                **animations,
             )
         if isinstance(finished, protocol.JobFailed):
             return redis_jobs.Failed(finished.code, finished.message)
@@ -517,6 +532,13 @@ class _Forwarder:
     async def close(self) -> None:
         self._queue.put_nowait(None)
         await self._task
+
+
+def _remove_result(result_path: Path) -> None:
+    """The result and its timelapse, here only until they are up in Redis."""
+    timelapse = protocol.timelapse_paths(str(result_path))
+    for path in (result_path, Path(timelapse.webp), Path(timelapse.mp4)):
+        path.unlink(missing_ok=True)
 
 
 async def run_until_signalled(

@@ -10,6 +10,12 @@ process has died (killed, crashed, out of memory): the jobs in hand fail with
 :meth:`EngineClient.run_batch` hands the engine several jobs to paint in one pass (a
 ``PaintBatch``; worth it up to ``max_batch`` jobs, from ``EngineReady``) and gives each job's
 updates and outcome as they come; :meth:`EngineClient.run` is a batch of one.
+
+Pinned styles (a style library's paintings, kept warm in the engine's cache): the client
+remembers every :meth:`EngineClient.pin_style` until :meth:`EngineClient.unpin_style`, and sends
+them again after every ``EngineReady``, so an engine that restarted (a crash, a time limit) has
+them too. The engine answers each with a ``StyleWarmed`` once it has computed the targets, at
+any time between jobs; :meth:`EngineClient.warmed` waits for one.
 """
 
 from __future__ import annotations
@@ -71,6 +77,12 @@ class Engine(Protocol):
 
     async def close(self) -> None: ...
 
+    def pin_style(self, painting_path: str, quality: str = "") -> None:
+        """Keep this painting's style targets warm, now and after every restart."""
+        ...
+
+    def unpin_style(self, painting_path: str) -> None: ...
+
 
 class EngineClient:
     """One engine process at a time, running ``target(config, connection)``.
@@ -93,6 +105,9 @@ class EngineClient:
         self._conn: Connection | None = None
         self._inbox: asyncio.Queue[protocol.FromEngine | None] = asyncio.Queue()
         self._lock = asyncio.Lock()
+        self._pins: dict[str, str] = {}  # painting path -> quality, sent after every start
+        self._warm: set[str] = set()  # pinned paths this engine process has warmed
+        self._warm_news = asyncio.Event()
         self.device: str | None = None
         self.device_kind = "cpu"
         self.max_batch = 1
@@ -114,10 +129,15 @@ class EngineClient:
         process.start()
         child.close()  # so that the child's death shows up as EOF on our end
         self._process, self._conn = process, parent
-        self._inbox = asyncio.Queue()
+        inbox: asyncio.Queue[protocol.FromEngine | None] = asyncio.Queue()
+        self._inbox = inbox
+        self._warm = set()
         loop = asyncio.get_running_loop()
         threading.Thread(
-            target=_read_pipe, args=(parent, loop, self._inbox), daemon=True, name="engine-pipe"
+            target=_read_pipe,
+            args=(parent, loop, lambda message: self._arrived(inbox, message)),
+            daemon=True,
+            name="engine-pipe",
         ).start()
         message = await asyncio.wait_for(self._next_message(), self._start_timeout)
         if isinstance(message, protocol.EngineFailed):
@@ -135,6 +155,53 @@ class EngineClient:
             message.device,
             self.max_batch,
         )
+        for path, quality in self._pins.items():
+            self._send_pin(protocol.PinStyle(path, quality))
+        if self._pins:
+            log.info("engine: %d library styles pinned", len(self._pins))
+
+    def pin_style(self, painting_path: str, quality: str = "") -> None:
+        """Pin this painting's style targets in the engine's cache (computed ahead while it is
+        idle, for ``quality``; "" the engine's default), now if it runs and after every start."""
+        self._pins[painting_path] = quality
+        if self.up_since is not None:
+            self._send_pin(protocol.PinStyle(painting_path, quality))
+
+    def unpin_style(self, painting_path: str) -> None:
+        """Let the painting pinned from this path be evicted again (its style was removed)."""
+        self._warm.discard(painting_path)
+        if self._pins.pop(painting_path, None) is not None and self.up_since is not None:
+            self._send_pin(protocol.UnpinStyle(painting_path))
+
+    @property
+    def pinned(self) -> dict[str, str]:
+        """The pinned paintings (path -> quality) this client keeps sending."""
+        return dict(self._pins)
+
+    async def warmed(self, painting_path: str) -> None:
+        """Wait until the running engine has computed this pinned painting's targets."""
+        while painting_path not in self._warm:
+            self._warm_news.clear()
+            await self._warm_news.wait()
+
+    def _send_pin(self, message: protocol.PinStyle | protocol.UnpinStyle) -> None:
+        """Pins are best effort: an engine that died gets them all again when it restarts."""
+        with contextlib.suppress(OSError, EngineCrashed):
+            self._send(message)
+
+    def _arrived(
+        self, inbox: asyncio.Queue[protocol.FromEngine | None], message: protocol.FromEngine | None
+    ) -> None:
+        """On the loop: a message from the engine (None: it ended). Warm-ups are noted at
+        once, whether a job is in hand or not; the rest waits for :meth:`run_batch` or
+        :meth:`start`."""
+        if isinstance(message, protocol.StyleWarmed):
+            if inbox is self._inbox and message.painting_path in self._pins:
+                log.info("engine: style %s warm in %.2fs", message.painting_path, message.seconds)
+                self._warm.add(message.painting_path)
+                self._warm_news.set()
+            return
+        inbox.put_nowait(message)
 
     async def run(self, job: protocol.PaintJob, on_update: UpdateHandler) -> JobOutcome:
         """Paint one job; raise :class:`EngineCrashed` if the process dies meanwhile."""
@@ -168,6 +235,13 @@ class EngineClient:
                 ):
                     if message.job_id in left:
                         left.discard(message.job_id)
+                        if isinstance(message, protocol.JobDone):
+                            log.info(
+                                "job %s: style targets %d from the cache, %d computed",
+                                message.job_id,
+                                message.style_hits,
+                                message.style_misses,
+                            )
                         on_outcome(message)
                     else:
                         log.warning("engine finished unknown job %s; ignored", message.job_id)
@@ -230,9 +304,10 @@ class EngineClient:
 def _read_pipe(
     conn: Connection,
     loop: asyncio.AbstractEventLoop,
-    inbox: asyncio.Queue[protocol.FromEngine | None],
+    deliver: Callable[[protocol.FromEngine | None], None],
 ) -> None:
-    """Thread: forward every message to the loop; ``None`` marks the end of the process."""
+    """Thread: hand every message to ``deliver`` on the loop; ``None`` marks the end of the
+    process."""
     while True:
         try:
             message: Any = conn.recv()
@@ -242,6 +317,6 @@ def _read_pipe(
             log.exception("unreadable engine message skipped")
             continue
         with contextlib.suppress(RuntimeError):  # loop closed at shutdown
-            loop.call_soon_threadsafe(inbox.put_nowait, message)
+            loop.call_soon_threadsafe(deliver, message)
     with contextlib.suppress(RuntimeError):
-        loop.call_soon_threadsafe(inbox.put_nowait, None)
+        loop.call_soon_threadsafe(deliver, None)

@@ -5,13 +5,15 @@ The bot sends :class:`protocol.PinStyle` for each library painting and
 painting is read (within the engine's limits) and its pixel digest pinned in the
 :class:`style_cache.StyleCache`, so every style target made for it from then on stays. Its
 targets are also computed ahead (:meth:`Stylist.warm`), but only when no painting is waiting:
-a burst of pins at start-up never holds up a member's job. Two paths to the same pixels share
+a burst of pins at start-up never holds up a member's job; the bot is told when they are
+(:class:`protocol.StyleWarmed`). Two paths to the same pixels share
 one pin, kept until both are unpinned.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -80,11 +82,13 @@ class PinnedStyles:
             self.stylist.cache.unpin(digest)
         log.info("style %s unpinned", path)
 
-    def warm_next(self) -> None:
-        """Compute the style targets of the next pinned painting waiting for it."""
+    def warm_next(self) -> protocol.StyleWarmed | None:
+        """Compute the style targets of the next pinned painting waiting for it; what to tell
+        the bot when they are (None: nothing was warmed)."""
         if not self._warm:
-            return
+            return None
         message = self._warm.popleft()
+        started = time.perf_counter()
         quality = message.quality or schedule.DEFAULT_QUALITY
         try:
             options = protocol.PaintOptions(quality=quality).validate()
@@ -98,6 +102,10 @@ class PinnedStyles:
                 message.painting_path,
                 getattr(error, "message", None) or error,
             )
+            return None
+        seconds = time.perf_counter() - started
+        log.info("style %s warmed in %.2fs", message.painting_path, seconds)
+        return protocol.StyleWarmed(message.painting_path, seconds)
 
     def _read(self, path: str) -> Image.Image:
         return images.load_path(

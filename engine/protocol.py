@@ -7,7 +7,7 @@ as JSON.
 
 Messages, bot -> engine:   PaintJob, PaintBatch, CancelJob, PinStyle, UnpinStyle, Shutdown
 Messages, engine -> bot:   EngineReady, EngineFailed, JobStarted, JobProgress, JobDone,
-                           JobFailed, JobCancelled
+                           JobFailed, JobCancelled, StyleWarmed
 
 Blends: a :class:`PaintJob` with a ``painting2_path`` paints in a mix of two paintings' styles,
 ``options.blend`` percent of the second (0: the first alone, 100: the second alone, 30: 70 % of
@@ -24,8 +24,10 @@ made afterwards: the bot asks for one with every job and deletes the two files w
 Pinned styles: :class:`PinStyle` keeps a painting's style targets in the engine's cache until
 :class:`UnpinStyle` (never evicted; computed ahead while the engine is idle, for the pin's
 quality and the default brush), so a style library's paintings paint as fast as a repeat. Send
-one per library painting; nothing comes back. Pins live in the engine process: send them again
-after every ``EngineReady`` (a restarted engine has none).
+one per library painting; a :class:`StyleWarmed` comes back once its targets are computed.
+Pins live in the engine process: send them again after every ``EngineReady`` (a restarted
+engine has none). ``JobDone.style_hits`` and ``style_misses`` tell whether a painting's style
+targets came from the cache.
 
 Batches: a :class:`PaintBatch` asks for several jobs to be painted in one pass (on a GPU that is
 up to ``EngineReady.max_batch`` jobs for little more than the time of one). Everything that comes
@@ -259,7 +261,11 @@ class JobProgress:
 @dataclass(frozen=True)
 class JobDone:
     """The result is at ``result_path`` (PNG). ``timelapse_webp`` and ``timelapse_mp4`` are the
-    timelapse's files when one was asked for and made, else None."""
+    timelapse's files when one was asked for and made, else None.
+
+    ``style_hits`` and ``style_misses``: style-target lookups in the engine's cache (one per
+    painting and scale) that found them ready and that had to compute them, counted over the
+    pass that painted this job up to its end (a batch's jobs share one pass)."""
 
     job_id: str
     result_path: str
@@ -270,6 +276,8 @@ class JobDone:
     work: int
     timelapse_webp: str | None = None
     timelapse_mp4: str | None = None
+    style_hits: int = 0
+    style_misses: int = 0
 
 
 @dataclass(frozen=True)
@@ -284,8 +292,24 @@ class JobCancelled:
     job_id: str
 
 
+@dataclass(frozen=True)
+class StyleWarmed:
+    """The style targets of the painting pinned from ``painting_path`` are computed and kept
+    (``seconds``: how long that took). Sent once per pin, while the engine is idle."""
+
+    painting_path: str
+    seconds: float
+
+
 FromEngine = (
-    EngineReady | EngineFailed | JobStarted | JobProgress | JobDone | JobFailed | JobCancelled
+    EngineReady
+    | EngineFailed
+    | JobStarted
+    | JobProgress
+    | JobDone
+    | JobFailed
+    | JobCancelled
+    | StyleWarmed
 )
 
 

@@ -79,7 +79,8 @@ def connect(url: str) -> aioredis.Redis:
 
 @dataclass(frozen=True)
 class NewJob:
-    """What the bot admits. ``photo`` and ``painting`` are blob digests from put_blob."""
+    """What the bot admits. ``photo``, ``painting`` and a blend's ``painting2`` ("" for
+    none) are blob digests from put_blob; ``timelapse``: the engine also makes its timelapse."""
 
     id: str
     bot: str
@@ -93,6 +94,8 @@ class NewJob:
     work: int = 0
     timeout: float = 1800.0  # the agent stops a painting that runs longer
     created: float = 0.0
+    painting2: str = ""
+    timelapse: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,8 @@ class Claimed:
     options: protocol.PaintOptions
     preview_every: float
     timeout: float
+    painting2: str = ""  # a blend's second painting (blob digest), "" for none
+    timelapse: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,8 @@ class Done:
     work: int
     width: int
     height: int
+    timelapse_webp: str = ""  # blob digests of the timelapse's two files, "" when none
+    timelapse_mp4: str = ""
 
 
 @dataclass(frozen=True)
@@ -259,6 +266,8 @@ class RedisJobs:
             "timeout": repr(job.timeout),
             "created": repr(job.created or self._clock()),
             "events_key": keys.events(job.bot),
+            "painting2": job.painting2,
+            "timelapse": "1" if job.timelapse else "",
         }
         reply = await self._admit(
             keys=[
@@ -339,6 +348,8 @@ class RedisJobs:
             options=protocol.PaintOptions(**json.loads(fields["options"])),
             preview_every=float(fields.get("preview_every") or 0),
             timeout=float(fields.get("timeout") or 1800),
+            painting2=fields.get("painting2", ""),
+            timelapse=fields.get("timelapse") == "1",
         )
 
     async def renew(self, consumer: str, claimed: Claimed) -> Renewal:

@@ -11,7 +11,8 @@ Keys (``P`` = the prefix)::
     P turn             the turn of the job claimed last (the embedded queue's "current turn")
     P turnseq          hash: turn -> arrivals admitted into it so far
     P jobs             stream of claimed jobs, consumer group "gpu": a pending entry is a lease
-    P job:<id>         hash: the job (state, attempts, owner entry, inputs, options, ...)
+    P job:<id>         hash: the job (state, attempts, owner entry, inputs (photo, painting, a
+                       blend's painting2), options, timelapse, ...)
     P member:<p>/<u>   sorted set: the member's active jobs -> their turn (per-member limit)
     P chat:<p>/<c>     set: the chat's waiting jobs (per-chat limit)
     P bot:<bot>        set: the bot's active jobs (reconcile)
@@ -233,9 +234,11 @@ for _ = 1, 1000 do
     end
     redis.call('HSET', job, 'state', 'running', 'consumer', consumer, 'entry', entry,
                'started', now)
-    for _, name in ipairs({'photo', 'painting'}) do
+    for _, name in ipairs({'photo', 'painting', 'painting2'}) do
       local digest = redis.call('HGET', job, name)
-      if digest then redis.call('EXPIRE', prefix .. 'blob:' .. digest, blob_ttl) end
+      if digest and digest ~= '' then
+        redis.call('EXPIRE', prefix .. 'blob:' .. digest, blob_ttl)
+      end
     end
     emit(job, maxlen, {'type', 'started', 'job', id, 'attempt', attempt,
                        'consumer', consumer, 't', now})

@@ -14,7 +14,8 @@ module (as the bot does, to name the process target) stays light.
 A job that asks for a timelapse has its frames kept while it is painted; the two animations are
 written beside the result before its ``JobDone`` (``protocol.timelapse_paths``). ``PinStyle``
 and ``UnpinStyle`` are taken in message order between paintings; pinned paintings' targets are
-computed only while no painting waits (``pinned_styles.py``).
+computed only while no painting waits (``pinned_styles.py``), each followed by a
+``StyleWarmed``. ``JobDone`` counts the style-cache lookups of the pass that painted the job.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def main(config: protocol.EngineConfig, conn: Connection) -> None:
         target=_receive, args=(conn, work, cancelled, stopping), daemon=True, name="engine-inbox"
     ).start()
     pins = PinnedStyles(stylist, config)
-    while not stopping.is_set() and (item := _next(work, pins)) is not None:
+    while not stopping.is_set() and (item := _next(work, pins, conn, stopping)) is not None:
         if isinstance(item, protocol.PinStyle | protocol.UnpinStyle):
             pins.handle(item)
             continue
@@ -90,13 +91,21 @@ def main(config: protocol.EngineConfig, conn: Connection) -> None:
     log.info("engine shutting down")
 
 
-def _next(work: queue.Queue[Work | None], pins: PinnedStyles) -> Work | None:
-    """The next message to act on; while none is waiting, warm pinned styles one by one."""
+def _next(
+    work: queue.Queue[Work | None],
+    pins: PinnedStyles,
+    conn: Connection,
+    stopping: threading.Event,
+) -> Work | None:
+    """The next message to act on; while none is waiting, warm pinned styles one by one (and
+    say so to the bot)."""
     while pins.warming:
         try:
             return work.get_nowait()
         except queue.Empty:
-            pins.warm_next()
+            warmed = pins.warm_next()
+            if warmed is not None and not _send(conn, warmed):
+                stopping.set()
     return work.get()
 
 
@@ -163,6 +172,12 @@ def _paint(
     """
     started = time.perf_counter()
     commissions: list[Commission] = []
+    cache = stylist.cache
+    lookups = {"hits": cache.hits, "misses": cache.misses}  # set again as the pass begins
+
+    def styles_looked_up() -> tuple[int, int]:
+        return cache.hits - lookups["hits"], cache.misses - lookups["misses"]
+
     for job in jobs:
         if job.job_id in cancelled:
             if not _send(conn, protocol.JobCancelled(job.job_id)):
@@ -177,10 +192,13 @@ def _paint(
             stopping.set()
             return
         timelapse = _timelapse(commission.photo) if job.timelapse else None
-        sender = _outcome_sender(job, plan, started, cancelled, conn, stopping, timelapse)
+        sender = _outcome_sender(
+            job, plan, started, cancelled, conn, stopping, timelapse, styles_looked_up
+        )
         commissions.append(replace(commission, on_outcome=sender, on_step=timelapse))
     if not commissions or stopping.is_set():
         return
+    lookups.update(hits=cache.hits, misses=cache.misses)
     try:
         stylist.paint_batch(commissions)
     except Exception as error:  # paint_batch answers per job; this is a last resort
@@ -231,10 +249,12 @@ def _outcome_sender(
     conn: Connection,
     stopping: threading.Event,
     timelapse: Timelapse | None = None,
+    styles_looked_up: Callable[[], tuple[int, int]] = lambda: (0, 0),
 ) -> Callable[[Image.Image | Exception], None]:
     """Report a job's outcome: write the PNG (and the timelapse, if asked for) and say
     JobDone, or say why there is none. Once per job: a second outcome (only a last-resort
-    failure could give one) is dropped."""
+    failure could give one) is dropped. ``styles_looked_up``: the style cache's hits and
+    misses in this pass so far."""
     reported = threading.Event()
 
     def send(outcome: Image.Image | Exception) -> None:
@@ -251,6 +271,7 @@ def _outcome_sender(
             return
         seconds = time.perf_counter() - started
         log.info("job %s painted in %.1fs at %dx%d", job.job_id, seconds, *outcome.size)
+        hits, misses = styles_looked_up()
         made = {} if timelapse is None else _write_timelapse(job, timelapse, outcome.size)
         done = protocol.JobDone(
             job_id=job.job_id,
@@ -262,6 +283,8 @@ def _outcome_sender(
             work=schedule.total_work(plan),
             timelapse_webp=made.get("webp"),
             timelapse_mp4=made.get("mp4"),
+            style_hits=hits,
+            style_misses=misses,
         )
         _report(conn, stopping, done)
 

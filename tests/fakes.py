@@ -77,6 +77,23 @@ def jpeg_bytes(
     return buffer.getvalue()
 
 
+# Stand-ins for the engine's timelapse files: a RIFF/WEBP header and an MP4 ftyp box.
+TIMELAPSE_WEBP = b"RIFF\x24\x00\x00\x00WEBPVP8X" + bytes(24)
+TIMELAPSE_MP4 = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + bytes(16)
+
+
+def write_timelapse(
+    job: protocol.PaintJob, webp: bytes, mp4: bytes
+) -> protocol.TimelapsePaths | None:
+    """Write a job's timelapse files where the engine does, when it asked for one."""
+    if not job.timelapse:
+        return None
+    paths = protocol.timelapse_paths(job.result_path)
+    Path(paths.webp).write_bytes(webp)
+    Path(paths.mp4).write_bytes(mp4)
+    return paths
+
+
 @dataclass
 class _Run:
     job: protocol.PaintJob
@@ -111,6 +128,8 @@ class FakeEngine:
         self.cancels: list[str] = []
         self.seen: list[protocol.PaintJob] = []
         self.passes: list[tuple[str, ...]] = []
+        self.pins: dict[str, str] = {}  # pinned painting path -> quality
+        self.timelapse_bytes = (TIMELAPSE_WEBP, TIMELAPSE_MP4)  # what finish() writes
         self._runs: dict[str, _Run] = {}
         self._started = asyncio.Queue[str]()
         self._passes_started = asyncio.Queue[tuple[str, ...]]()
@@ -126,6 +145,12 @@ class FakeEngine:
 
     async def close(self) -> None:
         self.up_since = None
+
+    def pin_style(self, painting_path: str, quality: str = "") -> None:
+        self.pins[painting_path] = quality
+
+    def unpin_style(self, painting_path: str) -> None:
+        self.pins.pop(painting_path, None)
 
     async def run_batch(
         self,
@@ -200,11 +225,31 @@ class FakeEngine:
         )
         await asyncio.sleep(0)
 
-    def finish(self, job_id: str, seconds: float = 2.0, work: int = 64 * 48 * 100) -> None:
+    def finish(
+        self,
+        job_id: str,
+        seconds: float = 2.0,
+        work: int = 64 * 48 * 100,
+        *,
+        timelapse: bool = True,
+    ) -> None:
+        """The job is done: its PNG written, and its timelapse's two files when it asked for
+        one (``timelapse=False``: it could not be made)."""
         run = self._runs[job_id]
         Path(run.job.result_path).write_bytes(png_bytes((64, 48), (90, 140, 60)))
+        made = write_timelapse(run.job, *self.timelapse_bytes) if timelapse else None
         run.outcome.set_result(
-            protocol.JobDone(job_id, run.job.result_path, 64, 48, seconds, steps=100, work=work)
+            protocol.JobDone(
+                job_id,
+                run.job.result_path,
+                64,
+                48,
+                seconds,
+                steps=100,
+                work=work,
+                timelapse_webp=made.webp if made else None,
+                timelapse_mp4=made.mp4 if made else None,
+            )
         )
 
     def fail(
@@ -245,6 +290,13 @@ def _scripted_engine(conn: Connection, max_batch: int) -> None:
             return
         if isinstance(message, protocol.Shutdown):
             return
+        if isinstance(message, protocol.PinStyle | protocol.UnpinStyle):
+            # Each pin is noted beside its painting (tests read what reached the engine).
+            with open(message.painting_path + ".pins", "a", encoding="utf-8") as log:
+                log.write(f"{type(message).__name__} {os.getpid()}\n")
+            if isinstance(message, protocol.PinStyle):
+                conn.send(protocol.StyleWarmed(message.painting_path, 0.01))
+            continue
         if isinstance(message, protocol.PaintJob):
             jobs: tuple[protocol.PaintJob, ...] = (message,)
         elif isinstance(message, protocol.PaintBatch):
@@ -279,4 +331,17 @@ def _scripted_engine(conn: Connection, max_batch: int) -> None:
                 conn.send(protocol.JobProgress(job_id, step, 5, 0, 1, elapsed=0.02 * step, eta=0.1))
         for job in painting.values():
             Path(job.result_path).write_bytes(png_bytes((64, 48)))
-            conn.send(protocol.JobDone(job.job_id, job.result_path, 64, 48, 0.1, 5, 64 * 48 * 5))
+            made = write_timelapse(job, TIMELAPSE_WEBP, TIMELAPSE_MP4)
+            conn.send(
+                protocol.JobDone(
+                    job.job_id,
+                    job.result_path,
+                    64,
+                    48,
+                    0.1,
+                    5,
+                    64 * 48 * 5,
+                    timelapse_webp=made.webp if made else None,
+                    timelapse_mp4=made.mp4 if made else None,
+                )
+            )

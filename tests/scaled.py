@@ -25,7 +25,7 @@ from bot.jobs import Job, JobState
 from bot.scaled_queue import ScaledQueue
 from engine import protocol
 from engine.agent import AgentSettings, run_until_signalled
-from tests.fakes import jpeg_bytes, png_bytes
+from tests.fakes import TIMELAPSE_MP4, TIMELAPSE_WEBP, jpeg_bytes, png_bytes, write_timelapse
 
 ROOT = Path(__file__).parents[1]
 SEED_CRASH = 13  # the engine process dies on this job, every time
@@ -39,7 +39,8 @@ def slow(steps: int, delay_ms: int) -> int:
 
 def scripted_worker(config: protocol.EngineConfig, conn: Connection) -> None:
     """An engine process without torch: 5 steps of 20 ms unless the seed says otherwise
-    (:func:`slow`, :data:`SEED_CRASH`); a preview on step 2; cancel checked every step."""
+    (:func:`slow`, :data:`SEED_CRASH`); a preview on step 2; cancel checked every step; a
+    timelapse when asked; a blend whose second painting is not there fails, as the engine's."""
     conn.send(protocol.EngineReady(pid=os.getpid(), device=config.device, kind="cpu"))
     while True:
         try:
@@ -80,8 +81,24 @@ def scripted_worker(config: protocol.EngineConfig, conn: Connection) -> None:
         if cancelled:
             conn.send(protocol.JobCancelled(job.job_id))
             continue
+        if job.painting2_path is not None and not Path(job.painting2_path).is_file():
+            conn.send(protocol.JobFailed(job.job_id, "bad_image", "The second painting is gone."))
+            continue
         Path(job.result_path).write_bytes(png_bytes((64, 48), (10, 200, 90)))
-        conn.send(protocol.JobDone(job.job_id, job.result_path, 64, 48, delay * steps, steps, 1))
+        made = write_timelapse(job, TIMELAPSE_WEBP, TIMELAPSE_MP4)
+        conn.send(
+            protocol.JobDone(
+                job.job_id,
+                job.result_path,
+                64,
+                48,
+                delay * steps,
+                steps,
+                1,
+                timelapse_webp=made.webp if made else None,
+                timelapse_mp4=made.mp4 if made else None,
+            )
+        )
 
 
 def make_job(

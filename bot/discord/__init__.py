@@ -3,6 +3,7 @@
 - :mod:`~bot.discord.client`: the client, the checks and replies every feature uses, the lookup
   of features and the base of the persistent buttons;
 - :mod:`~bot.discord.status`: status messages, results, and the buttons under them;
+- :mod:`~bot.discord.timelapse`: the Timelapse button under a result;
 - :mod:`~bot.discord.paint`: ``/paint``, ``/cancel``, ``/queue``, ``/help``;
 - :mod:`~bot.discord.challenges`: ``/challenge``, ``/leaderboard``, the entry buttons;
 - :mod:`~bot.discord.gallery`: ``/gallery``;
@@ -24,6 +25,7 @@ from bot.discord.message_menu import MessageMenu
 from bot.discord.paint import Painting
 from bot.discord.status import RETRY_DELAYS, StatusMessages
 from bot.discord.styles import DiscordStyles
+from bot.discord.timelapse import Timelapses
 from bot.pacing import Clock, Sleep
 from bot.sandbox import Sandbox
 from bot.service import PaintService
@@ -65,6 +67,7 @@ def build_client(
         edit_interval=edit_interval,
         retry_delays=retry_delays,
     )
+    Timelapses(client, service)
     Painting(client, service, wall_clock=wall_clock, library=styles)
     MessageMenu(client)
     if challenges is not None:

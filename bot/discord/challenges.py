@@ -241,6 +241,7 @@ class DiscordChallenges(Feature):
         check_attachment(photo, "photo", self.client.input_limit(interaction))
         options = choose(strength=strength, keep_colors=keep_colors)
         user_id = str(interaction.user.id)
+        self.core.check_may_enter(challenge, user_id)
         # The member's slot before the photo is fetched: past a limit, refused here.
         with self.client.service.reserve(PLATFORM, challenge.entries_chat, user_id) as slot:
             await interaction.response.defer(ephemeral=True, thinking=True)

@@ -101,7 +101,7 @@ def status_embed(job: Job, status: StatusState, now: float) -> discord.Embed:
     if status.state is JobState.RUNNING and status.preview:
         embed.set_image(url=f"attachment://{PREVIEW_NAME}")
     embed.add_field(name="Inputs", value=replies.inputs(job, markup), inline=False)
-    embed.set_footer(text=f"{replies.summary(job.options)} · job {job.id}")
+    embed.set_footer(text=f"{replies.summary(job.options, job.blended_with)} · job {job.id}")
     return embed
 
 
@@ -118,7 +118,9 @@ def status_key(job: Job, status: StatusState, now: float) -> tuple[Any, ...]:
 def result_embed(job: Job, seconds: float, filename: str) -> discord.Embed:
     embed = discord.Embed(title=replies.RESULT_TITLE, colour=DONE_COLOUR)
     embed.description = replies.inputs(job, MARKDOWN)
-    embed.add_field(name="Settings", value=replies.summary(job.options), inline=False)
+    embed.add_field(
+        name="Settings", value=replies.summary(job.options, job.blended_with), inline=False
+    )
     embed.add_field(name="Painted in", value=replies.elapsed(seconds), inline=True)
     if filename.endswith(".jpg"):
         embed.add_field(name="Note", value=replies.SENT_AS_JPEG)

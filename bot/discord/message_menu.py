@@ -106,6 +106,8 @@ class StyleForm(discord.ui.Modal):
         painting = self.painting.values[0] if self.painting.values else None
         if painting is None and style is None:
             raise InvalidOptions(replies.painting_or_style(replies.FORM_HOW))
+        if painting is not None and style is not None:  # the form has no second painting
+            raise InvalidOptions(replies.PAINTING_AND_STYLE)
         await client.feature(Painting).paint(
             interaction, self.photo, choose(), painting=painting, style=style
         )

@@ -5,7 +5,12 @@ attachments; exactly one of a painting or a saved ``style``, which must exist), 
 slot (the limits: refused here, before anything is fetched), acknowledge (an ephemeral
 "thinking" reply, well inside Discord's 3 seconds), download the attachments at once (their
 URLs expire) or read the saved style's painting, submit to the service, then post the status
-message (:class:`~bot.discord.status.StatusMessages`) and tell the member where it is. The
+message (:class:`~bot.discord.status.StatusMessages`) and tell the member where it is.
+
+Blends: ``painting2:`` is a second painting whose style is mixed in, ``blend:`` percent of it
+(default 50; ``blend:`` without ``painting2:`` is refused). With ``style:``, ``painting2:``
+blends the saved style with that painting (a painting and a style are still refused, with how
+to blend them). The second painting is checked, fetched and stored like the first. The
 "Paint with Atelier" message command (:mod:`bot.discord.message_menu`) goes through the same
 :meth:`Painting.paint`.
 """
@@ -31,7 +36,8 @@ from bot.jobs import PaintRequest
 from bot.options import NOT_AN_IMAGE, choose, image_kind
 from bot.pacing import Clock
 from bot.service import PaintService
-from bot.styles import NoSuchStyle, StyleLibrary
+from bot.style_rules import NoSuchStyle
+from bot.styles import StyleLibrary
 from engine.protocol import PaintOptions
 
 
@@ -67,6 +73,8 @@ class Painting(Feature):
             quality="draft is fast, high is slow; default standard",
             keep_colors="Keep your photo's colours and take only the brushwork",
             brush="Size of the brush strokes",
+            painting2="A second painting to blend in with the painting (or the saved style)",
+            blend="How much of the second painting's style, 0-100 %, default 50",
         )
         @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
         @app_commands.allowed_installs(guilds=True, users=False)
@@ -79,11 +87,21 @@ class Painting(Feature):
             quality: Literal["draft", "standard", "high"] | None = None,
             keep_colors: bool | None = None,
             brush: Literal["small", "medium", "large"] | None = None,
+            painting2: discord.Attachment | None = None,
+            blend: app_commands.Range[int, 0, 100] | None = None,
         ) -> None:
+            if blend is not None and painting2 is None:
+                raise InvalidOptions(replies.blend_needs_second(replies.BLEND_DISCORD))
             options = choose(
-                strength=strength, quality=quality, keep_colors=keep_colors, brush=brush
+                strength=strength,
+                quality=quality,
+                keep_colors=keep_colors,
+                brush=brush,
+                blend=blend,
             )
-            await feature.paint(interaction, photo, options, painting=painting, style=style)
+            await feature.paint(
+                interaction, photo, options, painting=painting, style=style, painting2=painting2
+            )
 
         @paint.autocomplete("style")
         async def styles(
@@ -119,19 +137,25 @@ class Painting(Feature):
         *,
         painting: discord.Attachment | None = None,
         style: str | None = None,
+        painting2: discord.Attachment | None = None,
     ) -> None:
-        """Paint ``photo`` with ``painting`` or the saved ``style`` (exactly one of them)."""
+        """Paint ``photo`` with ``painting`` or the saved ``style`` (exactly one of them),
+        blended with ``painting2`` when given (``options.blend`` percent of it)."""
         self._client.guard(interaction)
         limit = self._client.input_limit(interaction)
         check_attachment(photo, "photo", limit)
         fetch_painting, painting_name = self._painting_source(interaction, painting, style, limit)
+        fetch_second: Callable[[], Awaitable[bytes | None]] = nothing
+        if painting2 is not None:
+            check_attachment(painting2, SECOND_PAINTING, limit)
+            fetch_second = partial(download, painting2, SECOND_PAINTING)
         chat_id, user_id = str(interaction.channel_id), str(interaction.user.id)
         # The member's slot before anything is fetched: past a limit, refused here.
         with self._service.reserve(PLATFORM, chat_id, user_id) as slot:
             if not interaction.response.is_done():
                 await interaction.response.defer(ephemeral=True, thinking=True)
-            photo_bytes, painting_bytes = await asyncio.gather(
-                download(photo, "photo"), fetch_painting()
+            photo_bytes, painting_bytes, second_bytes = await asyncio.gather(
+                download(photo, "photo"), fetch_painting(), fetch_second()
             )
             job = await self._service.submit(
                 PaintRequest(
@@ -144,6 +168,8 @@ class Painting(Feature):
                     options=options,
                     photo_name=photo.filename,
                     painting_name=painting_name,
+                    painting2=second_bytes,
+                    painting2_name=painting2.filename if painting2 is not None else "painting",
                 ),
                 reservation=slot,
             )
@@ -160,7 +186,7 @@ class Painting(Feature):
         """How to get the painting (exactly one of an attachment or a saved style, checked
         now), and its name as members see it."""
         if painting is not None and style:
-            raise InvalidOptions(replies.PAINTING_AND_STYLE)
+            raise InvalidOptions(replies.painting_and_style(replies.BLEND_DISCORD))
         if painting is not None:
             check_attachment(painting, "painting", limit)
             return partial(download, painting, "painting"), painting.filename
@@ -203,6 +229,12 @@ def check_attachment(attachment: discord.Attachment, role: str, limit: int) -> N
 
 
 STYLE_HOW = "style: and a name from /style list"
+SECOND_PAINTING = "second painting"
+
+
+async def nothing() -> None:
+    """No second painting to fetch."""
+    return None
 
 
 def style_choices(

@@ -5,9 +5,9 @@ The status message is an ordinary channel message edited with the bot's own toke
 *board* (what its message should say, :class:`~bot.replies.StatusState`); the one
 :class:`~bot.pacing.Pacer` decides when to edit. The result is posted as a new message that
 mentions the member (a direct message if the channel refuses it), with the re-roll buttons of
-:data:`bot.options.REROLLS` and Delete; a failure whose status message is gone is told in a new
-message. Discord errors while editing or posting are logged and retried or worked around, never
-raised into the service.
+:data:`bot.options.REROLLS`, **Timelapse** (:mod:`bot.discord.timelapse`) and Delete; a failure
+whose status message is gone is told in a new message. Discord errors while editing or posting
+are logged and retried or worked around, never raised into the service.
 
 Buttons carry a job id only (``atelier:<action>:<job id>``), so they keep working after a
 restart; the state they act on lives in the store.
@@ -31,6 +31,7 @@ from bot import replies
 from bot.discord import embeds
 from bot.discord.client import DISCORD_TROUBLE, PLATFORM, AtelierDiscord, ButtonPress, Feature
 from bot.discord.embeds import MARKDOWN
+from bot.discord.timelapse import TimelapseButton
 from bot.jobs import (
     Cancelled,
     Failed,
@@ -284,7 +285,7 @@ class StatusMessages(Feature):
                 "content": replies.ready(job, MARKDOWN),
                 "embed": embeds.result_embed(job, event.seconds, filename),
                 "file": discord.File(io.BytesIO(data), filename=filename),
-                "view": result_view(job),
+                "view": result_view(job, timelapse=event.timelapse),
                 "reference": reference,
             }
 
@@ -457,9 +458,12 @@ def status_view(job_id: str) -> discord.ui.View:
     return view
 
 
-def result_view(job: Job) -> discord.ui.View:
+def result_view(job: Job, *, timelapse: bool = False) -> discord.ui.View:
+    """The re-rolls, Timelapse (when one was made) and Delete, under a result."""
     view = discord.ui.View(timeout=None)
     for way in rerolls_for(job.options):
         view.add_item(RerollButton(job.id, way.key, job.options))
+    if timelapse:
+        view.add_item(TimelapseButton(job.id))
     view.add_item(DeleteButton(job.id))
     return view

@@ -25,7 +25,8 @@ from bot import replies
 from bot.discord.client import PLATFORM, AtelierDiscord, ButtonPress, Feature
 from bot.discord.embeds import MARKDOWN
 from bot.discord.paint import check_attachment, download, style_choices
-from bot.styles import NoSuchStyle, StyleLibrary
+from bot.style_rules import NoSuchStyle
+from bot.styles import StyleLibrary
 
 SHEET_NAME = "styles.jpg"
 

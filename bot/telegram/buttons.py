@@ -1,10 +1,12 @@
 """What the buttons under Telegram's status messages and results do: Cancel, the re-rolls
-(Stronger, Softer, ...), Delete.
+(Stronger, Softer, ...), Timelapse, Delete.
 
 The buttons carry a job id only (:mod:`bot.telegram.status` draws them); the job's state lives in
 the store, so a button still works after a restart. Who may press what is the service's rule
 (the owner, or a moderator: a configured one, or an administrator of the group); the handlers
-say who is pressing, and the one error reply shows the service's refusal as an alert.
+say who is pressing, and the one error reply shows the service's refusal as an alert. Anyone
+in the chat may press Timelapse (it shows nothing the result does not, see
+:mod:`bot.timelapses`): the MP4 is sent with ``sendAnimation`` under the result.
 """
 
 from __future__ import annotations
@@ -13,15 +15,22 @@ import logging
 
 from aiogram import Router
 from aiogram.exceptions import TelegramAPIError
-from aiogram.types import CallbackQuery
+from aiogram.types import BufferedInputFile, CallbackQuery
 
 from bot import replies
 from bot.errors import UserFacingError
 from bot.jobs import Job, MessageRef
 from bot.options import reroll
+from bot.replies import PLAIN
 from bot.service import PaintService
-from bot.telegram.app import PLATFORM, Feature, TelegramApp, member_name
-from bot.telegram.status import CancelButton, DeleteButton, RerollButton, StatusBoard
+from bot.telegram.app import PLATFORM, Feature, TelegramApp, member_name, replying_to
+from bot.telegram.status import (
+    CancelButton,
+    DeleteButton,
+    RerollButton,
+    StatusBoard,
+    TimelapseButton,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +47,7 @@ class ResultButtons(Feature):
         self.router.callback_query.register(self._on_cancel, CancelButton.filter())
         self.router.callback_query.register(self._on_reroll, RerollButton.filter())
         self.router.callback_query.register(self._on_delete, DeleteButton.filter())
+        self.router.callback_query.register(self._on_timelapse, TimelapseButton.filter())
         app.add_feature(self)
 
     async def _as_moderator(self, query: CallbackQuery, job: Job) -> bool:
@@ -105,3 +115,21 @@ class ResultButtons(Feature):
                 await self._bot.delete_message(chat_id, message_id)
             except TelegramAPIError as error:  # already gone, or too old to delete
                 log.info("job %s: message %s not deleted: %s", job.id, message_id, error)
+
+    async def _on_timelapse(self, query: CallbackQuery, callback_data: TimelapseButton) -> None:
+        """Send the painting's timelapse (an MP4, which Telegram plays as an animation) under
+        the result; past the retention period, deleted or never made: an alert says so."""
+        data = await self._service.timelapse(callback_data.job, "mp4")
+        job = self._service.get(callback_data.job)
+        await query.answer()
+        chat_id = query.message.chat.id if query.message is not None else int(job.chat_id)
+        reply = replying_to(query.message.message_id if query.message is not None else None)
+        await self._app.send(
+            chat_id,
+            lambda: self._bot.send_animation(
+                chat_id,
+                BufferedInputFile(data, f"atelier-{job.id}-timelapse.mp4"),
+                caption=replies.timelapse_caption(job, PLAIN),
+                reply_parameters=reply,
+            ),
+        )

@@ -206,6 +206,7 @@ class TelegramChallenges(Feature):
         ref = self._image(message, "photo", "/challenge enter")
         assert message.from_user is not None
         user_id = str(message.from_user.id)
+        self.core.check_may_enter(challenge, user_id)
         # The member's slot first: past a limit nothing is downloaded.
         slot = self.app.service.reserve(PLATFORM, challenge.entries_chat, user_id)
         with slot:

@@ -12,8 +12,16 @@ are downloaded (declared size against the Bot API's download limit, image type);
 validates the bytes. Options travel in the caption: ``/paint strength=7 quality=high keep_colors``.
 ``style=<name>`` names one of the chat's saved styles (:mod:`bot.telegram.styles`) instead of a
 painting: then the one image (captioned, in an album of one, or the message replied to) is the
-photo, and the guided flow asks for the photo only; an image for the painting as well is refused.
-``/cancel`` stops a guided /paint, or else the member's painting.
+photo, and the guided flow asks for the photo only; an image for the painting as well is refused
+(unless it is a blend, below). ``/cancel`` stops a guided /paint, or else the member's painting.
+
+Blends of two paintings: an album of three images (photo, painting, second painting), or
+``blend=30`` in the caption (the percentage of the second painting; an album of three alone
+blends half and half). With ``blend=`` the second painting is whatever image comes after the
+painting: the third image of the album, or, when it is missing, the guided flow asks for it
+(so ``/paint blend=30`` as the caption of a photo replying to the painting, or alone, works
+too). With a saved style, ``style=starry-night blend=30`` blends the style with one painting:
+the second image of the album, the message replied to, or asked for.
 """
 
 from __future__ import annotations
@@ -29,11 +37,12 @@ from aiogram.types import ForceReply, Message, User
 from bot import replies
 from bot.errors import InvalidImage, InvalidOptions
 from bot.jobs import PaintRequest, Style
-from bot.options import parse, split_style
+from bot.options import asks_blend, parse, split_style
 from bot.pacing import Sleep
 from bot.replies import PLAIN
 from bot.service import PaintService
-from bot.styles import NoSuchStyle, StyleLibrary
+from bot.style_rules import NoSuchStyle
+from bot.styles import StyleLibrary
 from bot.telegram.app import (
     PLATFORM,
     Feature,
@@ -45,6 +54,17 @@ from bot.telegram.app import (
 )
 from bot.telegram.status import StatusBoard
 from engine.protocol import PaintOptions
+
+SECOND = "second painting"  # a blend's, as the member is asked for it
+PROMPTS = {
+    "photo": replies.ASK_PHOTO,
+    "painting": replies.ASK_PAINTING,
+    SECOND: replies.ASK_PAINTING2,
+}
+
+
+async def _none() -> None:
+    return None
 
 
 @dataclass
@@ -64,11 +84,18 @@ class _Flow:
     reply_to: int
     photo: ImageRef | None = None
     painting: ImageRef | Style | None = None  # a saved style is known from the start
+    painting2: ImageRef | None = None
+    blend: bool = False  # a second painting is wanted
     timer: asyncio.Task[None] | None = None
 
     @property
-    def missing(self) -> str:
-        return "photo" if self.photo is None else "painting"
+    def missing(self) -> str | None:
+        """The image asked for next; None once there is all it takes."""
+        if self.photo is None:
+            return "photo"
+        if self.painting is None:
+            return "painting"
+        return SECOND if self.blend and self.painting2 is None else None
 
 
 class PaintRequests(Feature):
@@ -144,30 +171,20 @@ class PaintRequests(Feature):
     async def _on_paint(self, message: Message, command: CommandObject) -> None:
         """``/paint`` as a text, as a photo's caption, and/or in reply to the painting."""
         style_name, words = split_style(command.args)
-        options = parse(words)
-        assert message.from_user is not None
-        if style_name is not None:
-            style = self._style(message.chat.id, style_name)
-            here = image_in(message, role="photo", limit=self._limit)
-            replied = image_in(message.reply_to_message, role="photo", limit=self._limit)
-            if here is not None and replied is not None:
-                raise InvalidOptions(replies.PAINTING_AND_STYLE)
-            photo = here or replied
-            if photo is None:
-                await self._start_flow(message, options, photo=None, painting=style)
-                return
-            await self._paint(
-                message.chat.id, message.from_user, photo, style, options, message.message_id
-            )
-            return
+        options, blend = parse(words), asks_blend(words)
         here = image_in(message, role="photo", limit=self._limit)
-        replied = image_in(message.reply_to_message, role="painting", limit=self._limit)
-        if here is not None and replied is not None:
-            await self._paint(
-                message.chat.id, message.from_user, here, replied, options, message.message_id
-            )
-            return
-        await self._start_flow(message, options, photo=here, painting=replied)
+        reply = message.reply_to_message
+        if style_name is None:
+            replied = image_in(reply, role="painting", limit=self._limit)
+            flow = self._flow(message, options, here, replied, None, blend=blend)
+        else:
+            style = self._style(message.chat.id, style_name)
+            replied = image_in(reply, role=SECOND if here else "photo", limit=self._limit)
+            if here is not None and replied is not None and not blend:
+                raise InvalidOptions(replies.painting_and_style(replies.BLEND_WITH_STYLE_TELEGRAM))
+            photo, second = (here, replied) if here is not None else (replied, None)
+            flow = self._flow(message, options, photo, style, second, blend=blend)
+        await self._go_on(flow)
 
     async def _on_album_item(self, message: Message, command: CommandObject | None = None) -> None:
         group = message.media_group_id
@@ -221,52 +238,68 @@ class PaintRequests(Feature):
                 await self._feed(flow, items)
             return  # an album that is not for us
         style_name, words = split_style(command.args)
-        options = parse(words)
-        roles = ("photo", "painting")
+        options, blend = parse(words), asks_blend(words)
+        roles = ("photo", SECOND) if style_name is not None else ("photo", "painting", SECOND)
         refs = [
             ref
             for index, item in enumerate(items)
-            if (ref := image_in(item, role=roles[min(index, 1)], limit=self._limit)) is not None
+            if (ref := image_in(item, role=roles[min(index, len(roles) - 1)], limit=self._limit))
         ]
+        if not 0 < len(refs) <= len(roles):
+            text = replies.album_with_style if style_name is not None else replies.album_size
+            raise InvalidImage(text(len(refs)))
         if style_name is not None:
             style = self._style(anchor.chat.id, style_name)
-            if len(refs) != 1:
-                raise InvalidOptions(replies.PAINTING_AND_STYLE)
-            await self._paint(anchor.chat.id, user, refs[0], style, options, anchor.message_id)
-        elif len(refs) == 2:
-            await self._paint(anchor.chat.id, user, refs[0], refs[1], options, anchor.message_id)
-        elif len(refs) == 1:  # e.g. a group with privacy mode delivers only the captioned item
-            await self._start_flow(anchor, options, photo=refs[0], painting=None)
+            if len(refs) == 2 and not blend:
+                raise InvalidOptions(replies.painting_and_style(replies.BLEND_WITH_STYLE_TELEGRAM))
+            second = refs[1] if len(refs) == 2 else None
+            flow = self._flow(anchor, options, refs[0], style, second, blend=blend)
         else:
-            raise InvalidImage(replies.album_needs_two(len(refs)))
+            # One image: e.g. a group with privacy mode delivers only the captioned item.
+            painting = refs[1] if len(refs) > 1 else None
+            second = refs[2] if len(refs) > 2 else None
+            flow = self._flow(anchor, options, refs[0], painting, second, blend=blend)
+        await self._go_on(flow)
 
     # -- the guided flow -----------------------------------------------------------------------
 
-    async def _start_flow(
-        self,
+    @staticmethod
+    def _flow(
         message: Message,
         options: PaintOptions,
-        *,
         photo: ImageRef | None,
         painting: ImageRef | Style | None,
-    ) -> None:
+        painting2: ImageRef | None,
+        *,
+        blend: bool,
+    ) -> _Flow:
+        """What the member asked for so far (a blend when a second painting came or
+        ``blend=`` asks for one)."""
         assert message.from_user is not None
-        # Past a limit the member hears it now, not after sending both images.
-        self._service.reserve(PLATFORM, str(message.chat.id), str(message.from_user.id)).release()
-        self.cancel_flow(message.chat.id, message.from_user.id)
-        flow = _Flow(
+        return _Flow(
             chat_id=message.chat.id,
             user=message.from_user,
             options=options,
             reply_to=message.message_id,
             photo=photo,
             painting=painting,
+            painting2=painting2,
+            blend=blend or painting2 is not None,
         )
+
+    async def _go_on(self, flow: _Flow) -> None:
+        """Paint when the request is complete, or start the guided flow for what is missing."""
+        if flow.missing is None:
+            await self._paint(flow)
+            return
+        # Past a limit the member hears it now, not after sending the images.
+        self._service.reserve(PLATFORM, str(flow.chat_id), str(flow.user.id)).release()
+        self.cancel_flow(flow.chat_id, flow.user.id)
         self._flows[(flow.chat_id, flow.user.id)] = flow
         await self._prompt(flow)
 
     async def _prompt(self, flow: _Flow) -> None:
-        text = replies.ASK_PHOTO if flow.missing == "photo" else replies.ASK_PAINTING
+        text = PROMPTS[flow.missing or "photo"]
         if flow.timer is not None:
             flow.timer.cancel()
         flow.timer = asyncio.create_task(self._flow_timeout_later(flow))
@@ -283,21 +316,22 @@ class PaintRequests(Feature):
 
     async def _feed(self, flow: _Flow, messages: list[Message]) -> None:
         for message in messages:
-            ref = image_in(message, role=flow.missing, limit=self._limit)
-            if ref is None:
+            missing = flow.missing
+            ref = image_in(message, role=missing or "photo", limit=self._limit)
+            if ref is None or missing is None:
                 continue
             flow.reply_to = message.message_id
-            if flow.photo is None:
+            if missing == "photo":
                 flow.photo = ref
-            elif flow.painting is None:
+            elif missing == "painting":
                 flow.painting = ref
-        if flow.photo is None or flow.painting is None:
+            else:
+                flow.painting2 = ref
+        if flow.missing is not None:
             await self._prompt(flow)
             return
         self.cancel_flow(flow.chat_id, flow.user.id)
-        await self._paint(
-            flow.chat_id, flow.user, flow.photo, flow.painting, flow.options, flow.reply_to
-        )
+        await self._paint(flow)
 
     async def _flow_timeout_later(self, flow: _Flow) -> None:
         await self._sleep(self._flow_timeout)
@@ -311,7 +345,7 @@ class PaintRequests(Feature):
                 flow.chat_id,
                 lambda: self._bot.send_message(
                     flow.chat_id,
-                    replies.gave_up(flow.missing, minutes),
+                    replies.gave_up(flow.missing or "photo", minutes),
                     reply_parameters=replying_to(flow.reply_to),
                 ),
             )
@@ -320,21 +354,18 @@ class PaintRequests(Feature):
 
     # -- submitting ----------------------------------------------------------------------------
 
-    async def _paint(
-        self,
-        chat_id: int,
-        user: User,
-        photo: ImageRef,
-        painting: ImageRef | Style,
-        options: PaintOptions,
-        reply_to: int,
-    ) -> None:
+    async def _paint(self, flow: _Flow) -> None:
         """Hold the member's slot (refused at once, before downloading, past a limit),
-        download both images (or read the saved style's painting), queue the job and open its
+        download the images (or read the saved style's painting), queue the job and open its
         status message."""
+        photo, painting, second = flow.photo, flow.painting, flow.painting2
+        assert photo is not None and painting is not None
+        chat_id, user, options = flow.chat_id, flow.user, flow.options
         with self._service.reserve(PLATFORM, str(chat_id), str(user.id)) as slot:
-            photo_bytes, painting_bytes = await asyncio.gather(
-                self._download(photo), self._painting(painting)
+            photo_bytes, painting_bytes, second_bytes = await asyncio.gather(
+                self._download(photo),
+                self._painting(painting),
+                self._download(second) if second is not None else _none(),
             )
             job = await self._service.submit(
                 PaintRequest(
@@ -347,11 +378,13 @@ class PaintRequests(Feature):
                     options=options,
                     photo_name=photo.name,
                     painting_name=painting.name,
+                    painting2=second_bytes,
+                    painting2_name=second.name if second is not None else "painting",
                 ),
                 reservation=slot,
             )
         self._board.expect(job)
-        await self._board.open(job, picture_of=photo_bytes, reply_to=reply_to)
+        await self._board.open(job, picture_of=photo_bytes, reply_to=flow.reply_to)
 
     async def _download(self, ref: ImageRef) -> bytes:
         return await self._app.download(ref)

@@ -8,8 +8,8 @@ after a restart. The one :class:`~bot.pacing.Pacer` paces the edits (a chat is a
 go through the app's outbox (flood control, outages) and are marked delivered once out, so a
 result the bot could not post before it stopped is posted after the restart. Buttons are typed
 :class:`~aiogram.filters.callback_data.CallbackData` holding a job id (``cancel:<job>``,
-``reroll:<change>:<job>``, ``delete:<job>:<file message>``: the strings of buttons already
-posted).
+``reroll:<change>:<job>``, ``timelapse:<job>``, ``delete:<job>:<file message>``: the strings of
+buttons already posted).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ PLACEHOLDER_PICTURE = base64.b64decode(
 def status_caption(job: Job, state: StatusState) -> str:
     """The caption of a status message: the sentences of :mod:`bot.replies`, then whose it is."""
     text = replies.status(job, state, PLAIN)
-    footer = f"For {job.user_name} · {replies.summary(job.options)}"
+    footer = f"For {job.user_name} · {replies.summary(job.options, job.blended_with)}"
     return "\n".join((text.headline, *text.lines, footer))[:CAPTION_LIMIT]
 
 
@@ -93,6 +93,12 @@ class CancelButton(CallbackData, prefix="cancel"):
 
 class RerollButton(CallbackData, prefix="reroll"):
     change: str
+    job: str
+
+
+class TimelapseButton(CallbackData, prefix="timelapse"):
+    """Send the painting's timelapse (anyone in the chat may; see :mod:`bot.timelapses`)."""
+
     job: str
 
 
@@ -110,9 +116,12 @@ def cancel_markup(job: Job) -> InlineKeyboardMarkup:
     )
 
 
-def result_markup(job: Job, file_message: int | None = None) -> InlineKeyboardMarkup:
-    """The re-roll buttons (Stronger, Softer, Keep colours, ...) and Delete, which also
-    removes ``file_message`` (the full-quality file) once it is known. Ids only."""
+def result_markup(
+    job: Job, file_message: int | None = None, *, timelapse: bool = False
+) -> InlineKeyboardMarkup:
+    """The re-roll buttons (Stronger, Softer, Keep colours, ...), Timelapse (when one was
+    made) and Delete, which also removes ``file_message`` (the full-quality file) once it is
+    known. Ids only."""
     rerolls = [
         InlineKeyboardButton(
             text=way.label(job.options),
@@ -121,16 +130,19 @@ def result_markup(job: Job, file_message: int | None = None) -> InlineKeyboardMa
         for way in rerolls_for(job.options)
     ]
     delete = DeleteButton(job=job.id, file_message=file_message or 0).pack()
-    return InlineKeyboardMarkup(
-        inline_keyboard=[rerolls, [InlineKeyboardButton(text="🗑️ Delete", callback_data=delete)]]
-    )
+    last = [InlineKeyboardButton(text="🗑️ Delete", callback_data=delete)]
+    if timelapse:
+        text = f"{replies.TIMELAPSE_EMOJI} {replies.TIMELAPSE_LABEL}"
+        data = TimelapseButton(job=job.id).pack()
+        last.insert(0, InlineKeyboardButton(text=text, callback_data=data))
+    return InlineKeyboardMarkup(inline_keyboard=[rerolls, last])
 
 
 def result_caption(job: Job, seconds: float) -> str:
     lines = (
         f"🖼️ {replies.ready(job, PLAIN)}",
         replies.inputs(job, PLAIN),
-        replies.summary(job.options),
+        replies.summary(job.options, job.blended_with),
         replies.painted_in(seconds),
     )
     return "\n".join(lines)[:CAPTION_LIMIT]
@@ -387,7 +399,7 @@ class StatusBoard(Feature):
         if photo_id is not None:
             # Delete under the photo removes the full-quality file too, now that it is known.
             chat_id = int(job.chat_id)
-            markup = result_markup(job, file_id)
+            markup = result_markup(job, file_id, timelapse=event.timelapse)
             try:
                 await self.send(
                     chat_id,
@@ -412,7 +424,7 @@ class StatusBoard(Feature):
                     chat_id,
                     BufferedInputFile(event.result_png, f"atelier-{job.id}.png"),
                     caption=result_caption(job, event.seconds),
-                    reply_markup=result_markup(job),
+                    reply_markup=result_markup(job, timelapse=event.timelapse),
                     reply_parameters=reply,
                 ),
             )
@@ -425,7 +437,9 @@ class StatusBoard(Feature):
                 chat_id,
                 BufferedInputFile(event.result_png, f"atelier-{job.id}.png"),
                 caption=replies.FULL_QUALITY,
-                reply_markup=result_markup(job) if photo_id is None else None,
+                reply_markup=(
+                    result_markup(job, timelapse=event.timelapse) if photo_id is None else None
+                ),
                 reply_parameters=replying_to(photo_id) or reply,
             ),
         )

@@ -21,7 +21,8 @@ from bot import replies
 from bot.challenges import NotOrganiser
 from bot.errors import InvalidImage
 from bot.replies import PLAIN
-from bot.styles import BadStyleName, StyleLibrary
+from bot.style_rules import BadStyleName
+from bot.styles import StyleLibrary
 from bot.telegram.app import PLATFORM, Feature, TelegramApp, image_in, member_name, replying_to
 
 ADD_USAGE = "/style add starry-night"

@@ -376,6 +376,38 @@ def test_a_damaged_database_is_one_clear_line(tmp_path: Path) -> None:
     assert TOKEN not in output
 
 
+async def test_build_keeps_the_saved_styles_warm_in_the_local_engine(tmp_path: Path) -> None:
+    from bot.store import Store
+    from bot.styles import StyleLibrary
+    from tests.fakes import png_bytes
+
+    data = tmp_path / "data"
+    store = Store.open(data / "atelier.sqlite3")
+
+    async def accept(data: bytes, role: str) -> None:
+        return None
+
+    saved = await StyleLibrary(store=store, data_dir=data, check=accept).add(
+        platform="telegram",
+        community_id="-100",
+        name="sea",
+        painting=png_bytes(),
+        painting_name="sea.png",
+        added_by="1",
+        added_by_name="Ada",
+    )
+    store.close()
+    settings = Settings.from_env(
+        {"TELEGRAM_TOKEN": TOKEN, "ATELIER_DATA_DIR": str(data), "ATELIER_DEFAULT_QUALITY": "high"}
+    )
+    engine = FakeEngine()
+    atelier = build(settings, engine=engine)
+    try:
+        assert engine.pins == {saved.painting_path: "high"}
+    finally:
+        atelier.store.close()
+
+
 def test_a_database_from_a_newer_version_is_one_clear_error(tmp_path: Path) -> None:
     """The style library's tables a later version made are not guessed at."""
     from bot.__main__ import StartupError

@@ -6,8 +6,12 @@ import asyncio
 import io
 import json
 import logging
+import subprocess
+import sys
+import threading
 import traceback
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -43,9 +47,11 @@ def log_output() -> Iterator[io.StringIO]:
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     level = root.level
+    hooks = sys.excepthook, threading.excepthook
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     yield stream
+    sys.excepthook, threading.excepthook = hooks
     root.removeHandler(handler)
     root.setLevel(level)
     for each in root.handlers:
@@ -229,3 +235,35 @@ async def test_discord_gateway_events_are_summarised(log_output: io.StringIO) ->
 )
 def test_discord_tokens_are_found_in_any_text(text: str, expected: str) -> None:
     assert redact_discord_tokens(text) == expected
+
+
+# --- exceptions nobody caught ---------------------------------------------------------------------
+
+UNCAUGHT = """
+import logging, sys, threading
+from bot.redaction import install
+logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+install(["top-secret-value"])
+def fail() -> None:
+    raise RuntimeError("thread saw top-secret-value")
+worker = threading.Thread(target=fail)
+worker.start()
+worker.join()
+raise ValueError("main saw top-secret-value")
+"""
+
+
+def test_uncaught_exceptions_in_main_and_threads_are_redacted() -> None:
+    """Python prints an uncaught exception itself, bypassing logging and its filters."""
+    done = subprocess.run(
+        [sys.executable, "-c", UNCAUGHT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 1
+    assert "top-secret-value" not in done.stderr
+    assert "RuntimeError: thread saw ***" in done.stderr
+    assert "ValueError: main saw ***" in done.stderr
+    assert "Traceback" in done.stderr  # the stack is still there for the operator

@@ -7,9 +7,11 @@ weights on 64 px images, end to end.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -19,8 +21,9 @@ from bot.jobs import Failed, Finished, JobState, PaintRequest, Progress, Started
 from bot.service import PaintService
 from bot.settings import Limits
 from bot.store import Store
+from bot.styles import StyleLibrary
 from engine import protocol
-from engine.client import EngineClient
+from engine.client import EngineClient, JobOutcome, JobUpdate
 from engine.protocol import PaintOptions
 from tests.bot.test_service import Recorder
 from tests.fakes import (
@@ -128,6 +131,81 @@ async def test_real_engine_paints_end_to_end(tmp_path: Path, vgg_weights_path: P
     percents = [e.percent for e in progress]
     assert percents == sorted(percents) and percents[-1] == pytest.approx(100)
     assert any(e.preview_jpeg for e in progress)
+    store.close()
+
+
+class RecordingClient(EngineClient):
+    """The real client, keeping what the engine answered for each job."""
+
+    outcomes: list[JobOutcome]
+
+    async def run_batch(
+        self,
+        jobs: Sequence[protocol.PaintJob],
+        on_update: Callable[[JobUpdate], None],
+        on_outcome: Callable[[JobOutcome], None],
+    ) -> None:
+        def keep(outcome: JobOutcome) -> None:
+            self.outcomes.append(outcome)
+            on_outcome(outcome)
+
+        await super().run_batch(jobs, on_update, keep)
+
+
+@pytest.mark.slow
+async def test_a_library_style_is_warm_in_the_real_engine_before_its_first_job(
+    tmp_path: Path, vgg_weights_path: Path
+) -> None:
+    """A saved style is pinned in the engine process (random VGG-19 weights), its targets are
+    computed while the engine is idle, and the first painting in that style finds all of them
+    in the cache."""
+    data = tmp_path / "data"
+    store = Store.open(data / "atelier.sqlite3")
+    client = RecordingClient(protocol.EngineConfig(device="cpu", weights=str(vgg_weights_path)))
+    client.outcomes = []
+    service = PaintService(store=store, engine=client, limits=Limits(), data_dir=data)
+    library = StyleLibrary(
+        store=store,
+        data_dir=data,
+        check=service.check_image,
+        keep_warm=client,
+        warm_quality="draft",
+    )
+    recorder = Recorder()
+    service.add_listener(recorder)
+    # The draft preset paints at 256 px on the long side on a CPU; a long, low photo keeps
+    # the painting quick (style targets depend on the long side only).
+    photo = Image.linear_gradient("L").resize((256, 64)).convert("RGB")
+    buffer = io.BytesIO()
+    photo.save(buffer, "PNG")
+    async with service:
+        style = await library.add(
+            platform="telegram",
+            community_id="-100",
+            name="red",
+            painting=jpeg_bytes((96, 96), (200, 30, 30)),
+            painting_name="red.jpg",
+            added_by="1",
+            added_by_name="Ada",
+        )
+        await asyncio.wait_for(client.warmed(style.painting_path), 120)
+        job = await service.submit(
+            PaintRequest(
+                platform="telegram",
+                chat_id="-100",
+                user_id="2",
+                user_name="Bob",
+                photo=buffer.getvalue(),
+                painting=await library.painting(style),  # the job's own copy of it
+                options=PaintOptions(quality="draft", seed=1),
+                painting_name=style.name,
+            )
+        )
+        done = await recorder.wait_for(job.id, (Finished, Failed), within=240)
+    assert isinstance(done, Finished)
+    [outcome] = client.outcomes
+    assert isinstance(outcome, protocol.JobDone)
+    assert outcome.style_hits >= 1 and outcome.style_misses == 0
     store.close()
 
 

@@ -9,7 +9,9 @@ Leases are 2 s here (30 s in production). Waits are for events or for Redis's ow
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from bot import errors, replies
 from bot.job_queue import QueueUnavailable
 from bot.jobs import (
     Cancelled,
+    Failed,
     Finished,
     Job,
     JobState,
@@ -35,7 +38,7 @@ from bot.store import Store
 from engine import protocol, redis_jobs
 from engine.redis_jobs import Claimed, RedisJobs
 from tests.bot.test_service import Deliverer, Recorder
-from tests.fakes import jpeg_bytes, png_bytes
+from tests.fakes import TIMELAPSE_MP4, TIMELAPSE_WEBP, jpeg_bytes, png_bytes
 from tests.redis_server import RedisServer
 from tests.scaled import LEASE, Agents, slow
 
@@ -294,6 +297,35 @@ async def test_only_the_owner_paints_again_and_an_agent_paints_it_from_the_store
     assert again.parent_id == job.id and again.photo_path == job.photo_path
     assert again.options.strength < job.options.strength
     await bot.recorder.wait_for(again.id, Finished, within=30)
+
+
+async def test_a_blend_is_painted_by_an_agent_and_its_timelapse_comes_back(
+    bot: Bot, agents: Agents, tmp_path: Path
+) -> None:
+    """The second painting goes up as a blob and reaches the agent's engine (the scripted one
+    fails a blend whose second painting it cannot read); the timelapse comes back beside the
+    result, and a re-roll of the blend is a blend again."""
+    agents.start("A")
+    second = jpeg_bytes((40, 40), (10, 180, 90))
+    blend = replace(
+        request("a"),
+        painting2=second,
+        painting2_name="waves.jpg",
+        options=protocol.PaintOptions(quality="draft", blend=30),
+    )
+    job = await bot.service.submit(blend)
+    finished = await bot.recorder.wait_for(job.id, (Finished, Failed), within=30)
+    assert isinstance(finished, Finished), finished
+    assert finished.timelapse
+    assert await bot.service.timelapse(job.id, "webp") == TIMELAPSE_WEBP
+    assert await bot.service.timelapse(job.id, "mp4") == TIMELAPSE_MP4
+    fetched = tmp_path / "agents" / "A" / "inputs" / f"{hashlib.sha256(second).hexdigest()}.img"
+    assert fetched.read_bytes() == second  # what the agent's engine painted with
+
+    again = await bot.service.reroll(job.id, user_id="a", user_name="a", change="softer")
+    assert again.painting2_path == job.painting2_path and again.options.blend == 30
+    repainted = await bot.recorder.wait_for(again.id, (Finished, Failed), within=30)
+    assert isinstance(repainted, Finished) and repainted.timelapse
 
 
 # -- a host dies ----------------------------------------------------------------------------------

@@ -67,6 +67,26 @@ def test_expiry_and_input_references(tmp_path: Path) -> None:
     assert not store.input_in_use("/data/inputs/p.img")
 
 
+def test_a_blends_second_painting_is_kept_and_keeps_its_file_in_use(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    store = Store.open(path)
+    blend = replace(
+        sample_job("blend"),
+        state=JobState.DONE,
+        finished_at=10.0,
+        painting2_path="/data/inputs/second.img",
+        painting2_name="waves.jpg",
+        options=PaintOptions(blend=30),
+    )
+    store.insert_job(blend)
+    store.close()
+    store = Store.open(path)
+    assert store.get_job("blend") == blend
+    assert store.input_in_use("/data/inputs/second.img")
+    store.mark_purged("blend")
+    assert not store.input_in_use("/data/inputs/second.img")
+
+
 def test_meta_values_overwrite(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "s.sqlite3")
     assert store.get_meta("k") is None
@@ -104,7 +124,9 @@ def test_a_database_from_before_delivery_tracking_is_migrated(tmp_path: Path) ->
     old.close()
     store = Store.open(path)
     columns = [row[1] for row in store.connection.execute("PRAGMA table_info(jobs)")]
-    assert "delivered_at" in columns
+    assert {"delivered_at", "painting2_path", "painting2_name"} <= set(columns)
+    assert store.get_meta("schema.jobs") == "1"  # the numbered steps ran on it too
+    assert store.get_job("waiting").painting2_path is None  # type: ignore[union-attr]
     # Paintings finished before the upgrade were delivered then: none is posted again.
     assert store.undelivered() == []
     assert (
@@ -140,7 +162,7 @@ def test_the_housekeeping_queries_use_indexes(tmp_path: Path) -> None:
         )
     queries = {
         "expired": (store.EXPIRED_SQL, 100.0, 10),
-        "in use": (store.IN_USE_SQL, "/p1", "/p1"),
+        "in use": (store.IN_USE_SQL, "/p1", "/p1", "/p1"),
         "forget": (store.FORGETTABLE_SQL, 100.0, 10),
         "undelivered": (store.UNDELIVERED_SQL,),
     }

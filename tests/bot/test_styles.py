@@ -16,15 +16,15 @@ from bot.jobs import Finished, JobEvent, JobState, PaintRequest, Style
 from bot.service import PaintService
 from bot.settings import Limits
 from bot.store import Store
-from bot.styles import (
+from bot.style_rules import (
     BadStyleName,
     LibraryFull,
     NoSuchStyle,
     StyleExists,
-    StyleLibrary,
     check_name,
     slug,
 )
+from bot.styles import StyleLibrary
 from tests.fakes import FakeEngine, FakeTime, jpeg_bytes, png_bytes
 
 STARRY = png_bytes((64, 48), (20, 40, 160))
@@ -318,3 +318,32 @@ def test_the_table_is_made_once_by_the_store_migrations(
     assert store.get_meta("schema.styles") == "1"
     tables = {r[0] for r in store.connection.execute("SELECT name FROM sqlite_master")}
     assert {"styles", "style_sources"} <= tables
+
+
+async def test_saved_paintings_are_kept_warm_in_the_engine(
+    store: Store, data_dir: Path, service: PaintService, clock: FakeTime
+) -> None:
+    """The keep-warm hook: every saved painting at start, a new one when added, none once
+    removed; the host's default quality."""
+    engine = FakeEngine()
+    library = StyleLibrary(
+        store=store,
+        data_dir=data_dir,
+        check=service.check_image,
+        clock=clock,
+        keep_warm=engine,
+        warm_quality="draft",
+    )
+    starry = await add(library, "starry")
+    scream = await add(library, "scream", SCREAM, community="g2")
+    assert engine.pins == {starry.painting_path: "draft", scream.painting_path: "draft"}
+    await library.remove("discord", "g1", "starry")
+    assert engine.pins == {scream.painting_path: "draft"}
+
+    # A restart: a new library over the same table pins what is saved, of every community.
+    restarted = FakeEngine()
+    again = StyleLibrary(
+        store=store, data_dir=data_dir, check=service.check_image, keep_warm=restarted
+    )
+    assert again.keep_all_warm() == 1
+    assert restarted.pins == {scream.painting_path: ""}

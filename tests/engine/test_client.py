@@ -123,3 +123,45 @@ async def test_engine_that_cannot_start_says_why() -> None:
         await client.start()
     assert caught.value.code == "weights_missing"
     assert "/nonexistent/vgg19.pth" in caught.value.message
+
+
+async def test_pins_are_sent_at_every_start_and_warm_ups_are_noted_between_jobs(
+    tmp_path: Path,
+) -> None:
+    """A pin made before the engine runs goes out once it is ready, again after a restart
+    (a new process has none), and not after it was unpinned. The scripted worker notes each
+    pin it receives beside the painting and answers with StyleWarmed."""
+    kept, dropped = tmp_path / "kept.png", tmp_path / "dropped.png"
+    for path in (kept, dropped):
+        path.write_bytes(png_bytes())
+    client = EngineClient(protocol.EngineConfig(), target=fake_worker)
+    client.pin_style(str(kept), "draft")
+    client.pin_style(str(dropped))
+    await client.start()
+    try:
+        await asyncio.wait_for(client.warmed(str(kept)), 10)
+        await asyncio.wait_for(client.warmed(str(dropped)), 10)
+        client.unpin_style(str(dropped))
+        # Jobs go through as usual (the worker takes messages in order: the unpin first).
+        done = await client.run(paint_job(tmp_path), lambda u: None)
+        assert isinstance(done, protocol.JobDone)
+        first = client.pid
+        client.kill()
+        with pytest.raises(EngineCrashed):  # the death shows at the next job
+            await asyncio.wait_for(client.run(paint_job(tmp_path), lambda u: None), 10)
+        await client.restart()
+        await asyncio.wait_for(client.warmed(str(kept)), 10)
+        outcome = await client.run(paint_job(tmp_path, "j2"), lambda u: None)
+        assert isinstance(outcome, protocol.JobDone)
+    finally:
+        await client.close()
+    second = client.pid
+    assert client.pinned == {str(kept): "draft"}
+    assert (tmp_path / "kept.png.pins").read_text().split("\n")[:-1] == [
+        f"PinStyle {first}",
+        f"PinStyle {second}",
+    ]
+    assert (tmp_path / "dropped.png.pins").read_text().split("\n")[:-1] == [
+        f"PinStyle {first}",
+        f"UnpinStyle {first}",
+    ]

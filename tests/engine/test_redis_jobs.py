@@ -293,3 +293,36 @@ async def test_a_lost_cancellation_still_stops_a_loop_that_checks() -> None:
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 5)
     assert rounds == [1]
+
+
+async def test_a_blends_second_painting_and_the_timelapse_travel_with_the_job(
+    jobs: RedisJobs,
+) -> None:
+    """The second painting's blob and the timelapse request reach the agent that claims the
+    job (its blob's expiry renewed like the others'); the timelapse's blobs reach the bot."""
+    second = await jobs.put_blob(b"the second painting", ttl=60)
+    blend = NewJob(**{**new_job("b1").__dict__, "painting2": second, "timelapse": True})
+    await jobs.admit(blend, WIDE)
+    await jobs.admit(new_job("p1", "u2"), WIDE)
+    claimed = await claim(jobs, "h:0")
+    assert claimed.painting2 == second and claimed.timelapse
+    assert await jobs.client.ttl(jobs.keys.blob(second)) > 60  # renewed to the input TTL
+    plain = await claim(jobs, "h:1")
+    assert plain.painting2 == "" and not plain.timelapse
+    done = redis_jobs.Done(
+        result="r" * 64,
+        seconds=1.5,
+        work=10,
+        width=64,
+        height=48,
+        timelapse_webp="w" * 64,
+        timelapse_mp4="m" * 64,
+    )
+    assert await jobs.finish("h:0", claimed, done) == "done"
+    [*_, finished] = await jobs.read_events("bot1", "0")
+    assert finished.type == "done" and finished.job_id == "b1"
+    assert finished.text("timelapse_webp") == "w" * 64
+    assert finished.text("timelapse_mp4") == "m" * 64
+    assert await jobs.finish("h:1", plain, redis_jobs.Done("r" * 64, 1.0, 1, 1, 1)) == "done"
+    [*_, without] = await jobs.read_events("bot1", "0")
+    assert without.text("timelapse_webp") is None  # none made

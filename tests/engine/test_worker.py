@@ -395,10 +395,49 @@ def test_pins_are_taken_quietly_between_jobs(
     conn.incoming.put(protocol.UnpinStyle(str(tmp_path / "never-pinned.png")))
     conn.incoming.put(job)
     run_worker(conn, vgg_weights_path)
-    assert [type(m) for m in conn.sent if not isinstance(m, protocol.JobProgress)] == [
+    # A pin answers only once its targets are computed (here possibly after the job, as the
+    # engine warms only while idle); nothing else comes back for pins.
+    answers = [
+        m for m in conn.sent if not isinstance(m, protocol.JobProgress | protocol.StyleWarmed)
+    ]
+    assert [type(m) for m in answers] == [
         protocol.EngineReady,
         protocol.JobStarted,
         protocol.JobDone,
     ]
+    assert all(
+        m == protocol.StyleWarmed(job.painting_path, m.seconds)
+        for m in conn.of_type(protocol.StyleWarmed)
+    )
     assert f"style {job.painting_path} pinned" in caplog.text
     assert f"style {tmp_path / 'gone.png'} not pinned" in caplog.text
+
+
+def test_a_pinned_painting_is_warmed_while_idle_and_its_first_job_hits_the_cache(
+    job: protocol.PaintJob, vgg_weights_path: Path
+) -> None:
+    """The first job after the pin's StyleWarmed finds every style target in the cache; an
+    unpinned painting's first job computes them."""
+    # A 4:3 photo at the preset's long side: the shape warm() computes the targets for.
+    photo = Path(job.photo_path).with_name("photo-4x3.png")
+    make_photo(64, 48).save(photo)
+    pinned = replace(job, photo_path=str(photo), job_id="pinned")
+    cold = replace(pinned, job_id="cold", painting_path=str(Path(job.photo_path)))
+
+    def on_send(c: FakeConnection, message: object) -> None:
+        if isinstance(message, protocol.StyleWarmed):
+            c.incoming.put(pinned)
+        elif isinstance(message, protocol.JobDone) and message.job_id == "pinned":
+            c.incoming.put(cold)
+        elif isinstance(message, protocol.JobDone | protocol.JobFailed):
+            c.incoming.put(protocol.Shutdown())
+
+    conn = FakeConnection(on_send=on_send)
+    conn.incoming.put(protocol.PinStyle(job.painting_path, quality="draft"))
+    run_worker(conn, vgg_weights_path)
+    (warmed,) = conn.of_type(protocol.StyleWarmed)
+    assert isinstance(warmed, protocol.StyleWarmed)
+    assert warmed.painting_path == job.painting_path and warmed.seconds > 0
+    done = {m.job_id: m for m in conn.of_type(protocol.JobDone) if isinstance(m, protocol.JobDone)}
+    assert done["pinned"].style_misses == 0 and done["pinned"].style_hits >= 1
+    assert done["cold"].style_misses >= 1

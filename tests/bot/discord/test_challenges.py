@@ -385,6 +385,29 @@ async def test_an_entry_past_the_members_limit_is_refused_before_its_photo_is_fe
     assert fetched == []
 
 
+async def test_an_entry_past_the_entry_limit_is_refused_before_its_photo_is_fetched(
+    sim: DiscordSim,
+    guild: simcord.GuildHandle,
+    channel: simcord.ChannelHandle,
+    olga: simcord.MemberActor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    alice = member(sim, guild, "alice")
+    await start(sim, olga, channel)
+    thread = the_thread(channel)
+    for _ in range(2):  # challenge_entries=2: both still painting count
+        assert "is in the queue" in private(await enter(sim, alice, thread))
+    fetched: list[str] = []
+    cdn = sim.env.backend.cdn
+    stored = cdn.get
+    monkeypatch.setattr(cdn, "get", lambda url: fetched.append(url) or stored(url))
+    third = await enter(sim, alice, thread)
+    assert refused(sim, third, EntryLimit) == (
+        "You already have 2 entries in this challenge; withdraw one first."
+    )
+    assert fetched == []
+
+
 async def test_an_entry_is_delivered_once_and_withdraw_acknowledges_first(
     sim: DiscordSim,
     guild: simcord.GuildHandle,

@@ -96,7 +96,8 @@ async def test_paint_goes_from_acknowledgement_to_result(
     assert "starry.jpg" in (embed.description or "")
     assert "strength 7" in embed.fields[0].value
     labels = [c.label for row in final.components for c in row.children]
-    assert labels == [*(way.label(job.options) for way in rerolls_for(job.options)), "Delete"]
+    rerolls = [way.label(job.options) for way in rerolls_for(job.options)]
+    assert labels == [*rerolls, "Timelapse", "Delete"]
     known = ["Stronger", "Softer", "Keep colours"]
     assert [label for label in labels if label in known] == known
     assert final.reference is not None

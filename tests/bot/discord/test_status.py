@@ -105,7 +105,8 @@ async def test_a_painting_in_the_photos_colours_offers_the_paintings_colours(
     await sim.finish(job.id)
     result_message = bot_messages(channel)[-1]
     labels = [c.label for row in result_message.components for c in row.children]
-    assert labels == [*(way.label(job.options) for way in rerolls_for(job.options)), "Delete"]
+    rerolls = [way.label(job.options) for way in rerolls_for(job.options)]
+    assert labels == [*rerolls, "Timelapse", "Delete"]
     assert "Painting's colours" in labels
     assert "Keep colours" not in labels
 

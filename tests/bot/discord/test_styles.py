@@ -15,7 +15,7 @@ from bot import errors
 from bot.challenges import NotOrganiser
 from bot.jobs import JobState
 from bot.settings import Limits
-from bot.styles import BadStyleName, LibraryFull, NoSuchStyle, StyleExists
+from bot.style_rules import BadStyleName, LibraryFull, NoSuchStyle, StyleExists
 from tests.bot.discord.sim import DiscordSim, bot_messages, count_fetches, private, refused
 from tests.fakes import jpeg_bytes, png_bytes
 
@@ -207,7 +207,8 @@ async def test_exactly_one_of_a_painting_and_a_style(
     both = await alice.slash(channel, "paint", photo=PHOTO, painting=SCREAM, style="starry")
     await sim.settle()
     assert refused(sim, both, errors.InvalidOptions) == (
-        "Give either a painting or a saved style, not both."
+        "Give either a painting or a saved style, not both. To blend the style with a "
+        "painting, attach that painting as painting2."
     )
     neither = await alice.slash(channel, "paint", photo=PHOTO)
     await sim.settle()

@@ -16,7 +16,9 @@ long-poll semantics, exactly as in production polling.
 Behaviour copied from Telegram: editing a message to exactly its current content and markup
 answers 400 "message is not modified"; texts over 4096 characters and captions over 1024
 answer 400 "message is too long"; ``getFile`` refuses files over 20 MB; file downloads live
-at ``/file/bot<token>/<file_path>``; album items share a ``media_group_id``.
+at ``/file/bot<token>/<file_path>``; album items share a ``media_group_id``; ``sendAnimation``
+answers with an ``animation`` and the same file as ``document``, and refuses uploads over
+50 MB with 413.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 from aiohttp import web
 
 DOWNLOAD_LIMIT = 20 * 1024 * 1024
+UPLOAD_LIMIT = 50 * 1024 * 1024  # what a bot may upload (sendAnimation, sendDocument, ...)
 MESSAGE_LIMIT = 4096  # characters of a text message
 CAPTION_LIMIT = 1024  # characters of a photo's or a document's caption
 NOT_MODIFIED = (
@@ -433,7 +436,7 @@ class FakeBotAPI:
             try:
                 call.result = await handler(call)
             except ApiError as error:
-                call.status, call.error = 400, error.description
+                call.status, call.error = error.status, error.description
         # Recorded once answered, so a test that sees the call also sees its result.
         self.calls.append(call)
         await self._notify()
@@ -602,6 +605,38 @@ class FakeBotAPI:
             content["caption"] = call.params["caption"]
         return self._new_message(call, **content)
 
+    async def _do_sendAnimation(self, call: Call) -> Any:
+        """An animation (GIF, or H.264 MP4 without sound) as Telegram answers it: an
+        ``animation`` object and, for older clients, the same file as ``document``."""
+        self._check_caption(call)
+        value = call.params.get("animation") or "attach://animation"
+        if isinstance(value, str) and not value.startswith("attach://"):
+            if value not in self._files:
+                raise ApiError("Bad Request: wrong file identifier/HTTP URL specified")
+            file_id = value
+        else:
+            data = call.files.get(str(value).removeprefix("attach://"))
+            if data is None:
+                raise ApiError("Bad Request: there is no animation in the request")
+            if len(data) > UPLOAD_LIMIT:
+                raise ApiError("Request Entity Too Large", status=413)
+            file_id = self.add_file(data, ext="mp4")
+        stored = self._files[file_id]
+        about = {
+            "file_id": file_id,
+            "file_unique_id": stored.unique_id,
+            "file_name": "animation.mp4",
+            "mime_type": "video/mp4",
+            "file_size": stored.declared_size,
+        }
+        content: dict[str, Any] = {
+            "animation": {**about, "width": 640, "height": 480, "duration": 4},
+            "document": about,
+        }
+        if call.params.get("caption"):
+            content["caption"] = call.params["caption"]
+        return self._new_message(call, **content)
+
     def _stored(self, call: Call) -> dict[str, Any]:
         key = (int(call.params["chat_id"]), int(call.params["message_id"]))
         message = self.messages.get(key)
@@ -706,9 +741,10 @@ def is_file(file_id: str) -> Callable[[Call], bool]:
 
 
 class ApiError(Exception):
-    def __init__(self, description: str) -> None:
+    def __init__(self, description: str, status: int = 400) -> None:
         super().__init__(description)
         self.description = description
+        self.status = status
 
 
 def _error(status: int, description: str, retry_after: int | None = None) -> web.Response:

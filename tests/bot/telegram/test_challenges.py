@@ -394,6 +394,27 @@ async def test_an_entry_past_the_members_limit_is_refused_before_its_photo_is_fe
     assert len(api.downloads) == fetched
 
 
+async def test_an_entry_past_the_entry_limit_is_refused_before_its_photo_is_fetched(
+    api: FakeBotAPI, store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    engine = FakeEngine(auto=False)
+    limits = Limits(per_member=3, challenge_entries=1)
+    service = manual_service(store, data_dir, clock, engine, limits)
+    group = Group(api)
+    admin, rex = group.user(1, "Ada"), group.user(5, "Rex")
+    api.admins[GROUP_ID] = {admin["id"]}
+    async with service, challenges_on(api, service, store, data_dir, limits, clock):
+        after = group.send_photo(admin, PAINTING, "/challenge start 1d Poppies")
+        await api.wait_call("sendPhoto", after=after)
+        after = group.send_photo(rex, jpeg_bytes((48, 40)), "/challenge enter")
+        status = await api.wait_call("sendPhoto", where=is_status, after=after)
+        await engine.wait_started(job_id_of(status))
+        fetched = len(api.downloads)
+        refused = await group.reply(group.send_photo(rex, jpeg_bytes(), "/challenge enter"))
+    assert refused.text == replies.entry_limit(1)
+    assert len(api.downloads) == fetched
+
+
 async def test_standings_too_long_for_one_message_are_cut_short_with_a_note(
     api: FakeBotAPI,
     service: PaintService,

@@ -63,7 +63,7 @@ async def test_album_with_caption_makes_one_job_and_delivers_photo_and_file(
     assert photo.upload("photo") == document.upload("document") == service.result_png(job)
     offered = [d for _, d in photo.buttons]
     rerolls = [f"reroll:{way.key}:{job_id}" for way in rerolls_for(job.options)]
-    assert offered == [*rerolls, f"delete:{job_id}:0"]
+    assert offered == [*rerolls, f"timelapse:{job_id}", f"delete:{job_id}:0"]
     assert {f"reroll:{key}:{job_id}" for key in ("stronger", "softer", "keep_colors")} <= set(
         offered
     )
@@ -192,22 +192,22 @@ async def test_oversized_and_non_image_files_are_refused_before_downloading(
     assert not api.calls_to("sendPhoto")
 
 
-async def test_album_needs_two_images_and_one_captioned_photo_asks_for_the_painting(
+async def test_album_needs_two_or_three_images_and_one_captioned_photo_asks_for_the_painting(
     api: FakeBotAPI, service: PaintService
 ) -> None:
     olga = api.user(1616, "Olga")
     chat = api.private_chat(olga)
     album = [
         api.photo_message(
-            olga, chat, PHOTO, caption="/paint" if i == 0 else None, media_group_id="g3"
+            olga, chat, PHOTO, caption="/paint" if i == 0 else None, media_group_id="g4"
         )
-        for i in range(3)
+        for i in range(4)
     ]
     async with running(api, service):
         api.push_message(*album)
         refused = await api.wait_call("sendMessage")
-        assert "exactly two images" in refused.text
-        assert "has 3" in refused.text
+        assert "two or three images" in refused.text
+        assert "has 4" in refused.text
 
         api.push_message(api.photo_message(olga, chat, PHOTO, caption="/paint softer"))
         options = await api.wait_call("sendMessage", where=lambda c: "softer" in c.text)

@@ -183,6 +183,12 @@ async def test_the_guided_flow_with_a_style_asks_for_the_photo_only(
     assert service.input_bytes(service.get(job_id), "painting") == STARRY
 
 
+BOTH = (
+    "Give either a painting or a saved style, not both. To blend the style with a painting, "
+    "add blend=50 to the caption."
+)
+
+
 async def test_what_paint_with_a_style_refuses(
     api: FakeBotAPI, service: PaintService, library: StyleLibrary
 ) -> None:
@@ -208,7 +214,7 @@ async def test_what_paint_with_a_style_refuses(
             )
         )
         both = await api.wait_call("sendMessage", after=after)
-        assert both.text == "Give either a painting or a saved style, not both."
+        assert both.text == BOTH
         # An album of two (photo and painting) with a style, the same.
         after = len(api.calls)
         api.push_message(
@@ -218,7 +224,7 @@ async def test_what_paint_with_a_style_refuses(
             api.photo_message(chat.bob, chat.chat, SCREAM, media_group_id="a1"),
         )
         album = await api.wait_call("sendMessage", after=after)
-        assert album.text == "Give either a painting or a saved style, not both."
+        assert album.text == BOTH
         assert len(api.downloads) == downloads
     assert service.overview().waiting == () and service.overview().running is None
 

@@ -1,0 +1,76 @@
+"""The Timelapse button under a finished painting on Discord, and what pressing it does.
+
+The button (``atelier:timelapse:<job id>``, shown when the engine made a timelapse) carries the
+job id only, so it still works after a restart. Anyone in the channel may press it: the
+timelapse goes from the photo to the painting that the result message above it already shows
+(see :mod:`bot.timelapses`). A press posts the animated WebP (Discord plays it inline) in the
+channel, under the press, if it fits the upload limit Discord reports for this interaction;
+otherwise, or when the timelapse is past the retention period or was deleted, only the member
+who pressed is told why.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Final
+
+import discord
+
+from bot import replies
+from bot.discord.client import AtelierDiscord, ButtonPress, Feature
+from bot.discord.embeds import MARKDOWN
+from bot.errors import NotAvailable
+from bot.service import PaintService
+
+JOB_ID: Final = r"(?P<job>[A-Za-z0-9_-]{1,40})"
+
+
+class Timelapses(Feature):
+    """Posts timelapses when their button is pressed."""
+
+    def __init__(self, client: AtelierDiscord, service: PaintService) -> None:
+        self._client = client
+        self._service = service
+        client.add_feature(self)
+        client.add_dynamic_items(TimelapseButton)
+
+    async def post(self, interaction: discord.Interaction[Any], job_id: str) -> None:
+        """Post the painting's timelapse in the channel, or tell the presser why not."""
+        self._client.guard(interaction)
+        data = await self._service.timelapse(job_id, "webp")
+        limit = interaction.filesize_limit
+        if len(data) > limit:
+            raise NotAvailable(replies.timelapse_too_big(len(data), limit))
+        job = self._service.get(job_id)
+        # The upload may take longer than the 3 s an answer has; the checks above did not.
+        await interaction.response.defer(thinking=True)
+        await interaction.followup.send(
+            replies.timelapse_caption(job, MARKDOWN),
+            file=discord.File(io.BytesIO(data), filename=f"atelier-{job.id}-timelapse.webp"),
+        )
+
+
+class TimelapseButton(
+    ButtonPress,
+    discord.ui.DynamicItem[discord.ui.Button[Any]],
+    template=rf"atelier:timelapse:{JOB_ID}",
+):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=replies.TIMELAPSE_LABEL,
+                emoji=replies.TIMELAPSE_EMOJI,
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"atelier:timelapse:{job_id}",
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
+    ) -> TimelapseButton:
+        return cls(match["job"])
+
+    async def pressed(self, interaction: discord.Interaction[Any], client: AtelierDiscord) -> None:
+        await client.feature(Timelapses).post(interaction, self.job_id)
