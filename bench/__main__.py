@@ -15,6 +15,7 @@ BENCHMARKS: list[str] = [
     "bench.speed_bench",
     "bench.timelapse_bench",
     "bench.service_bench",
+    "bench.batch_bench",
     "bench.admission_bench",
     "bench.purge_bench",
     "bench.scale_bench",

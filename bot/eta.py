@@ -4,12 +4,16 @@
 overview a member asks for) from the jobs in hand and the queue's snapshot.
 
 A job's *work* is the pixel-iterations of its coarse-to-fine plan (:func:`engine.schedule.
-total_work`). :class:`SpeedModel` learns seconds per unit of work from every finished painting
-(a moving average, kept in SQLite so a restart keeps it). :func:`etas` spreads the waiting jobs,
-in run order, over the devices painting for the queue, each job going to the device that is
-free first: with one device (the embedded mode) a job's ETA is the running job's remaining time
-plus the work of every job ahead of it and its own; with several GPUs (the scaled mode) the
-same queue drains that many times faster.
+total_work`). :class:`SpeedModel` learns seconds per unit of work from every painting painted
+alone (a moving average, kept in SQLite so a restart keeps it), and, for each size n of a
+batch, seconds per unit of work of a pass's largest job from every pass of n jobs that
+finished whole: a pass of n jobs is estimated at its largest job's work times
+:meth:`SpeedModel.batch_factor` (:func:`bot.batching.default_factor` until a pass of that size
+was measured). :func:`etas` spreads the passes the queue expects (one job each, unless the
+queue batches: :mod:`bot.batching`), in run order, over the devices painting for the queue,
+each pass going to the device that is free first: with one device (the embedded mode) a job's
+ETA is the remaining time of the pass in hand plus the passes ahead of its own and its own;
+with several GPUs (the scaled mode) the same queue drains that many times faster.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Final
 
+from bot import batching
 from bot.job_queue import JobQueue, Stranger
 from bot.jobs import Job, JobState, QueueOverview
 from bot.ledger import Ledger
@@ -33,6 +38,7 @@ log = logging.getLogger(__name__)
 INITIAL_SECONDS_PER_WORK: Final = {"cpu": 2.0e-5, "gpu": 3.0e-7}
 SPEED_SMOOTHING: Final = 0.3  # weight of the newest job in the moving average
 META_KEY: Final = "seconds_per_work"
+BATCH_META_KEY: Final = "seconds_per_work_x{size}"  # passes of `size` jobs, per largest work
 
 
 class SpeedModel:
@@ -42,6 +48,8 @@ class SpeedModel:
         self._store = store
         self._device_kind = device_kind
         self._measured: float | None = None
+        # batch size -> seconds per work of its largest job (None: not measured), read once
+        self._passes: dict[int, float | None] = {}
 
     def load(self) -> None:
         stored = self._store.get_meta(META_KEY)
@@ -49,48 +57,92 @@ class SpeedModel:
 
     @property
     def seconds_per_work(self) -> float:
+        """Of a painting painted alone."""
         if self._measured is not None:
             return self._measured
         return INITIAL_SECONDS_PER_WORK.get(self._device_kind(), 2.0e-5)
 
+    def batch_factor(self, size: int) -> float:
+        """How many times its largest job's time alone a pass of ``size`` jobs takes (at
+        least 1: a pass is never quicker than its largest job)."""
+        if size <= 1:
+            return 1.0
+        measured = self._pass_speed(size)
+        if measured is None:
+            return batching.default_factor(size)
+        return max(1.0, measured / self.seconds_per_work)
+
+    def pass_seconds(self, works: Sequence[int]) -> float:
+        """Estimated seconds of a pass of jobs of these works (one job: painted alone)."""
+        return batching.cost(works, self.batch_factor) * self.seconds_per_work
+
     def learn(self, work: int, seconds: float) -> None:
-        """One painting of ``work`` took ``seconds``; a failed write is logged, not raised."""
+        """One painting of ``work``, painted alone, took ``seconds``; a failed write is
+        logged, not raised."""
         if work <= 0 or seconds <= 0:
             return
-        measured = seconds / work
-        old = self._measured
-        self._measured = measured if old is None else old + SPEED_SMOOTHING * (measured - old)
+        self._measured = _smoothed(self._measured, seconds / work)
+        self._store_figure(META_KEY, self._measured)
+
+    def learn_batch(self, size: int, largest_work: int, seconds: float) -> None:
+        """A pass of ``size`` jobs, the largest of ``largest_work``, took ``seconds``."""
+        if size <= 1:
+            self.learn(largest_work, seconds)
+            return
+        if largest_work <= 0 or seconds <= 0:
+            return
+        figure = _smoothed(self._pass_speed(size), seconds / largest_work)
+        self._passes[size] = figure
+        self._store_figure(BATCH_META_KEY.format(size=size), figure)
+
+    def _pass_speed(self, size: int) -> float | None:
+        if size not in self._passes:
+            stored = self._store.get_meta(BATCH_META_KEY.format(size=size))
+            self._passes[size] = float(stored) if stored else None
+        return self._passes[size]
+
+    def _store_figure(self, key: str, value: float) -> None:
         try:
-            self._store.set_meta(META_KEY, repr(self._measured))
+            self._store.set_meta(key, repr(value))
         except sqlite3.Error as error:
             log.warning("could not store the engine's speed (%s)", error)
 
 
+def _smoothed(old: float | None, measured: float) -> float:
+    return measured if old is None else old + SPEED_SMOOTHING * (measured - old)
+
+
 def etas(
-    waiting: Sequence[tuple[str, int]],
-    running: Sequence[tuple[str, float]],
+    waiting: Sequence[Sequence[tuple[str, int]]],
+    running: Sequence[Sequence[tuple[str, float]]],
     *,
     capacity: int,
-    seconds_per_work: float,
+    pass_seconds: Callable[[Sequence[int]], float],
     busy_elsewhere: Sequence[float] = (),
 ) -> dict[str, float]:
     """Seconds until each job is done.
 
-    ``waiting``: (job id, work) in run order; ``running``: (job id, seconds left) of the jobs
-    being painted; ``busy_elsewhere``: seconds left of paintings for others on the same
-    devices (scaled mode: other bots'); ``capacity``: devices painting. With no device alive
-    the waiting jobs have no ETA (they are left out).
+    ``waiting``: the passes expected, in run order, each its jobs' (job id, work);
+    ``running``: the passes being painted, each its jobs' (job id, seconds left), a pass's
+    device free once its last job ends; ``pass_seconds``: a pass's estimated seconds from its
+    works; ``busy_elsewhere``: seconds left of paintings for others on the same devices (scaled
+    mode: other bots'); ``capacity``: devices painting. With no device alive the waiting jobs
+    have no ETA (they are left out).
     """
-    result = {job_id: left for job_id, left in running}
+    result = {job_id: left for group in running for job_id, left in group}
     if capacity < 1:
         return result
-    # When each device is free: the running jobs' ends, then free devices at once.
-    free = sorted([*(left for _, left in running), *busy_elsewhere])[:capacity]
+    # When each device is free: the running passes' ends, then free devices at once.
+    ends = [max(left for _, left in group) for group in running if group]
+    free = sorted([*ends, *busy_elsewhere])[:capacity]
     free += [0.0] * (capacity - len(free))
     heapq.heapify(free)
-    for job_id, work in waiting:
-        done = heapq.heappop(free) + work * seconds_per_work
-        result[job_id] = done
+    for group in waiting:
+        if not group:
+            continue
+        done = heapq.heappop(free) + pass_seconds([work for _, work in group])
+        for job_id, _ in group:
+            result[job_id] = done
         heapq.heappush(free, done)
     return result
 
@@ -158,11 +210,19 @@ class Outlook:
             # Other bots' paintings in progress: half of a typical one left, as far as we know.
             typical = sum(job.work for job in order) / len(order) * per_work
             elsewhere = [typical / 2] * view.busy_elsewhere
+        works = {job.id: job.work for job in order}
+        passes = [[(i, works[i]) for i in ids if i in works] for ids in view.passes]
+        grouped = {i for ids in view.passes for i in ids}
+        passes += [[(job.id, job.work)] for job in order if job.id not in grouped]
+        together = set(view.running_pass)
+        running = self._ledger.running()
+        in_hand = [[(job.id, self.remaining(job)) for job in running if job.id in together]]
+        in_hand += [[(job.id, self.remaining(job))] for job in running if job.id not in together]
         return etas(
-            [(job.id, job.work) for job in order],
-            [(job.id, self.remaining(job)) for job in self._ledger.running()],
+            passes,
+            in_hand,
             capacity=view.capacity,
-            seconds_per_work=per_work,
+            pass_seconds=self._speed.pass_seconds,
             busy_elsewhere=elsewhere,
         )
 

@@ -30,8 +30,10 @@ Updates map to the job events members see: ``RunStarted`` -> ``Started`` (a reru
 ``RunRequeued`` -> back to QUEUED (a new position, and in the scaled mode a note that it
 restarts on another GPU); ``RunDone`` -> ``Finished`` (the result is in the results folder);
 ``RunFailed`` -> ``Failed``; ``RunCancelled`` -> ``Cancelled``; :class:`QueueMoved` -> new
-positions. After handling one with an ``event_id``, the service stores the id; passing it to
-``start`` replays what came after (a bot restart loses nothing). An outcome may come twice
+positions; :class:`BatchTimed` -> the speed of passes of several jobs (for ETAs). A queue that
+paints several jobs in one pass reports each job's updates on its own. After handling one with
+an ``event_id``, the service stores the id; passing it to ``start`` replays what came after (a
+bot restart loses nothing). An outcome may come twice
 across a restart (a reconcile at start, then the replayed stream): the second, for a job that
 has finished already, is skipped.
 """
@@ -123,6 +125,7 @@ class RunDone(RunUpdate):
     width: int
     height: int
     png: bytes | None = None  # the result, when already in hand (else read from result_path)
+    batch: int = 1  # jobs painted in the same pass (``seconds`` is then the pass's time)
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,16 @@ class QueueMoved:
     """The order changed for a reason the service did not see (another bot's jobs)."""
 
 
-Update = RunUpdate | QueueMoved
+@dataclass(frozen=True)
+class BatchTimed:
+    """A pass of several jobs finished, every one of them painted: how long it took."""
+
+    size: int
+    largest_work: int  # the work of its largest job
+    seconds: float
+
+
+Update = RunUpdate | QueueMoved | BatchTimed
 # Handles an update at once; when that needs I/O before the queue's next step (a finished
 # painting read from disk and handed out), it returns an awaitable for the queue to await.
 UpdateHandler = Callable[[Update], Awaitable[None] | None]
@@ -170,6 +182,12 @@ class QueueView:
     """A snapshot of the queue, for synchronous questions."""
 
     order: tuple[str, ...] = ()  # waiting job ids, next to run first
+    # The waiting jobs grouped into the passes the queue expects to paint them in, in order
+    # (:mod:`bot.batching`); empty: each job is a pass of its own.
+    passes: tuple[tuple[str, ...], ...] = ()
+    # Jobs being painted together in one pass on one device; any other running job has a
+    # device of its own.
+    running_pass: tuple[str, ...] = ()
     strangers: Mapping[str, Stranger] = field(default_factory=dict)  # other bots' waiting jobs
     busy_elsewhere: int = 0  # jobs of other bots being painted now
     capacity: int = 1  # devices painting for this queue (0: none alive)

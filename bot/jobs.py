@@ -173,7 +173,8 @@ class QueueOverview:
     running_percent: float | None
     waiting: tuple[Job, ...]  # in run order (scaled mode: other bots' too, without names)
     etas: dict[str, float]  # job id -> seconds until done
-    also_running: tuple[Job, ...] = ()  # scaled mode: this bot's other paintings in progress
+    # The other paintings in progress: the rest of a pass, or (scaled mode) on other GPUs.
+    also_running: tuple[Job, ...] = ()
     percents: dict[str, float] = field(default_factory=dict)  # running job id -> percent
 
 

@@ -67,6 +67,7 @@ from bot.feeds import Listener, ListenerFeed
 from bot.inputs import Inputs
 from bot.job_queue import (
     CRASHES,
+    BatchTimed,
     CancelResult,
     Held,
     JobQueue,
@@ -156,6 +157,7 @@ class PaintService:
             job_timeout=limits.job_timeout,
             preview_seconds=preview_seconds,
             default_quality=default_quality,
+            batch_factor=lambda size: self._speed.batch_factor(size),
             sleep=sleep,
         )
         self._clock: Clock = clock or time.time
@@ -700,6 +702,9 @@ class PaintService:
         if isinstance(update, QueueMoved):
             self._announce_positions()
             return None
+        if isinstance(update, BatchTimed):
+            self._speed.learn_batch(update.size, update.largest_work, update.seconds)
+            return None
         pending: Awaitable[None] | None = None
         job = self._ledger.find(update.job_id)
         if job is None:
@@ -785,7 +790,8 @@ class PaintService:
         self._announce_positions()
 
     def _done(self, job: Job, update: RunDone) -> Awaitable[None]:
-        self._speed.learn(update.work or job.work, update.seconds)
+        if update.batch <= 1:  # a pass of several is learned from whole (BatchTimed)
+            self._speed.learn(update.work or job.work, update.seconds)
         job = self._finish(
             job, JobState.DONE, result_path=update.result_path, seconds=update.seconds
         )

@@ -4,8 +4,12 @@ The engine runs in its own process (``spawn``, so no CUDA state is ever forked) 
 device. Between the two processes travel only the plain dataclasses of :mod:`engine.protocol`,
 over a ``multiprocessing`` pipe. A reader thread blocks on the pipe and hands messages to the
 event loop, so the loop never blocks on the engine. When the pipe reaches end-of-file the
-process has died (killed, crashed, out of memory): the job in hand fails with
+process has died (killed, crashed, out of memory): the jobs in hand fail with
 :class:`EngineCrashed` within a second, and :meth:`EngineClient.restart` starts a fresh process.
+
+:meth:`EngineClient.run_batch` hands the engine several jobs to paint in one pass (a
+``PaintBatch``; worth it up to ``max_batch`` jobs, from ``EngineReady``) and gives each job's
+updates and outcome as they come; :meth:`EngineClient.run` is a batch of one.
 
 Pinned styles (a style library's paintings, kept warm in the engine's cache): the client
 remembers every :meth:`EngineClient.pin_style` until :meth:`EngineClient.unpin_style`, and sends
@@ -22,7 +26,7 @@ import logging
 import multiprocessing
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
@@ -33,6 +37,8 @@ log = logging.getLogger(__name__)
 JobUpdate = protocol.JobStarted | protocol.JobProgress
 JobOutcome = protocol.JobDone | protocol.JobFailed | protocol.JobCancelled
 WorkerTarget = Callable[[protocol.EngineConfig, Connection], None]
+UpdateHandler = Callable[[JobUpdate], None]
+OutcomeHandler = Callable[[JobOutcome], None]
 
 
 class EngineCrashed(Exception):
@@ -54,12 +60,16 @@ class Engine(Protocol):
     device: str | None
     device_kind: str
     up_since: float | None
+    max_batch: int  # jobs worth painting in one pass (1: no gain from batching)
 
     async def start(self) -> None: ...
 
-    async def run(
-        self, job: protocol.PaintJob, on_update: Callable[[JobUpdate], None]
-    ) -> JobOutcome: ...
+    async def run_batch(
+        self,
+        jobs: Sequence[protocol.PaintJob],
+        on_update: UpdateHandler,
+        on_outcome: OutcomeHandler,
+    ) -> None: ...
 
     async def cancel(self, job_id: str) -> None: ...
 
@@ -100,6 +110,7 @@ class EngineClient:
         self._warm_news = asyncio.Event()
         self.device: str | None = None
         self.device_kind = "cpu"
+        self.max_batch = 1
         self.up_since: float | None = None
         self.pid: int | None = None
 
@@ -136,8 +147,14 @@ class EngineClient:
             await self._terminate()
             raise EngineUnavailable("internal", f"engine sent {type(message).__name__} first")
         self.device, self.device_kind, self.pid = message.device, message.kind, message.pid
+        self.max_batch = max(1, message.max_batch)
         self.up_since = time.time()
-        log.info("engine up: pid %s on %s", message.pid, message.device)
+        log.info(
+            "engine up: pid %s on %s, batches of up to %d",
+            message.pid,
+            message.device,
+            self.max_batch,
+        )
         for path, quality in self._pins.items():
             self._send_pin(protocol.PinStyle(path, quality))
         if self._pins:
@@ -176,7 +193,7 @@ class EngineClient:
         self, inbox: asyncio.Queue[protocol.FromEngine | None], message: protocol.FromEngine | None
     ) -> None:
         """On the loop: a message from the engine (None: it ended). Warm-ups are noted at
-        once, whether a job is in hand or not; the rest waits for :meth:`run` or
+        once, whether a job is in hand or not; the rest waits for :meth:`run_batch` or
         :meth:`start`."""
         if isinstance(message, protocol.StyleWarmed):
             if inbox is self._inbox and message.painting_path in self._pins:
@@ -186,30 +203,48 @@ class EngineClient:
             return
         inbox.put_nowait(message)
 
-    async def run(
-        self, job: protocol.PaintJob, on_update: Callable[[JobUpdate], None]
-    ) -> JobOutcome:
+    async def run(self, job: protocol.PaintJob, on_update: UpdateHandler) -> JobOutcome:
         """Paint one job; raise :class:`EngineCrashed` if the process dies meanwhile."""
+        outcomes: list[JobOutcome] = []
+        await self.run_batch([job], on_update, outcomes.append)
+        return outcomes[0]
+
+    async def run_batch(
+        self,
+        jobs: Sequence[protocol.PaintJob],
+        on_update: UpdateHandler,
+        on_outcome: OutcomeHandler,
+    ) -> None:
+        """Paint ``jobs`` in one pass where they can share it (one job goes as a plain
+        ``PaintJob``). Each job's updates go to ``on_update`` and its outcome to ``on_outcome``
+        as soon as they come; returns once every job has its outcome. Raises
+        :class:`EngineCrashed` if the process dies meanwhile: the jobs without an outcome yet
+        died with it."""
+        if not jobs:
+            return
         async with self._lock:
-            self._send(job)
-            while True:
+            left = {job.job_id for job in jobs}
+            self._send(jobs[0] if len(jobs) == 1 else protocol.PaintBatch(tuple(jobs)))
+            while left:
                 message = await self._next_message()
                 if isinstance(message, protocol.JobStarted | protocol.JobProgress):
-                    if message.job_id == job.job_id:
+                    if message.job_id in left:
                         on_update(message)
                 elif isinstance(
                     message, protocol.JobDone | protocol.JobFailed | protocol.JobCancelled
                 ):
-                    if message.job_id == job.job_id:
+                    if message.job_id in left:
+                        left.discard(message.job_id)
                         if isinstance(message, protocol.JobDone):
                             log.info(
                                 "job %s: style targets %d from the cache, %d computed",
-                                job.job_id,
+                                message.job_id,
                                 message.style_hits,
                                 message.style_misses,
                             )
-                        return message
-                    log.warning("engine finished unknown job %s; ignored", message.job_id)
+                        on_outcome(message)
+                    else:
+                        log.warning("engine finished unknown job %s; ignored", message.job_id)
                 else:
                     log.warning("unexpected engine message %r; ignored", type(message).__name__)
 

@@ -6,7 +6,7 @@ import asyncio
 import io
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from engine import protocol
-from engine.client import EngineCrashed, JobOutcome, JobUpdate
+from engine.client import EngineCrashed, JobOutcome, JobUpdate, OutcomeHandler
 
 
 class FakeTime:
@@ -108,23 +108,31 @@ class FakeEngine:
 
     ``auto=True`` paints every job at once: ``steps`` progress updates (with a preview on each)
     then a real PNG. ``auto=False`` leaves each job running until the test calls
-    :meth:`progress`, :meth:`finish`, :meth:`fail` or :meth:`crash`.
+    :meth:`progress`, :meth:`finish`, :meth:`fail` or :meth:`crash`. ``max_batch`` is what it
+    says it can paint in one pass (as ``EngineReady`` does); every pass it was given is in
+    ``passes`` (job ids), each job of a pass reported on its own, as the real engine does. A
+    :meth:`crash` of any job of a pass is the whole engine dying under the pass.
     """
 
-    def __init__(self, *, auto: bool = True, steps: int = 3, device_kind: str = "cpu") -> None:
+    def __init__(
+        self, *, auto: bool = True, steps: int = 3, device_kind: str = "cpu", max_batch: int = 1
+    ) -> None:
         self.auto = auto
         self.steps = steps
         self.device: str | None = None
         self.device_kind = device_kind
+        self.max_batch = max_batch
         self.up_since: float | None = None
         self.starts = 0
         self.restarts = 0
         self.cancels: list[str] = []
         self.seen: list[protocol.PaintJob] = []
+        self.passes: list[tuple[str, ...]] = []
         self.pins: dict[str, str] = {}  # pinned painting path -> quality
         self.timelapse_bytes = (TIMELAPSE_WEBP, TIMELAPSE_MP4)  # what finish() writes
         self._runs: dict[str, _Run] = {}
         self._started = asyncio.Queue[str]()
+        self._passes_started = asyncio.Queue[tuple[str, ...]]()
 
     async def start(self) -> None:
         self.starts += 1
@@ -144,26 +152,40 @@ class FakeEngine:
     def unpin_style(self, painting_path: str) -> None:
         self.pins.pop(painting_path, None)
 
-    async def run(
-        self, job: protocol.PaintJob, on_update: Callable[[JobUpdate], None]
-    ) -> JobOutcome:
-        run = _Run(job, on_update)
-        self._runs[job.job_id] = run
-        self.seen.append(job)
-        on_update(protocol.JobStarted(job.job_id, 48, 40, total_steps=100, total_work=0))
-        self._started.put_nowait(job.job_id)
+    async def run_batch(
+        self,
+        jobs: Sequence[protocol.PaintJob],
+        on_update: Callable[[JobUpdate], None],
+        on_outcome: OutcomeHandler,
+    ) -> None:
+        runs = [_Run(job, on_update) for job in jobs]
+        self.passes.append(tuple(job.job_id for job in jobs))
+        self._passes_started.put_nowait(self.passes[-1])
+        for run in runs:
+            self._runs[run.job.job_id] = run
+            self.seen.append(run.job)
+            on_update(protocol.JobStarted(run.job.job_id, 48, 40, total_steps=100, total_work=0))
+            self._started.put_nowait(run.job.job_id)
         if self.auto:
             for step in range(1, self.steps + 1):
                 await asyncio.sleep(0)
-                if run.outcome.done():
-                    break
-                await self.progress(job.job_id, 100 * step / self.steps, preview=True)
-            if not run.outcome.done():
-                self.finish(job.job_id)
-        result = await run.outcome
-        if isinstance(result, Exception):
-            raise result
-        return result
+                for run in runs:
+                    if not run.outcome.done():
+                        await self.progress(run.job.job_id, 100 * step / self.steps, preview=True)
+            for run in runs:
+                if not run.outcome.done():
+                    self.finish(run.job.job_id)
+        pending = list(runs)
+        while pending:
+            await asyncio.wait(
+                [run.outcome for run in pending], return_when=asyncio.FIRST_COMPLETED
+            )
+            for run in [run for run in pending if run.outcome.done()]:
+                pending.remove(run)
+                result = run.outcome.result()
+                if isinstance(result, Exception):
+                    raise result
+                on_outcome(result)
 
     async def cancel(self, job_id: str) -> None:
         self.cancels.append(job_id)
@@ -179,6 +201,10 @@ class FakeEngine:
             started = await asyncio.wait_for(self._started.get(), 10)
             if job_id is None or started == job_id:
                 return started
+
+    async def wait_pass(self) -> tuple[str, ...]:
+        """Wait until the next pass reaches the engine (in the order they came); its job ids."""
+        return await asyncio.wait_for(self._passes_started.get(), 10)
 
     async def progress(
         self, job_id: str, percent: float, *, preview: bool = False, eta: float | None = None
@@ -199,7 +225,14 @@ class FakeEngine:
         )
         await asyncio.sleep(0)
 
-    def finish(self, job_id: str, seconds: float = 2.0, *, timelapse: bool = True) -> None:
+    def finish(
+        self,
+        job_id: str,
+        seconds: float = 2.0,
+        work: int = 64 * 48 * 100,
+        *,
+        timelapse: bool = True,
+    ) -> None:
         """The job is done: its PNG written, and its timelapse's two files when it asked for
         one (``timelapse=False``: it could not be made)."""
         run = self._runs[job_id]
@@ -213,7 +246,7 @@ class FakeEngine:
                 48,
                 seconds,
                 steps=100,
-                work=64 * 48 * 100,
+                work=work,
                 timelapse_webp=made.webp if made else None,
                 timelapse_mp4=made.mp4 if made else None,
             )
@@ -233,11 +266,23 @@ class FakeEngine:
 SEED_CRASH_ALWAYS = 13
 SEED_CRASH_ONCE = 7
 SEED_HANG = 99
+SEED_WAIT_FOR_GO = 21  # paints once a file "<result path>.go" exists (at most 30 s)
 
 
 def fake_worker(config: protocol.EngineConfig, conn: Connection) -> None:
     """Speaks the engine protocol without torch. The seed option picks a behaviour."""
-    conn.send(protocol.EngineReady(pid=os.getpid(), device="fake", kind="cpu"))
+    _scripted_engine(conn, max_batch=1)
+
+
+def fake_batching_worker(config: protocol.EngineConfig, conn: Connection) -> None:
+    """:func:`fake_worker` saying, as a GPU engine does, that it paints up to 4 jobs at once."""
+    _scripted_engine(conn, max_batch=4)
+
+
+def _scripted_engine(conn: Connection, max_batch: int) -> None:
+    """A ``PaintBatch``'s jobs are painted together step by step, each reported on its own;
+    a crash or hang seed in any job of a pass takes the whole process."""
+    conn.send(protocol.EngineReady(pid=os.getpid(), device="fake", kind="cpu", max_batch=max_batch))
     while True:
         try:
             message = conn.recv()
@@ -252,42 +297,51 @@ def fake_worker(config: protocol.EngineConfig, conn: Connection) -> None:
             if isinstance(message, protocol.PinStyle):
                 conn.send(protocol.StyleWarmed(message.painting_path, 0.01))
             continue
-        if not isinstance(message, protocol.PaintJob):
+        if isinstance(message, protocol.PaintJob):
+            jobs: tuple[protocol.PaintJob, ...] = (message,)
+        elif isinstance(message, protocol.PaintBatch):
+            jobs = message.jobs
+        else:
             continue
-        job = message
-        conn.send(protocol.JobStarted(job.job_id, 64, 48, total_steps=5, total_work=64 * 48 * 5))
-        seed = job.options.seed
-        marker = Path(job.result_path + ".crashed")
-        if seed == SEED_CRASH_ALWAYS or (seed == SEED_CRASH_ONCE and not marker.exists()):
-            marker.touch()
-            os._exit(3)
-        if seed == SEED_HANG:
-            time.sleep(3600)
-        cancelled = False
+        for job in jobs:
+            conn.send(
+                protocol.JobStarted(job.job_id, 64, 48, total_steps=5, total_work=64 * 48 * 5)
+            )
+        for job in jobs:
+            seed = job.options.seed
+            marker = Path(job.result_path + ".crashed")
+            if seed == SEED_CRASH_ALWAYS or (seed == SEED_CRASH_ONCE and not marker.exists()):
+                marker.touch()
+                os._exit(3)
+            if seed == SEED_HANG:
+                time.sleep(3600)
+            go, waited = Path(job.result_path + ".go"), 0.0
+            while seed == SEED_WAIT_FOR_GO and not go.exists() and waited < 30:
+                time.sleep(0.01)
+                waited += 0.01
+        painting = {job.job_id: job for job in jobs}
         for step in range(1, 6):
             time.sleep(0.02)
             while conn.poll():
                 other = conn.recv()
-                if isinstance(other, protocol.CancelJob) and other.job_id == job.job_id:
-                    cancelled = True
-            if cancelled:
-                break
-            conn.send(protocol.JobProgress(job.job_id, step, 5, 0, 1, elapsed=0.02 * step, eta=0.1))
-        if cancelled:
-            conn.send(protocol.JobCancelled(job.job_id))
-            continue
-        Path(job.result_path).write_bytes(png_bytes((64, 48)))
-        made = write_timelapse(job, TIMELAPSE_WEBP, TIMELAPSE_MP4)
-        conn.send(
-            protocol.JobDone(
-                job.job_id,
-                job.result_path,
-                64,
-                48,
-                0.1,
-                5,
-                64 * 48 * 5,
-                timelapse_webp=made.webp if made else None,
-                timelapse_mp4=made.mp4 if made else None,
+                if isinstance(other, protocol.CancelJob) and other.job_id in painting:
+                    del painting[other.job_id]
+                    conn.send(protocol.JobCancelled(other.job_id))
+            for job_id in painting:
+                conn.send(protocol.JobProgress(job_id, step, 5, 0, 1, elapsed=0.02 * step, eta=0.1))
+        for job in painting.values():
+            Path(job.result_path).write_bytes(png_bytes((64, 48)))
+            made = write_timelapse(job, TIMELAPSE_WEBP, TIMELAPSE_MP4)
+            conn.send(
+                protocol.JobDone(
+                    job.job_id,
+                    job.result_path,
+                    64,
+                    48,
+                    0.1,
+                    5,
+                    64 * 48 * 5,
+                    timelapse_webp=made.webp if made else None,
+                    timelapse_mp4=made.mp4 if made else None,
+                )
             )
-        )

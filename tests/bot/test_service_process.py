@@ -11,7 +11,7 @@ import asyncio
 import io
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -139,12 +139,17 @@ class RecordingClient(EngineClient):
 
     outcomes: list[JobOutcome]
 
-    async def run(
-        self, job: protocol.PaintJob, on_update: Callable[[JobUpdate], None]
-    ) -> JobOutcome:
-        outcome = await super().run(job, on_update)
-        self.outcomes.append(outcome)
-        return outcome
+    async def run_batch(
+        self,
+        jobs: Sequence[protocol.PaintJob],
+        on_update: Callable[[JobUpdate], None],
+        on_outcome: Callable[[JobOutcome], None],
+    ) -> None:
+        def keep(outcome: JobOutcome) -> None:
+            self.outcomes.append(outcome)
+            on_outcome(outcome)
+
+        await super().run_batch(jobs, on_update, keep)
 
 
 @pytest.mark.slow

@@ -12,9 +12,16 @@ from pathlib import Path
 import pytest
 
 from engine import protocol
-from engine.client import EngineClient, EngineCrashed, EngineUnavailable, JobUpdate
+from engine.client import EngineClient, EngineCrashed, EngineUnavailable, JobOutcome, JobUpdate
 from engine.protocol import PaintOptions
-from tests.fakes import SEED_CRASH_ALWAYS, SEED_HANG, fake_worker, jpeg_bytes, png_bytes
+from tests.fakes import (
+    SEED_CRASH_ALWAYS,
+    SEED_HANG,
+    fake_batching_worker,
+    fake_worker,
+    jpeg_bytes,
+    png_bytes,
+)
 
 
 def paint_job(tmp_path: Path, job_id: str = "j1", seed: int | None = None) -> protocol.PaintJob:
@@ -45,6 +52,39 @@ async def test_runs_a_job_in_a_spawned_process(tmp_path: Path) -> None:
     finally:
         await client.close()
     assert client.up_since is None
+
+
+async def test_a_batch_is_one_message_and_each_job_ends_on_its_own(tmp_path: Path) -> None:
+    client = EngineClient(protocol.EngineConfig(), target=fake_batching_worker)
+    await client.start()
+    try:
+        assert client.max_batch == 4  # as the engine said in EngineReady
+        jobs = [paint_job(tmp_path, job_id) for job_id in ("j1", "j2", "j3")]
+        updates: list[JobUpdate] = []
+        outcomes: list[JobOutcome] = []
+
+        def on_update(update: JobUpdate) -> None:
+            updates.append(update)
+            if isinstance(update, protocol.JobProgress) and update.job_id == "j2":
+                asyncio.get_running_loop().create_task(client.cancel("j2"))
+
+        await asyncio.wait_for(client.run_batch(jobs, on_update, outcomes.append), 10)
+        kinds = {outcome.job_id: type(outcome) for outcome in outcomes}
+        assert kinds == {
+            "j1": protocol.JobDone,
+            "j2": protocol.JobCancelled,
+            "j3": protocol.JobDone,
+        }
+        assert outcomes[0].job_id == "j2"  # told as soon as it ended, before the others
+        for job_id in ("j1", "j3"):
+            steps = [
+                u.step
+                for u in updates
+                if isinstance(u, protocol.JobProgress) and u.job_id == job_id
+            ]
+            assert steps == [1, 2, 3, 4, 5]
+    finally:
+        await client.close()
 
 
 async def test_a_dead_engine_is_noticed_and_restarted(tmp_path: Path) -> None:
