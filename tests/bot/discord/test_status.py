@@ -97,6 +97,37 @@ async def test_reroll_buttons_work_after_a_restart(
     assert result_message.id not in [m.id for m in channel.history()]
 
 
+async def test_status_and_result_buttons_keep_their_custom_ids_across_a_restart(
+    sim: DiscordSim, channel: simcord.ChannelHandle, alice: simcord.MemberActor
+) -> None:
+    """Messages already posted carry these exact strings: pressing them after a restart (or
+    an upgrade) must still reach Cancel, the re-rolls and Delete."""
+    await paint(sim, alice, channel, strength=5)
+    job = await sim.running_job()
+    status = bot_messages(channel)[-1]
+    await sim.finish(job.id)
+    result_message = bot_messages(channel)[-1]
+    await sim.restart()
+
+    answer = await alice.click(result_message, custom_id=f"atelier:reroll:stronger:{job.id}")
+    await sim.settle()
+    assert "Painting it again, stronger" in private(answer)
+    rerun = await sim.running_job()
+    assert (rerun.parent_id, rerun.options.strength) == (job.id, 7)
+    rerun_status = bot_messages(channel)[-1]
+    assert rerun_status.id != status.id
+    await sim.restart()
+    cancelled = await alice.click(rerun_status, custom_id=f"atelier:cancel:{rerun.id}")
+    await sim.settle()
+    assert "cancel" in private(cancelled).lower()
+    assert sim.service.get(rerun.id).state is JobState.CANCELLED
+
+    deleted = await alice.click(result_message, custom_id=f"atelier:delete:{job.id}")
+    await sim.settle()
+    assert private(deleted) == "Deleted the painting."
+    assert result_message.id not in [m.id for m in channel.history()]
+
+
 async def test_a_painting_in_the_photos_colours_offers_the_paintings_colours(
     sim: DiscordSim, channel: simcord.ChannelHandle, alice: simcord.MemberActor
 ) -> None:
