@@ -1,7 +1,8 @@
 """Atelier on Discord: :func:`build_client` puts the client and its features together.
 
 - :mod:`~bot.discord.client`: the client, the checks and replies every feature uses, the lookup
-  of features and the base of the persistent buttons;
+  of features;
+- :mod:`~bot.discord.buttons`: the base of the persistent buttons, and of those carrying one id;
 - :mod:`~bot.discord.status`: status messages, results, and the buttons under them;
 - :mod:`~bot.discord.timelapse`: the Timelapse button under a result;
 - :mod:`~bot.discord.paint`: ``/paint``, ``/cancel``, ``/queue``, ``/help``;

@@ -29,7 +29,8 @@ import discord
 
 from bot import replies
 from bot.discord import embeds
-from bot.discord.client import DISCORD_TROUBLE, PLATFORM, AtelierDiscord, ButtonPress, Feature
+from bot.discord.buttons import IdButton
+from bot.discord.client import DISCORD_TROUBLE, PLATFORM, AtelierDiscord, Feature
 from bot.discord.embeds import MARKDOWN
 from bot.discord.timelapse import TimelapseButton
 from bot.jobs import (
@@ -53,7 +54,6 @@ log = logging.getLogger(__name__)
 # Seconds between attempts to post a result after a Discord error (discord.py has already
 # retried rate limits and 5xx answers itself by then).
 RETRY_DELAYS: Final = (2.0, 5.0, 15.0, 30.0, 60.0)
-JOB_ID: Final = r"(?P<job>[A-Za-z0-9_-]{1,40})"
 # Posts a finished challenge painting as an entry (bot.discord.challenges); False: not one.
 EntryDelivery = Callable[[Finished], Awaitable[bool]]
 
@@ -372,84 +372,30 @@ class StatusMessages(Feature):
 # The buttons
 
 
-class CancelButton(
-    ButtonPress,
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=rf"atelier:cancel:{JOB_ID}",
-):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Cancel",
-                emoji="✖️",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"atelier:cancel:{job_id}",
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
-    ) -> CancelButton:
-        return cls(match["job"])
+class CancelButton(IdButton, action="cancel"):
+    LABEL, EMOJI = "Cancel", "✖️"
 
     async def pressed(self, interaction: discord.Interaction[Any], client: AtelierDiscord) -> None:
-        await client.feature(StatusMessages).cancel(interaction, self.job_id)
+        await client.feature(StatusMessages).cancel(interaction, self.carried)
 
 
-class RerollButton(
-    ButtonPress,
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=rf"atelier:reroll:(?P<change>{'|'.join(r.key for r in REROLLS)}):{JOB_ID}",
-):
+class RerollButton(IdButton, action="reroll", kinds=[way.key for way in REROLLS]):
+    STYLE = discord.ButtonStyle.primary
+
     def __init__(self, job_id: str, change: str, options: PaintOptions = DEFAULTS) -> None:
         way = reroll(change)
-        super().__init__(
-            discord.ui.Button(
-                label=way.label(options),
-                emoji=way.emoji,
-                style=discord.ButtonStyle.primary,
-                custom_id=f"atelier:reroll:{change}:{job_id}",
-            )
-        )
-        self.job_id = job_id
+        super().__init__(job_id, change, label=way.label(options), emoji=way.emoji)
         self.change = change
 
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
-    ) -> RerollButton:
-        return cls(match["job"], match["change"])
+    async def pressed(self, interaction: discord.Interaction[Any], client: AtelierDiscord) -> None:
+        await client.feature(StatusMessages).reroll(interaction, self.carried, self.change)
+
+
+class DeleteButton(IdButton, action="delete"):
+    LABEL, EMOJI, STYLE = "Delete", "🗑️", discord.ButtonStyle.danger
 
     async def pressed(self, interaction: discord.Interaction[Any], client: AtelierDiscord) -> None:
-        await client.feature(StatusMessages).reroll(interaction, self.job_id, self.change)
-
-
-class DeleteButton(
-    ButtonPress,
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=rf"atelier:delete:{JOB_ID}",
-):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Delete",
-                emoji="🗑️",
-                style=discord.ButtonStyle.danger,
-                custom_id=f"atelier:delete:{job_id}",
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
-    ) -> DeleteButton:
-        return cls(match["job"])
-
-    async def pressed(self, interaction: discord.Interaction[Any], client: AtelierDiscord) -> None:
-        await client.feature(StatusMessages).delete(interaction, self.job_id)
+        await client.feature(StatusMessages).delete(interaction, self.carried)
 
 
 def status_view(job_id: str) -> discord.ui.View:
