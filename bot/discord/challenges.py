@@ -5,8 +5,9 @@
   an entry, whose status message and entry (with **Vote** and **Withdraw**) go to the thread;
   ``standings`` shows organisers the counts while it runs, everyone the entries; ``end`` and
   ``cancel`` are for organisers; ``/leaderboard``: wins and podiums in the server.
-- The status messages hand a finished challenge painting to :meth:`DiscordChallenges.deliver`
-  (their ``deliver_entry``); one finished after its challenge closed is an ordinary painting.
+- The results (:mod:`~bot.discord.results`) hand a finished challenge painting to
+  :meth:`DiscordChallenges.deliver` (their ``deliver_entry``); one finished after its challenge
+  closed is an ordinary painting.
 - When a challenge closes, :meth:`DiscordChallenges.announce` posts one podium picture of the
   top three (place and votes drawn on it) above the text in the channel, says so in the
   thread and locks it. Buttons carry ids only.
