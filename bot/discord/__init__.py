@@ -1,8 +1,10 @@
 """Atelier on Discord: :func:`build_client` puts the client and its features together.
 
 - :mod:`~bot.discord.client`: the client, the checks and replies every feature uses, the lookup
-  of features and the base of the persistent buttons;
-- :mod:`~bot.discord.status`: status messages, results, and the buttons under them;
+  of features;
+- :mod:`~bot.discord.buttons`: the base of the persistent buttons, and of those carrying one id;
+- :mod:`~bot.discord.status`: status messages and their Cancel button;
+- :mod:`~bot.discord.results`: results, the re-roll and Delete buttons under them;
 - :mod:`~bot.discord.timelapse`: the Timelapse button under a result;
 - :mod:`~bot.discord.paint`: ``/paint``, ``/cancel``, ``/queue``, ``/help``;
 - :mod:`~bot.discord.challenges`: ``/challenge``, ``/leaderboard``, the entry buttons;
@@ -23,7 +25,8 @@ from bot.discord.client import AtelierDiscord
 from bot.discord.gallery import PAGE_SIZE, Gallery
 from bot.discord.message_menu import MessageMenu
 from bot.discord.paint import Painting
-from bot.discord.status import RETRY_DELAYS, StatusMessages
+from bot.discord.results import RETRY_DELAYS
+from bot.discord.status import StatusMessages
 from bot.discord.styles import DiscordStyles
 from bot.discord.timelapse import Timelapses
 from bot.pacing import Clock, Sleep

@@ -5,8 +5,9 @@
   an entry, whose status message and entry (with **Vote** and **Withdraw**) go to the thread;
   ``standings`` shows organisers the counts while it runs, everyone the entries; ``end`` and
   ``cancel`` are for organisers; ``/leaderboard``: wins and podiums in the server.
-- The status messages hand a finished challenge painting to :meth:`DiscordChallenges.deliver`
-  (their ``deliver_entry``); one finished after its challenge closed is an ordinary painting.
+- The results (:mod:`~bot.discord.results`) hand a finished challenge painting to
+  :meth:`DiscordChallenges.deliver` (their ``deliver_entry``); one finished after its challenge
+  closed is an ordinary painting.
 - When a challenge closes, :meth:`DiscordChallenges.announce` posts one podium picture of the
   top three (place and votes drawn on it) above the text in the channel, says so in the
   thread and locks it. Buttons carry ids only.
@@ -34,12 +35,12 @@ from bot.challenges import (
     podium_picture,
 )
 from bot.discord import embeds
+from bot.discord.buttons import ENTRY_ID, IdButton
 from bot.discord.client import (
     CHALLENGE_PERMISSIONS,
     DISCORD_TROUBLE,
     PLATFORM,
     AtelierDiscord,
-    ButtonPress,
     Feature,
 )
 from bot.discord.embeds import MARKDOWN
@@ -384,55 +385,18 @@ def _jump(entry: Entry, guild: str) -> str | None:
     return f"https://discord.com/channels/{guild}/{ref.chat_id}/{ref.message_id}"
 
 
-class VoteButton(
-    ButtonPress,
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"atelier:vote:(?P<entry>\d{1,18})",
-):
-    def __init__(self, entry_id: int) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Vote",
-                emoji="🗳️",
-                style=discord.ButtonStyle.success,
-                custom_id=f"atelier:vote:{entry_id}",
-            )
-        )
-        self.entry_id = entry_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
-    ) -> VoteButton:
-        return cls(int(match["entry"]))
+class VoteButton(IdButton, action="vote", id_pattern=ENTRY_ID):
+    LABEL, EMOJI, STYLE = "Vote", "🗳️", discord.ButtonStyle.success
 
     async def pressed(self, interaction: discord.Interaction[Any], client: AtelierDiscord) -> None:
-        await client.feature(DiscordChallenges).vote(interaction, self.entry_id)
+        await client.feature(DiscordChallenges).vote(interaction, int(self.carried))
 
 
-class WithdrawButton(
-    ButtonPress,
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"atelier:withdraw:(?P<entry>\d{1,18})",
-):
-    def __init__(self, entry_id: int) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Withdraw",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"atelier:withdraw:{entry_id}",
-            )
-        )
-        self.entry_id = entry_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
-    ) -> WithdrawButton:
-        return cls(int(match["entry"]))
+class WithdrawButton(IdButton, action="withdraw", id_pattern=ENTRY_ID):
+    LABEL = "Withdraw"
 
     async def pressed(self, interaction: discord.Interaction[Any], client: AtelierDiscord) -> None:
-        await client.feature(DiscordChallenges).withdraw(interaction, self.entry_id)
+        await client.feature(DiscordChallenges).withdraw(interaction, int(self.carried))
 
 
 def entry_view(entry_id: int) -> discord.ui.View:

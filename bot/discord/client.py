@@ -11,8 +11,7 @@ public here: :meth:`~AtelierDiscord.reply` (answer only the member), :meth:`repo
 one error reply), :meth:`guard` (the channel is allowed and the bot may post there),
 :meth:`input_limit` / :meth:`upload_limit` (as Discord reports them, never hard-coded),
 :meth:`is_moderator`, :meth:`is_organiser` / :meth:`require_organiser` (challenges, the style
-library) and :meth:`messageable`. :class:`ButtonPress` is the base of every
-persistent button: a press goes to ``pressed`` and any error to :meth:`report_error`.
+library) and :meth:`messageable`. The persistent buttons' base is :mod:`bot.discord.buttons`.
 """
 
 from __future__ import annotations
@@ -322,19 +321,3 @@ def has_role(interaction: discord.Interaction[Any], role: str | None) -> bool:
     if wanted.isdigit():
         return any(r.id == int(wanted) for r in user.roles)
     return any(r.name.casefold() == wanted.casefold() for r in user.roles)
-
-
-class ButtonPress:
-    """The base of every persistent button: the press goes to :meth:`pressed`, and anything it
-    raises to the client's one error reply. Buttons carry ids only; their state is stored."""
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        client = interaction.client
-        assert isinstance(client, AtelierDiscord)
-        try:
-            await self.pressed(interaction, client)
-        except Exception as error:
-            await client.report_error(interaction, error)
-
-    async def pressed(self, interaction: discord.Interaction[Any], client: AtelierDiscord) -> None:
-        raise NotImplementedError

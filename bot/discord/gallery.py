@@ -17,7 +17,8 @@ from discord import app_commands
 from bot import replies
 from bot.challenges import Challenges
 from bot.discord import embeds
-from bot.discord.client import PLATFORM, AtelierDiscord, ButtonPress, Feature
+from bot.discord.buttons import ButtonPress
+from bot.discord.client import PLATFORM, AtelierDiscord, Feature
 from bot.discord.embeds import MARKDOWN
 from bot.jobs import Job
 

@@ -1,37 +1,33 @@
-"""Status messages and results on Discord, with the buttons under them and what they do.
+"""Status messages on Discord: posted for each new job, kept in step with it, and Cancel.
 
 The status message is an ordinary channel message edited with the bot's own token (never the
 15-minute interaction token), so long waits still report. Service events only update a job's
 *board* (what its message should say, :class:`~bot.replies.StatusState`); the one
-:class:`~bot.pacing.Pacer` decides when to edit. The result is posted as a new message that
-mentions the member (a direct message if the channel refuses it), with the re-roll buttons of
-:data:`bot.options.REROLLS`, **Timelapse** (:mod:`bot.discord.timelapse`) and Delete; a failure
-whose status message is gone is told in a new message. Discord errors while editing or posting
-are logged and retried or worked around, never raised into the service.
+:class:`~bot.pacing.Pacer` decides when to edit. A job's outcome goes to
+:class:`~bot.discord.results.Results` (the result, its buttons, a failure no status shows),
+which this feature makes. Discord errors while editing are logged and retried or worked around,
+never raised into the service.
 
-Buttons carry a job id only (``atelier:<action>:<job id>``), so they keep working after a
-restart; the state they act on lives in the store.
+The Cancel button carries a job id only (``atelier:cancel:<job id>``), so it keeps working after
+a restart; the state it acts on lives in the store.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass, replace
-from enum import Enum
-from typing import Any, Final
+from typing import Any
 
 import discord
 
 from bot import replies
 from bot.discord import embeds
-from bot.discord.client import DISCORD_TROUBLE, PLATFORM, AtelierDiscord, ButtonPress, Feature
-from bot.discord.embeds import MARKDOWN
-from bot.discord.timelapse import TimelapseButton
+from bot.discord.buttons import IdButton
+from bot.discord.client import DISCORD_TROUBLE, PLATFORM, AtelierDiscord, Feature
+from bot.discord.results import RETRY_DELAYS, EntryDelivery, Results
 from bot.jobs import (
     Cancelled,
     Failed,
@@ -42,28 +38,11 @@ from bot.jobs import (
     MessageRef,
     Progress,
 )
-from bot.options import DEFAULTS, REROLLS, reroll, rerolls_for
 from bot.pacing import Blocked, Clock, Lost, Paced, Pacer, Sleep
 from bot.replies import StatusState, status_after
 from bot.service import PaintService
-from engine.protocol import PaintOptions
 
 log = logging.getLogger(__name__)
-
-# Seconds between attempts to post a result after a Discord error (discord.py has already
-# retried rate limits and 5xx answers itself by then).
-RETRY_DELAYS: Final = (2.0, 5.0, 15.0, 30.0, 60.0)
-JOB_ID: Final = r"(?P<job>[A-Za-z0-9_-]{1,40})"
-# Posts a finished challenge painting as an entry (bot.discord.challenges); False: not one.
-EntryDelivery = Callable[[Finished], Awaitable[bool]]
-
-
-class Posted(Enum):
-    """How posting in a channel went."""
-
-    SENT = "sent"
-    REFUSED = "refused"  # for good: no permission, the channel is gone
-    GAVE_UP = "gave up"  # Discord could not be reached, past the retries
 
 
 @dataclass(eq=False, kw_only=True)
@@ -81,9 +60,16 @@ class _Board(Paced):
     def wanted(self) -> Hashable:
         return embeds.status_key(self.job, self.status, self.now())
 
+    def showing(self) -> MessageRef | None:
+        """Where the status message is while it still shows (None: never posted, or lost)."""
+        if self.message_id is None or self.lost:
+            return None
+        return MessageRef(self.channel_id, self.message_id)
+
 
 class StatusMessages(Feature):
-    """Keeps every Discord job's status message in step with the service; posts the results."""
+    """Keeps every Discord job's status message in step with the service; hands each job's
+    outcome to :class:`~bot.discord.results.Results`."""
 
     def __init__(
         self,
@@ -99,16 +85,25 @@ class StatusMessages(Feature):
     ) -> None:
         self._client = client
         self._service = service
-        self._deliver_entry = deliver_entry
         self._now = wall_clock
-        self._retry_delays = retry_delays
         self._pacer: Pacer[_Board] = Pacer(
             self._edit, clock=clock, sleep=sleep, interval=edit_interval
         )
         client.add_feature(self)
-        client.add_dynamic_items(CancelButton, RerollButton, DeleteButton)
+        client.add_dynamic_items(CancelButton)
+        # The results feature: it announces re-rolls here, and backs off through our pacer
+        # (which then knows that it waits: see wait_idle).
+        self._results = Results(
+            client,
+            service,
+            announce=self.announce,
+            pause=self._pacer.pause,
+            deliver_entry=deliver_entry,
+            retry_delays=retry_delays,
+        )
         # Registered now rather than at login, so jobs recovered at start reach us. This
-        # feature posts Discord's results and says when each is out (mark_delivered).
+        # feature (through Results) posts Discord's results and says when each is out
+        # (mark_delivered).
         service.add_listener(self._on_event, delivers=PLATFORM)
 
     async def close(self) -> None:
@@ -205,7 +200,8 @@ class StatusMessages(Feature):
             board.preview = event.preview_jpeg
         if isinstance(event, Finished | Failed | Cancelled) and not board.final:
             board.final = True
-            self._pacer.spawn(self._deliver(board, event), name=f"discord-deliver-{job.id}")
+            delivery = self._results.deliver(event, board.showing)
+            self._pacer.spawn(delivery, name=f"discord-deliver-{job.id}")
         self._pacer.changed(board, urgent=board.status.state is not before)
 
     async def _edit(self, board: _Board) -> Hashable:
@@ -242,97 +238,6 @@ class StatusMessages(Feature):
         board.preview_sent = preview
         return key
 
-    # -- outcomes ------------------------------------------------------------------------------
-
-    async def _deliver(self, board: _Board, event: JobEvent) -> None:
-        """Post the result of a finished job (and say it is out), or say that it failed where
-        no status shows it."""
-        if isinstance(event, Finished):
-            await self._client.until_ready()  # a result replayed at start waits for the login
-            if await self._as_entry(event) or await self._post_result(board, event):
-                await self._service.mark_delivered(event.job.id)
-        if isinstance(event, Failed) and (board.message_id is None or board.lost):
-            text = replies.failed_without_status(board.job, event.message, MARKDOWN)
-            await self._send(board, {"content": text})
-
-    async def _as_entry(self, event: Finished) -> bool:
-        """A challenge painting is posted as an entry instead of as a plain result."""
-        if event.job.challenge_id is None or self._deliver_entry is None:
-            return False
-        try:
-            return await self._deliver_entry(event)
-        except Exception:
-            log.exception("job %s: posting the challenge entry failed", event.job.id)
-            return False
-
-    async def _post_result(self, board: _Board, event: Finished) -> bool:
-        """Post the result in its channel, else by direct message. True once posted, or once
-        both refused it for good (it is never posted then, and not tried at every start);
-        False when Discord could not be reached: it is posted again after a restart."""
-        job = event.job
-        limit = self._client.upload_limit(int(job.chat_id))
-        data, filename = await embeds.encode_for_upload(
-            event.result_png, limit, job.id, self._client.sandbox
-        )
-        reference = None
-        if board.message_id is not None and not board.lost:
-            reference = discord.MessageReference(
-                message_id=board.message_id, channel_id=board.channel_id, fail_if_not_exists=False
-            )
-
-        def message() -> dict[str, Any]:
-            return {
-                "content": replies.ready(job, MARKDOWN),
-                "embed": embeds.result_embed(job, event.seconds, filename),
-                "file": discord.File(io.BytesIO(data), filename=filename),
-                "view": result_view(job, timelapse=event.timelapse),
-                "reference": reference,
-            }
-
-        posted = await self._send(board, message)
-        if posted is Posted.SENT:
-            log.info("job %s: result delivered to channel %s", job.id, job.chat_id)
-            return True
-        # The channel refused (permissions changed, channel deleted): try a direct message.
-        client = self._client
-        try:
-            user = client.get_user(int(job.user_id)) or await client.fetch_user(int(job.user_id))
-            kwargs = message()
-            kwargs.pop("reference")
-            await user.send(**kwargs)
-            log.info("job %s: result delivered by direct message", job.id)
-            return True
-        except (discord.Forbidden, discord.NotFound) as error:
-            if posted is Posted.REFUSED:
-                log.error("job %s: the channel and the member refuse the result: %r", job.id, error)
-                return True
-            log.error("job %s: result not delivered; posted after a restart: %r", job.id, error)
-        except DISCORD_TROUBLE as error:
-            log.error("job %s: result not delivered; posted after a restart: %r", job.id, error)
-        return False
-
-    async def _send(
-        self, board: _Board, message: dict[str, Any] | Callable[[], dict[str, Any]]
-    ) -> Posted:
-        """Post in the job's channel, retrying transient errors."""
-        job = board.job
-        channel = self._client.messageable(int(job.chat_id))
-        for attempt, delay in enumerate((0.0, *self._retry_delays)):
-            if delay:
-                await self._pacer.pause(delay)
-            kwargs = message() if callable(message) else dict(message)
-            try:
-                await channel.send(**kwargs)
-                return Posted.SENT
-            except (discord.Forbidden, discord.NotFound) as error:
-                log.warning(
-                    "job %s: channel %s refused the message: %s", job.id, job.chat_id, error
-                )
-                return Posted.REFUSED
-            except DISCORD_TROUBLE as error:
-                log.warning("job %s: posting failed (attempt %d): %r", job.id, attempt + 1, error)
-        return Posted.GAVE_UP
-
     # -- what the buttons do -------------------------------------------------------------------
 
     async def cancel(self, interaction: discord.Interaction[Any], job_id: str) -> None:
@@ -341,129 +246,19 @@ class StatusMessages(Feature):
         job = await self._service.cancel(job_id, user_id=by, moderator=moderator)
         await self._client.reply(interaction, replies.cancelling(job, by))
 
-    async def delete(self, interaction: discord.Interaction[Any], job_id: str) -> None:
-        # Acknowledge first: deleting the message is a call to Discord, which may be slow.
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        by = str(interaction.user.id)
-        moderator = self._client.is_moderator(interaction)
-        await self._service.delete_result(job_id, user_id=by, moderator=moderator)
-        if interaction.message is not None:
-            with contextlib.suppress(discord.NotFound):
-                await interaction.message.delete()
-        await self._client.reply(interaction, replies.DELETED)
-
-    async def reroll(self, interaction: discord.Interaction[Any], job_id: str, key: str) -> None:
-        self._client.guard(interaction)
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        source = self._service.get(job_id)
-        # The owner or a moderator, on a finished painting: the service refuses anyone else.
-        job = await self._service.reroll(
-            job_id,
-            user_id=str(interaction.user.id),
-            user_name=interaction.user.display_name,
-            change=key,
-            platform=PLATFORM,
-            moderator=self._client.is_moderator(interaction),
-        )
-        await self.announce(interaction, job, replies.rerolling(reroll(key), source.options))
-
 
 # ----------------------------------------------------------------------------------------------
 # The buttons
 
 
-class CancelButton(
-    ButtonPress,
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=rf"atelier:cancel:{JOB_ID}",
-):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Cancel",
-                emoji="✖️",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"atelier:cancel:{job_id}",
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
-    ) -> CancelButton:
-        return cls(match["job"])
+class CancelButton(IdButton, action="cancel"):
+    LABEL, EMOJI = "Cancel", "✖️"
 
     async def pressed(self, interaction: discord.Interaction[Any], client: AtelierDiscord) -> None:
-        await client.feature(StatusMessages).cancel(interaction, self.job_id)
-
-
-class RerollButton(
-    ButtonPress,
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=rf"atelier:reroll:(?P<change>{'|'.join(r.key for r in REROLLS)}):{JOB_ID}",
-):
-    def __init__(self, job_id: str, change: str, options: PaintOptions = DEFAULTS) -> None:
-        way = reroll(change)
-        super().__init__(
-            discord.ui.Button(
-                label=way.label(options),
-                emoji=way.emoji,
-                style=discord.ButtonStyle.primary,
-                custom_id=f"atelier:reroll:{change}:{job_id}",
-            )
-        )
-        self.job_id = job_id
-        self.change = change
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
-    ) -> RerollButton:
-        return cls(match["job"], match["change"])
-
-    async def pressed(self, interaction: discord.Interaction[Any], client: AtelierDiscord) -> None:
-        await client.feature(StatusMessages).reroll(interaction, self.job_id, self.change)
-
-
-class DeleteButton(
-    ButtonPress,
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=rf"atelier:delete:{JOB_ID}",
-):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Delete",
-                emoji="🗑️",
-                style=discord.ButtonStyle.danger,
-                custom_id=f"atelier:delete:{job_id}",
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
-    ) -> DeleteButton:
-        return cls(match["job"])
-
-    async def pressed(self, interaction: discord.Interaction[Any], client: AtelierDiscord) -> None:
-        await client.feature(StatusMessages).delete(interaction, self.job_id)
+        await client.feature(StatusMessages).cancel(interaction, self.carried)
 
 
 def status_view(job_id: str) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     view.add_item(CancelButton(job_id))
-    return view
-
-
-def result_view(job: Job, *, timelapse: bool = False) -> discord.ui.View:
-    """The re-rolls, Timelapse (when one was made) and Delete, under a result."""
-    view = discord.ui.View(timeout=None)
-    for way in rerolls_for(job.options):
-        view.add_item(RerollButton(job.id, way.key, job.options))
-    if timelapse:
-        view.add_item(TimelapseButton(job.id))
-    view.add_item(DeleteButton(job.id))
     return view

@@ -22,7 +22,8 @@ import discord
 from discord import app_commands
 
 from bot import replies
-from bot.discord.client import PLATFORM, AtelierDiscord, ButtonPress, Feature
+from bot.discord.buttons import ButtonPress
+from bot.discord.client import PLATFORM, AtelierDiscord, Feature
 from bot.discord.embeds import MARKDOWN
 from bot.discord.paint import check_attachment, download, style_choices
 from bot.style_rules import NoSuchStyle

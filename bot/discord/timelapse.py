@@ -12,17 +12,16 @@ who pressed is told why.
 from __future__ import annotations
 
 import io
-from typing import Any, Final
+from typing import Any
 
 import discord
 
 from bot import replies
-from bot.discord.client import AtelierDiscord, ButtonPress, Feature
+from bot.discord.buttons import IdButton
+from bot.discord.client import AtelierDiscord, Feature
 from bot.discord.embeds import MARKDOWN
 from bot.errors import NotAvailable
 from bot.service import PaintService
-
-JOB_ID: Final = r"(?P<job>[A-Za-z0-9_-]{1,40})"
 
 
 class Timelapses(Feature):
@@ -50,27 +49,8 @@ class Timelapses(Feature):
         )
 
 
-class TimelapseButton(
-    ButtonPress,
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=rf"atelier:timelapse:{JOB_ID}",
-):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label=replies.TIMELAPSE_LABEL,
-                emoji=replies.TIMELAPSE_EMOJI,
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"atelier:timelapse:{job_id}",
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: Any
-    ) -> TimelapseButton:
-        return cls(match["job"])
+class TimelapseButton(IdButton, action="timelapse"):
+    LABEL, EMOJI = replies.TIMELAPSE_LABEL, replies.TIMELAPSE_EMOJI
 
     async def pressed(self, interaction: discord.Interaction[Any], client: AtelierDiscord) -> None:
-        await client.feature(Timelapses).post(interaction, self.job_id)
+        await client.feature(Timelapses).post(interaction, self.carried)

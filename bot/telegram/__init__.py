@@ -3,7 +3,8 @@
 - :mod:`~bot.telegram.app`: the bot, polling, the one error reply, downloads, ``/help``,
   ``/queue``, and what the features share;
 - :mod:`~bot.telegram.outbox`: every message to a chat, through flood control and outages;
-- :mod:`~bot.telegram.status`: status messages, results, and the buttons under them;
+- :mod:`~bot.telegram.status`: status messages and results;
+- :mod:`~bot.telegram.keyboards`: the buttons under them (typed callback data, keyboards);
 - :mod:`~bot.telegram.buttons`: what those buttons do (Cancel, the re-rolls, Delete);
 - :mod:`~bot.telegram.flows`: the three ways to ask for a painting, and ``/cancel``;
 - :mod:`~bot.telegram.challenges`: ``/challenge`` in groups and the entry buttons;

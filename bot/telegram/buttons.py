@@ -1,7 +1,7 @@
 """What the buttons under Telegram's status messages and results do: Cancel, the re-rolls
 (Stronger, Softer, ...), Timelapse, Delete.
 
-The buttons carry a job id only (:mod:`bot.telegram.status` draws them); the job's state lives in
+The buttons carry a job id only (:mod:`bot.telegram.keyboards`); the job's state lives in
 the store, so a button still works after a restart. Who may press what is the service's rule
 (the owner, or a moderator: a configured one, or an administrator of the group); the handlers
 say who is pressing, and the one error reply shows the service's refusal as an alert. Anyone
@@ -24,13 +24,8 @@ from bot.options import reroll
 from bot.replies import PLAIN
 from bot.service import PaintService
 from bot.telegram.app import PLATFORM, Feature, TelegramApp, member_name, replying_to
-from bot.telegram.status import (
-    CancelButton,
-    DeleteButton,
-    RerollButton,
-    StatusBoard,
-    TimelapseButton,
-)
+from bot.telegram.keyboards import CancelButton, DeleteButton, RerollButton, TimelapseButton
+from bot.telegram.status import StatusBoard
 
 log = logging.getLogger(__name__)
 

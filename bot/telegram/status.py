@@ -1,15 +1,12 @@
-"""Telegram status messages and results, and the buttons under them (what they do is
-:mod:`bot.telegram.buttons`).
+"""Telegram status messages and results (the buttons under them are
+:mod:`bot.telegram.keyboards`; what they do, :mod:`bot.telegram.buttons`).
 
 A status message is a photo (a small picture of the member's photo, made in the sandbox, then
 the engine's previews) captioned with what :mod:`bot.replies` says about the job, with a Cancel
 button while it runs. Its reference is stored on the job, so a recovered job keeps editing it
 after a restart. The one :class:`~bot.pacing.Pacer` paces the edits (a chat is a lane); results
 go through the app's outbox (flood control, outages) and are marked delivered once out, so a
-result the bot could not post before it stopped is posted after the restart. Buttons are typed
-:class:`~aiogram.filters.callback_data.CallbackData` holding a job id (``cancel:<job>``,
-``reroll:<change>:<job>``, ``timelapse:<job>``, ``delete:<job>:<file message>``: the strings of
-buttons already posted).
+result the bot could not post before it stopped is posted after the restart.
 """
 
 from __future__ import annotations
@@ -30,13 +27,7 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
     TelegramServerError,
 )
-from aiogram.filters.callback_data import CallbackData
-from aiogram.types import (
-    BufferedInputFile,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
-    InputMediaPhoto,
-)
+from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPhoto
 
 from bot import replies
 from bot.jobs import (
@@ -49,12 +40,12 @@ from bot.jobs import (
     Progress,
     Queued,
 )
-from bot.options import rerolls_for
 from bot.pacing import Blocked, Clock, Lost, Paced, Pacer, Sleep
 from bot.replies import PLAIN, StatusState, status_after
 from bot.sandbox import DecoderFailed, Sandbox
 from bot.service import PaintService
 from bot.telegram.app import PLATFORM, Feature, TelegramApp, replying_to
+from bot.telegram.keyboards import cancel_markup, result_markup
 from engine.images import ImageError
 
 log = logging.getLogger(__name__)
@@ -85,57 +76,6 @@ def status_caption(job: Job, state: StatusState) -> str:
     text = replies.status(job, state, PLAIN)
     footer = f"For {job.user_name} · {replies.summary(job.options, job.blended_with)}"
     return "\n".join((text.headline, *text.lines, footer))[:CAPTION_LIMIT]
-
-
-class CancelButton(CallbackData, prefix="cancel"):
-    job: str
-
-
-class RerollButton(CallbackData, prefix="reroll"):
-    change: str
-    job: str
-
-
-class TimelapseButton(CallbackData, prefix="timelapse"):
-    """Send the painting's timelapse (anyone in the chat may; see :mod:`bot.timelapses`)."""
-
-    job: str
-
-
-class DeleteButton(CallbackData, prefix="delete"):
-    """Delete a result: its job, and the full-quality file posted under it (0: not known)."""
-
-    job: str
-    file_message: int = 0
-
-
-def cancel_markup(job: Job) -> InlineKeyboardMarkup:
-    data = CancelButton(job=job.id).pack()
-    return InlineKeyboardMarkup(
-        inline_keyboard=[[InlineKeyboardButton(text="Cancel", callback_data=data)]]
-    )
-
-
-def result_markup(
-    job: Job, file_message: int | None = None, *, timelapse: bool = False
-) -> InlineKeyboardMarkup:
-    """The re-roll buttons (Stronger, Softer, Keep colours, ...), Timelapse (when one was
-    made) and Delete, which also removes ``file_message`` (the full-quality file) once it is
-    known. Ids only."""
-    rerolls = [
-        InlineKeyboardButton(
-            text=way.label(job.options),
-            callback_data=RerollButton(change=way.key, job=job.id).pack(),
-        )
-        for way in rerolls_for(job.options)
-    ]
-    delete = DeleteButton(job=job.id, file_message=file_message or 0).pack()
-    last = [InlineKeyboardButton(text="🗑️ Delete", callback_data=delete)]
-    if timelapse:
-        text = f"{replies.TIMELAPSE_EMOJI} {replies.TIMELAPSE_LABEL}"
-        data = TimelapseButton(job=job.id).pack()
-        last.insert(0, InlineKeyboardButton(text=text, callback_data=data))
-    return InlineKeyboardMarkup(inline_keyboard=[rerolls, last])
 
 
 def result_caption(job: Job, seconds: float) -> str:

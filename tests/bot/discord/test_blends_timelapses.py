@@ -90,7 +90,8 @@ async def test_anyone_in_the_channel_gets_the_timelapse_even_after_a_restart(
     assert button.custom_id == f"atelier:timelapse:{job.id}"  # the job id only
 
     await sim.restart()
-    pressed = await bob.click(result, label="Timelapse")  # not the owner: fine
+    # The id on the message, as a literal: old messages carry it after an upgrade too.
+    pressed = await bob.click(result, custom_id=f"atelier:timelapse:{job.id}")  # not the owner
     await sim.settle()
     assert pressed.acknowledged and not pressed.ephemeral
     posted = pressed.response  # the deferred answer, filled by the first follow-up

@@ -432,6 +432,29 @@ async def test_an_entry_is_delivered_once_and_withdraw_acknowledges_first(
     assert acknowledged < removed
 
 
+async def test_entry_buttons_keep_their_custom_ids_across_a_restart(
+    sim: DiscordSim,
+    guild: simcord.GuildHandle,
+    channel: simcord.ChannelHandle,
+    olga: simcord.MemberActor,
+) -> None:
+    """Entries already posted carry these exact strings: Vote and Withdraw must still work."""
+    alice, bob = member(sim, guild, "alice"), member(sim, guild, "bob")
+    await start(sim, olga, channel)
+    job, entry_message, thread = await enter_and_paint(sim, alice, channel)
+    entry = sim.core.entry_for_job(job.id)
+    assert entry is not None
+    await sim.restart()
+
+    voted = await bob.click(entry_message, custom_id=f"atelier:vote:{entry.id}")
+    await sim.settle()
+    assert private(voted).startswith("Voted for alice's entry.")
+    withdrawn = await alice.click(entry_message, custom_id=f"atelier:withdraw:{entry.id}")
+    await sim.settle()
+    assert "withdrew" in private(withdrawn).lower()
+    assert entries_in(thread) == []
+
+
 async def test_a_challenge_is_not_started_where_its_thread_could_not_be_locked(
     sim: DiscordSim, guild: simcord.GuildHandle, olga: simcord.MemberActor
 ) -> None:

@@ -282,7 +282,7 @@ async def test_a_failure_is_still_told_when_the_status_message_was_deleted(
 
 def test_typed_button_data_reads_buttons_posted_before_it_was_typed() -> None:
     from bot.telegram.challenges import VoteButton, WithdrawButton
-    from bot.telegram.status import CancelButton, RerollButton
+    from bot.telegram.keyboards import CancelButton, DeleteButton, RerollButton, TimelapseButton
 
     # The strings the buttons of earlier versions carry, still in members' chats.
     assert CancelButton.unpack("cancel:Ab-_09xyz") == CancelButton(job="Ab-_09xyz")
@@ -292,6 +292,9 @@ def test_typed_button_data_reads_buttons_posted_before_it_was_typed() -> None:
     assert VoteButton.unpack("vote:12") == VoteButton(entry=12)
     assert WithdrawButton.unpack("withdraw:3") == WithdrawButton(entry=3)
     assert RerollButton(change="softer", job="x1").pack() == "reroll:softer:x1"
+    assert TimelapseButton.unpack("timelapse:Ab-_09") == TimelapseButton(job="Ab-_09")
+    assert DeleteButton.unpack("delete:Ab-_09:77") == DeleteButton(job="Ab-_09", file_message=77)
+    assert DeleteButton(job="x1").pack() == "delete:x1:0"
 
 
 async def test_the_status_picture_is_made_in_the_sandbox(
