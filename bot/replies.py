@@ -439,6 +439,10 @@ TIMELAPSE_EMOJI: Final = "🎞️"
 NO_TIMELAPSE_YET: Final = "That painting isn't finished yet; its timelapse comes with it."
 NO_TIMELAPSE: Final = "There is no timelapse of that painting: it could not be made."
 TIMELAPSE_DELETED: Final = "That painting was deleted, and its timelapse with it."
+NO_TIMELAPSE_HERE: Final = (
+    "There is no timelapse of that painting here: press Timelapse under the painting, in the "
+    "chat where it was posted."
+)
 
 
 def timelapse_expired(retention_hours: float) -> str:

@@ -611,13 +611,16 @@ class PaintService:
         """:meth:`input_bytes` off the event loop."""
         return await asyncio.to_thread(self.input_bytes, job, which)
 
-    async def timelapse(self, job_id: str, fmt: timelapses.Format) -> bytes:
+    async def timelapse(
+        self, job_id: str, fmt: timelapses.Format, *, platform: str, chat_id: str
+    ) -> bytes:
         """The timelapse of a finished painting (``webp`` or ``mp4``), for anyone who asks
-        where it was posted; :class:`NotAvailable` saying why there is none (see
-        :mod:`bot.timelapses`)."""
+        where it was posted (``platform`` and ``chat_id``: where the press came from);
+        :class:`NotAvailable` saying why there is none (see :mod:`bot.timelapses`)."""
         return await timelapses.read(
             lambda: self.get(job_id),
             fmt,
+            where=(platform, chat_id),
             retention_hours=self._limits.retention_hours,
             clock=self._clock,
         )

@@ -9,9 +9,12 @@ painting whose result is gone has no timelapse either. When the engine could not
 painting is delivered without it and no Timelapse button is shown (:func:`kept`).
 
 Who may ask: anyone in the chat where the painting was posted (the button carries the job id
-only). A timelapse reveals nothing new: it goes from the photo to the painting, and the result
-message under which the button sits shows the painting and names the photo already; the
-photo's frame is only as large as the animation (at most 640 px).
+only, and a Telegram client may send any callback data under any of the bot's messages, so the
+chat a press comes from is checked against the painting's: a press from anywhere else is
+answered as if there were no such painting). A timelapse reveals nothing new: it goes from
+the photo to the painting, and the result message under which the button sits shows the
+painting and names the photo already; the photo's frame is only as large as the animation (at
+most 640 px).
 """
 
 from __future__ import annotations
@@ -52,16 +55,24 @@ def delete(result_path: str | None) -> None:
 
 
 async def read(
-    find: Callable[[], Job], fmt: Format, *, retention_hours: float, clock: Clock
+    find: Callable[[], Job],
+    fmt: Format,
+    *,
+    where: tuple[str, str],
+    retention_hours: float,
+    clock: Clock,
 ) -> bytes:
     """A finished painting's timelapse in ``fmt``, or :class:`~bot.errors.NotAvailable` saying
-    why not: asked after the retention period (or once the painting's record is forgotten),
+    why not: asked from another chat than the painting's (``where``: the platform and chat of
+    the press), after the retention period (or once the painting's record is forgotten),
     deleted with its painting, never made, or not finished yet. ``find`` gives the job (and
     raises :class:`~bot.errors.JobNotFound` when its record is gone)."""
     try:
         job = find()
     except JobNotFound:
         raise NotAvailable(replies.timelapse_expired(retention_hours)) from None
+    if (job.platform, job.chat_id) != where:
+        raise NotAvailable(replies.NO_TIMELAPSE_HERE)
     if job.state is not JobState.DONE:
         raise NotAvailable(
             replies.NO_TIMELAPSE_YET if not job.state.terminal else replies.NO_TIMELAPSE

@@ -17,7 +17,7 @@ from typing import Any, Final
 import discord
 
 from bot import replies
-from bot.discord.client import AtelierDiscord, ButtonPress, Feature
+from bot.discord.client import PLATFORM, AtelierDiscord, ButtonPress, Feature
 from bot.discord.embeds import MARKDOWN
 from bot.errors import NotAvailable
 from bot.service import PaintService
@@ -37,7 +37,9 @@ class Timelapses(Feature):
     async def post(self, interaction: discord.Interaction[Any], job_id: str) -> None:
         """Post the painting's timelapse in the channel, or tell the presser why not."""
         self._client.guard(interaction)
-        data = await self._service.timelapse(job_id, "webp")
+        data = await self._service.timelapse(
+            job_id, "webp", platform=PLATFORM, chat_id=str(interaction.channel_id)
+        )
         limit = interaction.filesize_limit
         if len(data) > limit:
             raise NotAvailable(replies.timelapse_too_big(len(data), limit))

@@ -119,10 +119,17 @@ class ResultButtons(Feature):
     async def _on_timelapse(self, query: CallbackQuery, callback_data: TimelapseButton) -> None:
         """Send the painting's timelapse (an MP4, which Telegram plays as an animation) under
         the result; past the retention period, deleted or never made: an alert says so."""
-        data = await self._service.timelapse(callback_data.job, "mp4")
+        # The chat of the press decides whether it may have it (a client may send any data);
+        # a press that comes without its message (too old) is answered in the painting's chat.
+        if query.message is not None:
+            chat_id = query.message.chat.id
+        else:
+            chat_id = int(self._service.get(callback_data.job).chat_id)
+        data = await self._service.timelapse(
+            callback_data.job, "mp4", platform=PLATFORM, chat_id=str(chat_id)
+        )
         job = self._service.get(callback_data.job)
         await query.answer()
-        chat_id = query.message.chat.id if query.message is not None else int(job.chat_id)
         reply = replying_to(query.message.message_id if query.message is not None else None)
         await self._app.send(
             chat_id,

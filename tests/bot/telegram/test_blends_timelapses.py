@@ -171,3 +171,34 @@ async def test_anyone_in_the_group_gets_the_timelapse_as_an_animation(
         )
         assert late.params["show_alert"] == "true"
     assert len(api.calls_to("sendAnimation")) == 1
+
+
+async def test_a_forged_timelapse_press_never_brings_another_chats_painting(
+    api: FakeBotAPI, store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    service = manual_service(store, data_dir, clock, FakeEngine())
+    fay, mal = api.user(3108, "Fay"), api.user(3109, "Mal")
+    private, group = api.private_chat(fay), api.group_chat(-100999)
+    async with service, running(api, service):
+        # Fay paints her own photo in her private chat with the bot.
+        api.push_message(
+            api.photo_message(
+                fay,
+                private,
+                PHOTO,
+                caption="/paint",
+                reply_to=api.document_message(fay, private, PAINTING, file_name="style.png"),
+            )
+        )
+        _, job_id = await result_of(api)
+        # Mal, in a group, presses a button whose data he wrote himself: Fay's job id, and
+        # some others (a client may send any callback data under any of the bot's messages).
+        under = api.text_message(mal, group, "anything")
+        alerts = []
+        for data in (f"timelapse:{job_id}", "timelapse:" + "9" * 200, "timelapse:../../x"):
+            mark = len(api.calls)
+            api.press(mal, under, data)
+            alerts.append(await api.wait_call("answerCallbackQuery", after=mark))
+    assert not api.calls_to("sendAnimation")
+    assert alerts[0].params["text"] == replies.NO_TIMELAPSE_HERE
+    assert all(alert.params["show_alert"] == "true" for alert in alerts)
