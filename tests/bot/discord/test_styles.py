@@ -364,3 +364,17 @@ async def test_saved_styles_belong_to_a_server_not_a_direct_message(sim: Discord
         "Saved styles belong to a server. In a direct message, attach a painting instead."
     )
     assert sim.service.overview().running is None
+
+
+async def test_a_name_with_a_look_alike_letter_is_not_answered_with_a_mangled_one(
+    sim: DiscordSim, channel: simcord.ChannelHandle, olga: simcord.MemberActor
+) -> None:
+    # "stаrry" with a Cyrillic а: offering "strry" (the letter silently dropped) would save a
+    # style nobody can find; the rule alone is said.
+    bad = await add_style(sim, olga, channel, "st\u0430rry")
+    said = refused(sim, bad, BadStyleName)
+    assert said.startswith("**st\u0430rry** can't be a style name. Style names are 2 to 32")
+    assert "Try" not in said
+    # Accents and full-width letters still fold to the name meant.
+    accented = await add_style(sim, olga, channel, "Caf\u00e9 Noir")
+    assert refused(sim, accented, BadStyleName).endswith("Try **cafe-noir**.")
