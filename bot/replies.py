@@ -1033,7 +1033,8 @@ def no_styles(where: str) -> str:
 
 
 def no_more_styles(pages: int) -> str:
-    return f"There are only {count(pages, 'page')} of styles."
+    verb = "is" if pages == 1 else "are"
+    return f"There {verb} only {count(pages, 'page')} of styles."
 
 
 def styles_page(total: int, page: int, pages: int, where: str) -> str:
