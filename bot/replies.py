@@ -452,6 +452,13 @@ def timelapse_expired(retention_hours: float) -> str:
     )
 
 
+def timelapse_just_posted(seconds: float) -> str:
+    return (
+        f"This painting's timelapse was posted here less than {span(seconds)} ago: it is just "
+        "above."
+    )
+
+
 def timelapse_too_big(size: int, limit: int) -> str:
     return (
         f"The timelapse is {megabytes(size)}, more than the {megabytes(limit)} I may upload "

@@ -33,6 +33,7 @@ from engine.protocol import timelapse_paths
 Format = Literal["webp", "mp4"]
 FORMATS: Final[tuple[Format, ...]] = ("webp", "mp4")
 Clock = Callable[[], float]
+REPEAT_AFTER: Final = 600.0  # seconds before a chat is given the same timelapse again
 
 
 def path_of(result_path: str, fmt: Format) -> Path:
@@ -52,6 +53,32 @@ def delete(result_path: str | None) -> None:
     for fmt in FORMATS:
         with contextlib.suppress(FileNotFoundError):
             path_of(result_path, fmt).unlink()
+
+
+class Showings:
+    """The timelapses just posted (or being posted), so that pressing Timelapse again soon
+    after, twice at once or on and on, is answered "just posted" instead of posting the same
+    animation again: each post counts against the chat's flood limit, which every member's
+    status message there shares. In memory only: a restart forgets them (one more post)."""
+
+    def __init__(self, clock: Clock, repeat_after: float = REPEAT_AFTER) -> None:
+        self._clock = clock
+        self.repeat_after = repeat_after
+        self._posted: dict[str, float] = {}  # job id -> when its timelapse was posted
+
+    def claim(self, job_id: str) -> None:
+        """Note that ``job_id``'s timelapse is being posted now, or :class:`NotAvailable`
+        when it was less than :attr:`repeat_after` seconds ago."""
+        now = self._clock()
+        for old in [j for j, at in self._posted.items() if now - at >= self.repeat_after]:
+            del self._posted[old]
+        if job_id in self._posted:
+            raise NotAvailable(replies.timelapse_just_posted(self.repeat_after))
+        self._posted[job_id] = now
+
+    def release(self, job_id: str) -> None:
+        """The post did not happen: it may be asked for again at once."""
+        self._posted.pop(job_id, None)
 
 
 async def read(

@@ -19,7 +19,6 @@ import discord
 from bot import replies
 from bot.discord.client import PLATFORM, AtelierDiscord, ButtonPress, Feature
 from bot.discord.embeds import MARKDOWN
-from bot.errors import NotAvailable
 from bot.service import PaintService
 
 JOB_ID: Final = r"(?P<job>[A-Za-z0-9_-]{1,40})"
@@ -37,19 +36,20 @@ class Timelapses(Feature):
     async def post(self, interaction: discord.Interaction[Any], job_id: str) -> None:
         """Post the painting's timelapse in the channel, or tell the presser why not."""
         self._client.guard(interaction)
-        data = await self._service.timelapse(
-            job_id, "webp", platform=PLATFORM, chat_id=str(interaction.channel_id)
-        )
-        limit = interaction.filesize_limit
-        if len(data) > limit:
-            raise NotAvailable(replies.timelapse_too_big(len(data), limit))
-        job = self._service.get(job_id)
-        # The upload may take longer than the 3 s an answer has; the checks above did not.
-        await interaction.response.defer(thinking=True)
-        await interaction.followup.send(
-            replies.timelapse_caption(job, MARKDOWN),
-            file=discord.File(io.BytesIO(data), filename=f"atelier-{job.id}-timelapse.webp"),
-        )
+        async with self._service.posting_timelapse(
+            job_id,
+            "webp",
+            platform=PLATFORM,
+            chat_id=str(interaction.channel_id),
+            limit=interaction.filesize_limit,
+        ) as data:
+            job = self._service.get(job_id)
+            # The upload may take longer than the 3 s an answer has; the checks above did not.
+            await interaction.response.defer(thinking=True)
+            await interaction.followup.send(
+                replies.timelapse_caption(job, MARKDOWN),
+                file=discord.File(io.BytesIO(data), filename=f"atelier-{job.id}-timelapse.webp"),
+            )
 
 
 class TimelapseButton(

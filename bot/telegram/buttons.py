@@ -125,18 +125,18 @@ class ResultButtons(Feature):
             chat_id = query.message.chat.id
         else:
             chat_id = int(self._service.get(callback_data.job).chat_id)
-        data = await self._service.timelapse(
+        async with self._service.posting_timelapse(
             callback_data.job, "mp4", platform=PLATFORM, chat_id=str(chat_id)
-        )
-        job = self._service.get(callback_data.job)
-        await query.answer()
-        reply = replying_to(query.message.message_id if query.message is not None else None)
-        await self._app.send(
-            chat_id,
-            lambda: self._bot.send_animation(
+        ) as data:
+            job = self._service.get(callback_data.job)
+            await query.answer()
+            reply = replying_to(query.message.message_id if query.message is not None else None)
+            await self._app.send(
                 chat_id,
-                BufferedInputFile(data, f"atelier-{job.id}-timelapse.mp4"),
-                caption=replies.timelapse_caption(job, PLAIN),
-                reply_parameters=reply,
-            ),
-        )
+                lambda: self._bot.send_animation(
+                    chat_id,
+                    BufferedInputFile(data, f"atelier-{job.id}-timelapse.mp4"),
+                    caption=replies.timelapse_caption(job, PLAIN),
+                    reply_parameters=reply,
+                ),
+            )

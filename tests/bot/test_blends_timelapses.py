@@ -195,3 +195,31 @@ async def test_a_painting_announced_again_after_a_restart_still_offers_its_timel
         finished = await recorder.wait_for(job.id, Finished)
     assert isinstance(finished, Finished) and finished.timelapse
     assert finished.job.options == PaintOptions()
+
+
+async def test_a_timelapse_whose_post_failed_may_be_asked_for_again_at_once(
+    store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    service = make_service(store, FakeEngine(), data_dir, clock)
+    recorder = Recorder()
+    service.add_listener(recorder)
+    async with service:
+        job = await service.submit(request())
+        await recorder.wait_for(job.id, Finished)
+        where = {"platform": job.platform, "chat_id": job.chat_id}
+        with pytest.raises(ConnectionError):
+            async with service.posting_timelapse(job.id, "webp", **where):
+                raise ConnectionError("the upload failed")
+        async with service.posting_timelapse(job.id, "webp", **where) as data:
+            assert data == TIMELAPSE_WEBP
+        with pytest.raises(errors.NotAvailable) as again:
+            async with service.posting_timelapse(job.id, "mp4", **where):
+                pass
+        assert again.value.message == replies.timelapse_just_posted(600)
+        with pytest.raises(errors.NotAvailable) as big:  # too big: not counted as posted
+            async with service.posting_timelapse(job.id, "webp", **where, limit=10):
+                pass
+        assert big.value.message.startswith("The timelapse is")
+        clock.advance(600)
+        async with service.posting_timelapse(job.id, "mp4", **where) as data:
+            assert data == TIMELAPSE_MP4

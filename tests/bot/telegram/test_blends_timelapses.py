@@ -202,3 +202,36 @@ async def test_a_forged_timelapse_press_never_brings_another_chats_painting(
     assert not api.calls_to("sendAnimation")
     assert alerts[0].params["text"] == replies.NO_TIMELAPSE_HERE
     assert all(alert.params["show_alert"] == "true" for alert in alerts)
+
+
+async def test_a_timelapse_pressed_twice_at_once_is_posted_once(
+    api: FakeBotAPI, store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    """Pressed twice quickly, or by a member pressing on and on: the chat gets it once (its
+    flood limit is everyone's status messages' too), the other presses an alert; later it
+    may be posted again."""
+    service = manual_service(store, data_dir, clock, FakeEngine())
+    hal, ivy = api.user(3110, "Hal"), api.user(3111, "Ivy")
+    group = api.group_chat(-100555)
+    async with service, running(api, service):
+        painting = api.document_message(hal, group, PAINTING, file_name="style.png")
+        api.push_message(api.photo_message(hal, group, PHOTO, caption="/paint", reply_to=painting))
+        result, job_id = await result_of(api)
+        shown = api.messages[(group["id"], result.result["message_id"])]
+        mark = len(api.calls)
+        for _ in range(5):
+            api.press(ivy, shown, f"timelapse:{job_id}")
+        await api.wait_until(
+            lambda: (
+                len(api.calls_to("answerCallbackQuery")) >= 5
+                and len(api.calls_to("sendAnimation")) >= 1
+            )
+        )
+        answers = [c for c in api.calls[mark:] if c.method == "answerCallbackQuery"]
+        alerts = [a.params.get("text") for a in answers if a.params.get("text")]
+        assert alerts == [replies.timelapse_just_posted(600)] * 4
+        assert len(api.calls_to("sendAnimation")) == 1
+
+        clock.advance(601)
+        api.press(ivy, shown, f"timelapse:{job_id}")
+        await api.wait_until(lambda: len(api.calls_to("sendAnimation")) == 2)
