@@ -193,14 +193,25 @@ async def test_a_forged_timelapse_press_never_brings_another_chats_painting(
         _, job_id = await result_of(api)
         # Mal, in a group, presses a button whose data he wrote himself: Fay's job id, and
         # some others (a client may send any callback data under any of the bot's messages).
+        # Under a message that has no such button: refused as made up.
         under = api.text_message(mal, group, "anything")
+        # Under a message too old for Telegram to hand over (only its chat and id come, with
+        # date 0), whose buttons cannot be checked: the painting's chat is not this one.
+        too_old = {"chat": group, "message_id": 1, "date": 0}
         alerts = []
-        for data in (f"timelapse:{job_id}", "timelapse:" + "9" * 200, "timelapse:../../x"):
+        for message, data in (
+            (under, f"timelapse:{job_id}"),
+            (under, "timelapse:" + "9" * 200),
+            (under, "timelapse:../../x"),
+            (too_old, f"timelapse:{job_id}"),
+        ):
             mark = len(api.calls)
-            api.press(mal, under, data)
+            api.press(mal, message, data)
             alerts.append(await api.wait_call("answerCallbackQuery", after=mark))
     assert not api.calls_to("sendAnimation")
-    assert alerts[0].params["text"] == replies.NO_TIMELAPSE_HERE
+    assert [alert.params["text"] for alert in alerts] == [replies.NOT_THIS_MESSAGE] * 3 + [
+        replies.NO_TIMELAPSE_HERE
+    ]
     assert all(alert.params["show_alert"] == "true" for alert in alerts)
 
 
