@@ -428,10 +428,7 @@ def cancelling(job: Job, by_user: str) -> str:
 
 
 DELETED: Final = "Deleted the painting."
-NOT_THIS_MESSAGE: Final = (
-    "That button is not one of this message's, so it does nothing. Use the buttons under the "
-    "painting itself."
-)
+NOT_THIS_MESSAGE: Final = "That button is not one of this message's, so it does nothing."
 
 
 # ----------------------------------------------------------------------------------------------

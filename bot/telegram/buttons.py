@@ -9,7 +9,8 @@ in the chat may press Timelapse (it shows nothing the result does not, see
 :mod:`bot.timelapses`): the MP4 is sent with ``sendAnimation`` under the result.
 
 A Telegram client may send any callback data under any of the bot's messages, so a press is
-taken only when its data is a button of the message it came from (:func:`check_pressed`), as
+taken only when its data is a button of the message it came from
+(:func:`bot.telegram.app.check_pressed`), as
 Telegram hands that message over: a Delete made up under someone else's result, naming message
 ids to delete, does nothing.
 """
@@ -23,12 +24,19 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BufferedInputFile, CallbackQuery, Message
 
 from bot import replies
-from bot.errors import NotAllowed, UserFacingError
+from bot.errors import UserFacingError
 from bot.jobs import Job, MessageRef
 from bot.options import reroll
 from bot.replies import PLAIN
 from bot.service import PaintService
-from bot.telegram.app import PLATFORM, Feature, TelegramApp, member_name, replying_to
+from bot.telegram.app import (
+    PLATFORM,
+    Feature,
+    TelegramApp,
+    check_pressed,
+    member_name,
+    replying_to,
+)
 from bot.telegram.status import (
     CancelButton,
     DeleteButton,
@@ -38,18 +46,6 @@ from bot.telegram.status import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def check_pressed(query: CallbackQuery) -> None:
-    """:class:`NotAllowed` when the pressed data is not a button of the message the press came
-    from (made up by the client). A message too old for Telegram to hand over cannot be
-    checked; the handlers then act only on what the job's record says."""
-    message = query.message
-    if not isinstance(message, Message):
-        return
-    rows = message.reply_markup.inline_keyboard if message.reply_markup is not None else []
-    if not any(button.callback_data == query.data for row in rows for button in row):
-        raise NotAllowed(replies.NOT_THIS_MESSAGE)
 
 
 class ResultButtons(Feature):
