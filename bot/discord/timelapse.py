@@ -5,8 +5,9 @@ job id only, so it still works after a restart. Anyone in the channel may press 
 timelapse goes from the photo to the painting that the result message above it already shows
 (see :mod:`bot.timelapses`). A press posts the animated WebP (Discord plays it inline) in the
 channel, under the press, if it fits the upload limit Discord reports for this interaction;
-otherwise, or when the timelapse is past the retention period or was deleted, only the member
-who pressed is told why.
+otherwise, or when the timelapse is past the retention period, was deleted or was posted in
+this channel in the last minutes (:class:`bot.timelapses.Showings`), only the member who
+pressed is told why.
 """
 
 from __future__ import annotations
