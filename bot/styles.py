@@ -312,13 +312,16 @@ class StyleLibrary:
     def page(
         self, platform: str, community_id: str, page: int, size: int = PAGE_SIZE
     ) -> tuple[list[Style], int]:
-        """One page of the library, alphabetical, and how many pages there are (at least 1)."""
+        """One page of the library, alphabetical (none past the last), and how many pages
+        there are (at least 1)."""
+        pages = max(1, -(-self.count(platform, community_id) // size))
+        if page >= pages:  # also a number too big for SQLite's OFFSET
+            return [], pages
         rows = self._db.execute(
             "SELECT * FROM styles WHERE platform = ? AND community_id = ? ORDER BY name "
             "LIMIT ? OFFSET ?",
             (platform, community_id, size, max(0, page) * size),
         ).fetchall()
-        pages = max(1, -(-self.count(platform, community_id) // size))
         return [_style(row) for row in rows], pages
 
     async def sheet(self, styles: Sequence[Style]) -> bytes:
