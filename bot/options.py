@@ -30,6 +30,8 @@ from engine.schedule import QUALITIES
 DEFAULTS: Final = PaintOptions()
 HOST_DEFAULT_QUALITY: Final = ""  # the host's ATELIER_DEFAULT_QUALITY, resolved by the service
 STRENGTH_STEP: Final = 2  # how much Stronger and Softer change the strength
+NUMBER_DIGITS: Final = 4  # a longer number in a caption is refused without being shown back
+NAME_SHOWN: Final = 24  # a longer quality or brush is shown back cut to this
 
 # The caption words Telegram members write, as the help shows them.
 WORDS_HELP: Final = (
@@ -94,14 +96,15 @@ def parse(words: str | None) -> PaintOptions:
             low, high = (
                 (STRENGTH_MIN, STRENGTH_MAX) if name == "strength" else (BLEND_MIN, BLEND_MAX)
             )
-            try:
-                values[name] = int(value.removesuffix("%"))
-            except ValueError:
-                raise InvalidOptions(
-                    f"{name} must be a whole number from {low} to {high}."
-                ) from None
+            number = value.removesuffix("%").lstrip("0") or "0"
+            # Digits as people write them, and few enough that the refusal can show them:
+            # int() alone reads "1_0" (and "1-0", made "1_0" above) as 10, and "٣٠" as 30.
+            if not (number.isascii() and number.isdigit() and len(number) <= NUMBER_DIGITS):
+                raise InvalidOptions(f"{name} must be a whole number from {low} to {high}.")
+            values[name] = int(number)
         elif name in ("quality", "brush") and has_value:
-            values[name] = value
+            # No quality or brush is named this long; the refusal shows what was written.
+            values[name] = value if len(value) <= NAME_SHOWN else value[: NAME_SHOWN - 1] + "…"
         else:
             raise InvalidOptions(f"I don't know the option “{word}”. Options: {WORDS_HELP}.")
     try:

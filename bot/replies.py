@@ -428,6 +428,7 @@ def cancelling(job: Job, by_user: str) -> str:
 
 
 DELETED: Final = "Deleted the painting."
+NOT_THIS_MESSAGE: Final = "That button is not one of this message's, so it does nothing."
 
 
 # ----------------------------------------------------------------------------------------------
@@ -439,12 +440,23 @@ TIMELAPSE_EMOJI: Final = "🎞️"
 NO_TIMELAPSE_YET: Final = "That painting isn't finished yet; its timelapse comes with it."
 NO_TIMELAPSE: Final = "There is no timelapse of that painting: it could not be made."
 TIMELAPSE_DELETED: Final = "That painting was deleted, and its timelapse with it."
+NO_TIMELAPSE_HERE: Final = (
+    "There is no timelapse of that painting here: press Timelapse under the painting, in the "
+    "chat where it was posted."
+)
 
 
 def timelapse_expired(retention_hours: float) -> str:
     return (
         f"Timelapses are kept for {span(retention_hours * 3600)} after a painting is finished, "
         "and this one's time is up."
+    )
+
+
+def timelapse_just_posted(seconds: float) -> str:
+    return (
+        f"This painting's timelapse was posted here less than {span(seconds)} ago: it is just "
+        "above."
     )
 
 
@@ -1029,7 +1041,8 @@ def no_styles(where: str) -> str:
 
 
 def no_more_styles(pages: int) -> str:
-    return f"There are only {count(pages, 'page')} of styles."
+    verb = "is" if pages == 1 else "are"
+    return f"There {verb} only {count(pages, 'page')} of styles."
 
 
 def styles_page(total: int, page: int, pages: int, where: str) -> str:

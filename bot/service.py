@@ -39,12 +39,13 @@ its own queue and task, so a slow chat platform never holds up the engine or oth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Final
@@ -176,6 +177,7 @@ class PaintService:
         self._admitting = asyncio.Lock()
         self._recovery_events: list[JobEvent] = []  # failures found while recovering
         self._deliveries = Deliveries(store, self._clock)
+        self._showings = timelapses.Showings(self._clock)
         self._refused: Counter[str] = Counter()
         self._closed = False
 
@@ -611,16 +613,42 @@ class PaintService:
         """:meth:`input_bytes` off the event loop."""
         return await asyncio.to_thread(self.input_bytes, job, which)
 
-    async def timelapse(self, job_id: str, fmt: timelapses.Format) -> bytes:
+    async def timelapse(
+        self, job_id: str, fmt: timelapses.Format, *, platform: str, chat_id: str
+    ) -> bytes:
         """The timelapse of a finished painting (``webp`` or ``mp4``), for anyone who asks
-        where it was posted; :class:`NotAvailable` saying why there is none (see
-        :mod:`bot.timelapses`)."""
+        where it was posted (``platform`` and ``chat_id``: where the press came from);
+        :class:`NotAvailable` saying why there is none (see :mod:`bot.timelapses`)."""
         return await timelapses.read(
             lambda: self.get(job_id),
             fmt,
+            where=(platform, chat_id),
             retention_hours=self._limits.retention_hours,
             clock=self._clock,
         )
+
+    @contextlib.asynccontextmanager
+    async def posting_timelapse(
+        self,
+        job_id: str,
+        fmt: timelapses.Format,
+        *,
+        platform: str,
+        chat_id: str,
+        limit: int | None = None,
+    ) -> AsyncIterator[bytes]:
+        """:meth:`timelapse`, to be posted in the block: :class:`NotAvailable` also when it is
+        over ``limit`` bytes (the chat's upload limit) or was posted there a moment ago (see
+        :class:`bot.timelapses.Showings`); a block that fails lets it be asked for again."""
+        data = await self.timelapse(job_id, fmt, platform=platform, chat_id=chat_id)
+        if limit is not None and len(data) > limit:
+            raise NotAvailable(replies.timelapse_too_big(len(data), limit))
+        self._showings.claim(job_id)
+        try:
+            yield data
+        except BaseException:
+            self._showings.release(job_id)
+            raise
 
     # -- admission -----------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 Names are unique in a community (a Discord server, a Telegram chat), case-insensitive, and
 stored in lower case: 2 to 32 letters a-z, digits, ``-`` or ``_`` (:func:`check_name`). A name
-that breaks the rule is answered with one that keeps it (:func:`slug`), when there is one.
+that breaks the rule is answered with one that keeps it (:func:`slug`), when there is one and
+no letter had to be dropped for it.
 Each refusal of :mod:`bot.styles` is a :class:`StyleError` with the member's message.
 """
 
@@ -61,5 +62,15 @@ def check_name(text: str, markup: Markup = PLAIN) -> str:
     if NAME.fullmatch(name):
         return name
     suggestion = slug(text)
-    usable = suggestion if NAME.fullmatch(suggestion) else None
+    usable = suggestion if NAME.fullmatch(suggestion) and not _unfoldable(text) else None
     raise BadStyleName(replies.bad_style_name(text, usable, markup))
+
+
+def _unfoldable(text: str) -> bool:
+    """Whether ``text`` has a letter with no a-z form (a Cyrillic ``а`` that looks like ``a``,
+    another script): :func:`slug` drops it, and a name offered without it is not the one meant.
+    Accents and full-width letters fold (``é`` -> ``e``, ``ａ`` -> ``a``)."""
+    return any(
+        not char.isascii() and unicodedata.category(char).startswith("L")
+        for char in unicodedata.normalize("NFKD", text)
+    )

@@ -14,7 +14,8 @@ marked up by the ``markup`` the adapter passes):
   (:func:`bot.style_rules.check_name`). A name that breaks the rule is answered with one that
   keeps it (:func:`bot.style_rules.slug`), when there is.
 - Only organisers add and remove (the adapters decide who is one, as for challenges). The
-  painting is checked like any upload (the service's header check and sandboxed decode); the
+  painting is checked like any upload (the service's header check), and its pixels are read
+  in the sandbox when its thumbnail is drawn (one that cannot be read is refused); the
   same painting twice in one community is refused, naming the style it is saved as. A library
   holds at most :data:`MAX_STYLES`. Name, room and who may add are checked before anything is
   downloaded (:meth:`StyleLibrary.check_new`).
@@ -49,7 +50,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from bot import replies
-from bot.errors import UserFacingError
+from bot.errors import InvalidImage, UserFacingError
 from bot.jobs import Challenge, ChallengeState, Style
 from bot.replies import PLAIN, Markup
 from bot.sandbox import DecoderFailed, Sandbox
@@ -311,13 +312,16 @@ class StyleLibrary:
     def page(
         self, platform: str, community_id: str, page: int, size: int = PAGE_SIZE
     ) -> tuple[list[Style], int]:
-        """One page of the library, alphabetical, and how many pages there are (at least 1)."""
+        """One page of the library, alphabetical (none past the last), and how many pages
+        there are (at least 1)."""
+        pages = max(1, -(-self.count(platform, community_id) // size))
+        if page >= pages:  # also a number too big for SQLite's OFFSET
+            return [], pages
         rows = self._db.execute(
             "SELECT * FROM styles WHERE platform = ? AND community_id = ? ORDER BY name "
             "LIMIT ? OFFSET ?",
             (platform, community_id, size, max(0, page) * size),
         ).fetchall()
-        pages = max(1, -(-self.count(platform, community_id) // size))
         return [_style(row) for row in rows], pages
 
     async def sheet(self, styles: Sequence[Style]) -> bytes:
@@ -331,10 +335,16 @@ class StyleLibrary:
     # -- inside --------------------------------------------------------------------------------
 
     async def _thumbnail(self, painting: bytes) -> bytes | None:
+        """The contact sheet's picture of ``painting``; :class:`InvalidImage` when its pixels
+        cannot be read (cut short, damaged past its header: the header-only checks before do
+        not see it, and a style saved so would fail every painting made with it)."""
         try:
             return await self._sandbox.thumbnail(painting, max_side=THUMBNAIL_SIDE, role="painting")
-        except (ImageError, DecoderFailed) as error:
-            # The painting passed its checks; only its picture on the contact sheet is missing.
+        except ImageError as error:
+            raise InvalidImage(error.message) from None
+        except DecoderFailed as error:
+            # Over the child's memory or time: not known to be broken (the engine, with more
+            # of both, may read it); only its picture on the contact sheet is missing.
             log.warning("style thumbnail not made (%s); the sheet shows a plain tile", error)
             return None
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -251,6 +252,9 @@ def _paint(args: argparse.Namespace) -> int:
             raise protocol.OptionError(
                 f"timelapse {str(args.timelapse)!r} must end in .webp or .mp4"
             )
+    _check_writable(args.output, "output")
+    if args.timelapse is not None:
+        _check_writable(args.timelapse, "timelapse")
     photo = _read(args.photo, "photo")
     painting = _read(args.painting, "painting")
     painting2 = None if args.painting2 is None else _read(args.painting2, "second painting")
@@ -291,7 +295,7 @@ def _paint(args: argparse.Namespace) -> int:
     if isinstance(result, Exception):
         raise result
     data = images.encode_png(result) if suffix == ".png" else images.encode_jpeg(result, quality=95)
-    args.output.write_bytes(data)
+    _write(args.output, "output", data)
     seconds = time.perf_counter() - started
     summary = (
         f"wrote {args.output} ({result.width}x{result.height}, {bar.steps} steps, "
@@ -299,11 +303,36 @@ def _paint(args: argparse.Namespace) -> int:
     )
     if timelapse is not None and animation_format is not None:
         frames = [frame.image for frame in timelapse.frames(animation.fit(result.size))]
-        args.timelapse.write_bytes(animation.encode(frames, animation_format))
+        _write(args.timelapse, "timelapse", animation.encode(frames, animation_format))
         width, height = frames[0].size
         summary += f" and {args.timelapse} ({len(frames)} frames, {width}x{height})"
     print(summary)
     return 0
+
+
+def _check_writable(path: Path, role: str) -> None:
+    """Refuse an output that cannot be written before painting, not after (minutes on a CPU)."""
+    folder = path.parent
+    problem = None
+    if path.is_dir():
+        problem = "it is a folder"
+    elif not folder.is_dir():
+        problem = "its folder does not exist"
+    elif not os.access(folder, os.W_OK | os.X_OK) or (
+        path.exists() and not os.access(path, os.W_OK)
+    ):
+        problem = "permission denied"
+    if problem is not None:
+        raise protocol.OptionError(f"cannot write the {role} {str(path)!r}: {problem}")
+
+
+def _write(path: Path, role: str, data: bytes) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise protocol.OptionError(
+            f"cannot write the {role} {str(path)!r}: {exc.strerror or exc}"
+        ) from exc
 
 
 def _read(path: Path, role: str) -> Image.Image:

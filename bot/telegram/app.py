@@ -46,7 +46,7 @@ from aiogram.types import (
 )
 
 from bot import replies
-from bot.errors import InvalidImage
+from bot.errors import InvalidImage, NotAllowed
 from bot.options import NOT_AN_IMAGE, WORDS_HELP, image_kind
 from bot.pacing import Clock, Sleep
 from bot.replies import PLAIN
@@ -386,6 +386,18 @@ def trouble(error: BaseException) -> str:
     if isinstance(error, TelegramAPIError) and not isinstance(error, TelegramNetworkError):
         return f"{type(error).__name__}: {error.message}"  # Telegram's own description
     return type(error).__name__
+
+
+def check_pressed(query: CallbackQuery) -> None:
+    """:class:`NotAllowed` when the pressed data is not a button of the message the press came
+    from (made up by the client). A message too old for Telegram to hand over cannot be
+    checked; the handlers then act only on what the record of the job (or entry) says."""
+    message = query.message
+    if not isinstance(message, Message):
+        return
+    rows = message.reply_markup.inline_keyboard if message.reply_markup is not None else []
+    if not any(button.callback_data == query.data for row in rows for button in row):
+        raise NotAllowed(replies.NOT_THIS_MESSAGE)
 
 
 def replying_to(message_id: int | None) -> ReplyParameters | None:

@@ -7,6 +7,12 @@ the store, so a button still works after a restart. Who may press what is the se
 say who is pressing, and the one error reply shows the service's refusal as an alert. Anyone
 in the chat may press Timelapse (it shows nothing the result does not, see
 :mod:`bot.timelapses`): the MP4 is sent with ``sendAnimation`` under the result.
+
+A Telegram client may send any callback data under any of the bot's messages, so a press is
+taken only when its data is a button of the message it came from
+(:func:`bot.telegram.app.check_pressed`), as
+Telegram hands that message over: a Delete made up under someone else's result, naming message
+ids to delete, does nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import logging
 
 from aiogram import Router
 from aiogram.exceptions import TelegramAPIError
-from aiogram.types import BufferedInputFile, CallbackQuery
+from aiogram.types import BufferedInputFile, CallbackQuery, Message
 
 from bot import replies
 from bot.errors import UserFacingError
@@ -23,7 +29,14 @@ from bot.jobs import Job, MessageRef
 from bot.options import reroll
 from bot.replies import PLAIN
 from bot.service import PaintService
-from bot.telegram.app import PLATFORM, Feature, TelegramApp, member_name, replying_to
+from bot.telegram.app import (
+    PLATFORM,
+    Feature,
+    TelegramApp,
+    check_pressed,
+    member_name,
+    replying_to,
+)
 from bot.telegram.keyboards import CancelButton, DeleteButton, RerollButton, TimelapseButton
 from bot.telegram.status import StatusBoard
 
@@ -56,6 +69,7 @@ class ResultButtons(Feature):
         return await self._app.is_moderator(int(job.chat_id), chat_type, user_id)
 
     async def _on_cancel(self, query: CallbackQuery, callback_data: CancelButton) -> None:
+        check_pressed(query)
         job = self._service.get(callback_data.job)
         by = str(query.from_user.id)
         moderator = await self._as_moderator(query, job)
@@ -65,6 +79,7 @@ class ResultButtons(Feature):
     async def _on_reroll(self, query: CallbackQuery, callback_data: RerollButton) -> None:
         """Paint it again with one change: the owner or a moderator, from a finished painting
         (the service refuses anyone else, with the message the member sees)."""
+        check_pressed(query)
         source = self._service.get(callback_data.job)
         job = await self._service.reroll(
             source.id,
@@ -93,15 +108,18 @@ class ResultButtons(Feature):
     async def _on_delete(self, query: CallbackQuery, callback_data: DeleteButton) -> None:
         """Delete a painting (its files; the service drops its inputs unless a kept job uses
         them) and the messages that show it: the result, its file, the status picture."""
+        check_pressed(query)
         job = self._service.get(callback_data.job)
         by = str(query.from_user.id)
         moderator = await self._as_moderator(query, job)
         await self._service.delete_result(job.id, user_id=by, moderator=moderator)
         await query.answer(replies.DELETED)
         chat_id = int(job.chat_id)
-        shown = [callback_data.file_message] if callback_data.file_message else []
-        if query.message is not None:
+        shown: list[int] = []
+        if isinstance(query.message, Message):  # the result itself (checked), and its file
             shown.append(query.message.message_id)
+            if callback_data.file_message:
+                shown.append(callback_data.file_message)
         status = MessageRef.parse(job.status_ref)
         if status is not None:
             shown.append(status.message_id)
@@ -114,17 +132,25 @@ class ResultButtons(Feature):
     async def _on_timelapse(self, query: CallbackQuery, callback_data: TimelapseButton) -> None:
         """Send the painting's timelapse (an MP4, which Telegram plays as an animation) under
         the result; past the retention period, deleted or never made: an alert says so."""
-        data = await self._service.timelapse(callback_data.job, "mp4")
-        job = self._service.get(callback_data.job)
-        await query.answer()
-        chat_id = query.message.chat.id if query.message is not None else int(job.chat_id)
-        reply = replying_to(query.message.message_id if query.message is not None else None)
-        await self._app.send(
-            chat_id,
-            lambda: self._bot.send_animation(
+        check_pressed(query)
+        # The chat of the press decides whether it may have it (a client may send any data);
+        # a press that comes without its message (too old) is answered in the painting's chat.
+        if query.message is not None:
+            chat_id = query.message.chat.id
+        else:
+            chat_id = int(self._service.get(callback_data.job).chat_id)
+        async with self._service.posting_timelapse(
+            callback_data.job, "mp4", platform=PLATFORM, chat_id=str(chat_id)
+        ) as data:
+            job = self._service.get(callback_data.job)
+            await query.answer()
+            reply = replying_to(query.message.message_id if query.message is not None else None)
+            await self._app.send(
                 chat_id,
-                BufferedInputFile(data, f"atelier-{job.id}-timelapse.mp4"),
-                caption=replies.timelapse_caption(job, PLAIN),
-                reply_parameters=reply,
-            ),
-        )
+                lambda: self._bot.send_animation(
+                    chat_id,
+                    BufferedInputFile(data, f"atelier-{job.id}-timelapse.mp4"),
+                    caption=replies.timelapse_caption(job, PLAIN),
+                    reply_parameters=reply,
+                ),
+            )

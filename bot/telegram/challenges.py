@@ -48,7 +48,7 @@ from bot.challenges import (
     parse_duration,
     podium_picture,
 )
-from bot.errors import InvalidImage
+from bot.errors import InvalidImage, NotAllowed
 from bot.jobs import Finished, MessageRef
 from bot.options import parse
 from bot.replies import PLAIN, Plain
@@ -59,6 +59,7 @@ from bot.telegram.app import (
     Feature,
     ImageRef,
     TelegramApp,
+    check_pressed,
     image_in,
     member_name,
     replying_to,
@@ -296,6 +297,14 @@ class TelegramChallenges(Feature):
         return True
 
     async def _on_vote(self, query: CallbackQuery, callback_data: VoteButton) -> None:
+        """A vote, from under the entry in its group only (entry ids are small numbers, and a
+        client may send any data under any of the bot's messages)."""
+        check_pressed(query)
+        entry, message = self.core.entry(callback_data.entry), query.message
+        if entry is not None and message is not None:
+            here = str(message.chat.id)
+            if here != self.core.get(entry.challenge_id).chat_id:
+                raise NotAllowed(replies.NOT_THIS_MESSAGE)
         result = self.core.vote(callback_data.entry, str(query.from_user.id))
         await query.answer(replies.voted(result, PLAIN))
 
@@ -305,6 +314,7 @@ class TelegramChallenges(Feature):
         raise NoChallenge(replies.STALE_BUTTON)
 
     async def _on_withdraw(self, query: CallbackQuery, callback_data: WithdrawButton) -> None:
+        check_pressed(query)
         entry_id = callback_data.entry
         entry = self.core.entry(entry_id)
         user_id = query.from_user.id

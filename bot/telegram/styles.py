@@ -13,6 +13,8 @@ Members paint with a style with ``/paint style=<name>`` (:mod:`bot.telegram.flow
 
 from __future__ import annotations
 
+from typing import Final
+
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import BufferedInputFile, Message
@@ -27,6 +29,7 @@ from bot.telegram.app import PLATFORM, Feature, TelegramApp, image_in, member_na
 
 ADD_USAGE = "/style add starry-night"
 WHERE = "chat"
+PAGE_DIGITS: Final = 6  # a page number of more digits is past the end of any library
 
 
 class TelegramStyles(Feature):
@@ -99,7 +102,7 @@ class TelegramStyles(Feature):
         await self.app.reply(message, replies.style_removed(style.name, PLAIN))
 
     async def _list(self, message: Message, page_text: str) -> None:
-        page = int(page_text) - 1 if page_text.isdigit() and int(page_text) > 0 else 0
+        page = page_asked(page_text)
         chat = str(message.chat.id)
         styles, pages = self.library.page(PLATFORM, chat, page)
         if not styles:
@@ -126,3 +129,12 @@ class TelegramStyles(Feature):
                 reply_parameters=replying_to(message.message_id),
             ),
         )
+
+
+def page_asked(text: str) -> int:
+    """The page (from 0) that ``/style list <text>`` asks for: the first when ``text`` is no
+    page number; a number of more digits than any library has pages, as one past the end
+    (``int()`` reads ``²`` as no digit and stops at 4,300 digits)."""
+    if not (text.isascii() and text.isdigit()) or int(text[:PAGE_DIGITS]) == 0:
+        return 0
+    return int(text) - 1 if len(text) <= PAGE_DIGITS else 10**PAGE_DIGITS

@@ -94,13 +94,25 @@ async def test_a_timelapse_is_there_for_the_retention_period_then_goes_with_the_
         job = await service.submit(blend())
         await recorder.wait_for(job.id, Finished)
         done = service.get(job.id)
-        assert await service.timelapse(job.id, "webp") == TIMELAPSE_WEBP
-        assert await service.timelapse(job.id, "mp4") == TIMELAPSE_MP4
+        assert (
+            await service.timelapse(job.id, "webp", platform=job.platform, chat_id=job.chat_id)
+            == TIMELAPSE_WEBP
+        )
+        assert (
+            await service.timelapse(job.id, "mp4", platform=job.platform, chat_id=job.chat_id)
+            == TIMELAPSE_MP4
+        )
+        # Asked from any other chat (a forged button press): as if there were none.
+        other = "telegram" if job.platform == "discord" else "discord"
+        for platform, chat_id in ((job.platform, "elsewhere"), (other, job.chat_id)):
+            with pytest.raises(errors.NotAvailable) as elsewhere:
+                await service.timelapse(job.id, "webp", platform=platform, chat_id=chat_id)
+            assert elsewhere.value.message == replies.NO_TIMELAPSE_HERE
         files = timelapse_paths(done.result_path or "")
         clock.advance(3601)
         # Past the retention period, before the hourly sweep has run: already not given.
         with pytest.raises(errors.NotAvailable) as expired:
-            await service.timelapse(job.id, "mp4")
+            await service.timelapse(job.id, "mp4", platform=job.platform, chat_id=job.chat_id)
         assert expired.value.message == (
             "Timelapses are kept for 1 hour after a painting is finished, and this one's time "
             "is up."
@@ -111,11 +123,11 @@ async def test_a_timelapse_is_there_for_the_retention_period_then_goes_with_the_
         # The blend's second painting went with the other inputs: no kept job uses it.
         assert not Path(done.painting2_path or "").exists()
         with pytest.raises(errors.NotAvailable, match="time is up"):
-            await service.timelapse(job.id, "webp")
+            await service.timelapse(job.id, "webp", platform=job.platform, chat_id=job.chat_id)
         clock.advance(40 * 24 * 3600)
         await service.purge_expired()  # the record is forgotten too
         with pytest.raises(errors.NotAvailable, match="time is up"):
-            await service.timelapse(job.id, "webp")
+            await service.timelapse(job.id, "webp", platform=job.platform, chat_id=job.chat_id)
 
 
 async def test_delete_takes_the_timelapse_and_keeps_a_second_painting_still_in_use(
@@ -136,7 +148,9 @@ async def test_delete_takes_the_timelapse_and_keeps_a_second_painting_still_in_u
         assert not Path(files.webp).exists() and not Path(files.mp4).exists()
         assert Path(first.painting2_path or "").is_file()  # the second job still uses it
         with pytest.raises(errors.NotAvailable) as deleted:
-            await service.timelapse(first.id, "webp")
+            await service.timelapse(
+                first.id, "webp", platform=first.platform, chat_id=first.chat_id
+            )
         assert deleted.value.message == replies.TIMELAPSE_DELETED
         await service.delete_result(second.id, user_id="u1")
         assert not Path(first.painting2_path or "").exists()
@@ -153,13 +167,13 @@ async def test_no_timelapse_when_the_engine_could_not_make_one_or_before_the_end
         job = await service.submit(request())
         await engine.wait_started(job.id)
         with pytest.raises(errors.NotAvailable) as early:
-            await service.timelapse(job.id, "webp")
+            await service.timelapse(job.id, "webp", platform=job.platform, chat_id=job.chat_id)
         assert early.value.message == replies.NO_TIMELAPSE_YET
         engine.finish(job.id, timelapse=False)
         finished = await recorder.wait_for(job.id, Finished)
         assert isinstance(finished, Finished) and not finished.timelapse  # no button shown
         with pytest.raises(errors.NotAvailable) as missing:
-            await service.timelapse(job.id, "mp4")
+            await service.timelapse(job.id, "mp4", platform=job.platform, chat_id=job.chat_id)
         assert missing.value.message == replies.NO_TIMELAPSE
     assert service.get(job.id).state is JobState.DONE
 
@@ -181,3 +195,31 @@ async def test_a_painting_announced_again_after_a_restart_still_offers_its_timel
         finished = await recorder.wait_for(job.id, Finished)
     assert isinstance(finished, Finished) and finished.timelapse
     assert finished.job.options == PaintOptions()
+
+
+async def test_a_timelapse_whose_post_failed_may_be_asked_for_again_at_once(
+    store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    service = make_service(store, FakeEngine(), data_dir, clock)
+    recorder = Recorder()
+    service.add_listener(recorder)
+    async with service:
+        job = await service.submit(request())
+        await recorder.wait_for(job.id, Finished)
+        where = {"platform": job.platform, "chat_id": job.chat_id}
+        with pytest.raises(ConnectionError):
+            async with service.posting_timelapse(job.id, "webp", **where):
+                raise ConnectionError("the upload failed")
+        async with service.posting_timelapse(job.id, "webp", **where) as data:
+            assert data == TIMELAPSE_WEBP
+        with pytest.raises(errors.NotAvailable) as again:
+            async with service.posting_timelapse(job.id, "mp4", **where):
+                pass
+        assert again.value.message == replies.timelapse_just_posted(600)
+        with pytest.raises(errors.NotAvailable) as big:  # too big: not counted as posted
+            async with service.posting_timelapse(job.id, "webp", **where, limit=10):
+                pass
+        assert big.value.message.startswith("The timelapse is")
+        clock.advance(600)
+        async with service.posting_timelapse(job.id, "mp4", **where) as data:
+            assert data == TIMELAPSE_MP4

@@ -94,12 +94,20 @@ def test_caption_words_become_options() -> None:
         ("strength=lots", "strength must be a whole number from 1 to 10."),
         ("strength=11", "strength 11 is out of range: use 1 to 10."),
         ("quality=ultra", "quality 'ultra' is unknown: use draft, standard, high."),
+        ("blend=1_0", "blend must be a whole number from 0 to 100."),
+        ("strength=٣", "strength must be a whole number from 1 to 10."),
+        ("blend=" + "9" * 4000, "blend must be a whole number from 0 to 100."),
+        ("brush=" + "b" * 500, "brush 'bbbbbbbbbbbbbbbbbbbbbbb…' is unknown: use"),
     ],
 )
 def test_bad_caption_words_say_what_is_accepted(words: str, message: str) -> None:
     with pytest.raises(InvalidOptions) as refused:
         options.parse(words)
     assert refused.value.message.startswith(message)
+
+
+def test_numbers_may_carry_a_percent_sign_and_leading_zeros() -> None:
+    assert options.parse("blend=30% strength=007") == options.choose(blend=30, strength=7)
 
 
 def test_the_images_accepted_are_the_formats_the_engine_reads() -> None:

@@ -283,3 +283,8 @@ def test_standings_past_those_listed_say_how_many_more() -> None:
     text = replies.standings(challenge, ranked, votes=True, markup=PLAIN)
     assert text.lines[-2].startswith("25. Member 25")
     assert text.lines[-1] == "… and 5 more entries."
+
+
+def test_a_page_past_the_styles_is_answered_in_good_english() -> None:
+    assert replies.no_more_styles(1) == "There is only 1 page of styles."
+    assert replies.no_more_styles(3) == "There are only 3 pages of styles."

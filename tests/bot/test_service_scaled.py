@@ -317,8 +317,14 @@ async def test_a_blend_is_painted_by_an_agent_and_its_timelapse_comes_back(
     finished = await bot.recorder.wait_for(job.id, (Finished, Failed), within=30)
     assert isinstance(finished, Finished), finished
     assert finished.timelapse
-    assert await bot.service.timelapse(job.id, "webp") == TIMELAPSE_WEBP
-    assert await bot.service.timelapse(job.id, "mp4") == TIMELAPSE_MP4
+    assert (
+        await bot.service.timelapse(job.id, "webp", platform=job.platform, chat_id=job.chat_id)
+        == TIMELAPSE_WEBP
+    )
+    assert (
+        await bot.service.timelapse(job.id, "mp4", platform=job.platform, chat_id=job.chat_id)
+        == TIMELAPSE_MP4
+    )
     fetched = tmp_path / "agents" / "A" / "inputs" / f"{hashlib.sha256(second).hexdigest()}.img"
     assert fetched.read_bytes() == second  # what the agent's engine painted with
 

@@ -71,6 +71,8 @@ def test_names_that_keep_the_rule(typed: str, name: str) -> None:
         ("Café au lait!", "Try “cafe-au-lait”."),
         ("a" * 40, "Try “" + "a" * 32 + "”."),
         ("日本", "can't be a style name. Style names are"),
+        ("st\u0430rry", "can't be a style name. Style names are"),
+        ("ｓｔａｒｒｙ night", "Try “starry-night”."),
     ],
 )
 def test_bad_names_say_the_rule_and_offer_one_that_keeps_it(typed: str, said: str) -> None:
@@ -79,7 +81,7 @@ def test_bad_names_say_the_rule_and_offer_one_that_keeps_it(typed: str, said: st
     assert said in refused.value.message
     if typed == "Starry Night":
         assert refused.value.message.endswith("Try “starry-night”.")
-    if typed == "日本":
+    if typed in ("日本", "st\u0430rry"):
         assert "Try" not in refused.value.message  # nothing usable is left to offer
 
 

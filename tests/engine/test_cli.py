@@ -187,3 +187,28 @@ def test_missing_photo_file(
         capsys.readouterr().err.strip()
         == f"error: cannot read the photo '{tmp_path / 'nope.jpg'}': No such file or directory"
     )
+
+
+@pytest.mark.parametrize("which", ["output", "timelapse"])
+def test_an_output_that_cannot_be_written_is_refused_before_painting(
+    inputs: tuple[Path, Path],
+    vgg_weights_path: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    which: str,
+) -> None:
+    """Not after minutes of painting, with a bare errno: at once, naming the option."""
+    photo, painting = inputs
+    out, animation = tmp_path / "out.png", tmp_path / "out.webp"
+    missing = tmp_path / "no-such-folder" / ("out.png" if which == "output" else "out.webp")
+    outputs = ["-o", str(missing if which == "output" else out)]
+    outputs += ["--timelapse", str(missing if which == "timelapse" else animation)]
+    code = main(
+        ["paint", str(photo), str(painting), *outputs, "--size", "48", "--steps", "2,1",
+         "--device", "cpu", "--weights", str(vgg_weights_path), "-q"]
+    )  # fmt: skip
+    assert code == 1
+    assert capsys.readouterr().err.strip() == (
+        f"error: cannot write the {which} {str(missing)!r}: its folder does not exist"
+    )
+    assert not out.exists() and not animation.exists()  # nothing painted, nothing half-written

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import simcord
 
-from bot import errors
+from bot import errors, replies
 from tests.bot.discord.sim import (
     DiscordSim,
     bot_messages,
@@ -126,3 +126,28 @@ async def test_a_timelapse_too_big_to_upload_or_past_the_retention_period_is_exp
     )
     assert len(bot_messages(channel)) == before  # nothing posted for either
     assert not too_big.deferred and not late.deferred  # answered at once, privately
+
+
+async def test_a_timelapse_pressed_again_soon_is_not_posted_again(
+    sim: DiscordSim,
+    channel: simcord.ChannelHandle,
+    alice: simcord.MemberActor,
+    bob: simcord.MemberActor,
+) -> None:
+    await alice.slash(channel, "paint", **images())
+    await sim.settle()
+    job = await sim.running_job()
+    await sim.finish(job.id)
+    result = bot_messages(channel)[-1]
+    first = await bob.click(result, label="Timelapse")
+    await sim.settle()
+    assert first.response is not None and first.response.attachments
+    again = [await bob.click(result, label="Timelapse") for _ in range(3)]
+    await sim.settle()
+    for press in again:
+        assert private(press) == replies.timelapse_just_posted(600)
+        assert not press.deferred  # answered at once, privately: nothing uploaded
+    await sim.advance(601)
+    later = await alice.click(result, label="Timelapse")
+    await sim.settle()
+    assert later.response is not None and later.response.attachments

@@ -6,12 +6,14 @@ then holds: private replies, the status message and its edits, the result.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import re
 
 import pytest
 import simcord
+import simcord.actors as simcord_actors
 from PIL import Image
 
 from bot import errors
@@ -24,6 +26,7 @@ from tests.bot.discord.sim import (
     count_fetches,
     edits_of,
     images,
+    member,
     paint,
     private,
     refused,
@@ -282,3 +285,31 @@ async def test_cancel_stops_only_the_painting_in_the_channel_where_it_is_sent(
     await sim.events.wait_for(Cancelled, job.id)
     await sim.settle()
     assert "Stopping" in private(stopped)
+
+
+async def test_two_requests_admitted_at_once_each_show_their_own_position_first(
+    sim: DiscordSim,
+    guild: simcord.GuildHandle,
+    channel: simcord.ChannelHandle,
+    bob: simcord.MemberActor,
+) -> None:
+    await paint(sim, bob, channel)
+    await sim.running_job()
+    carol, dave = member(sim, guild, "carol"), member(sim, guild, "dave")
+    # simcord runs one member operation at a time; its inner dispatch lets two interactions
+    # reach the bot together, as two members pressing Enter at once do.
+    await asyncio.gather(
+        simcord_actors._slash(carol, channel, "paint", images()),
+        simcord_actors._slash(dave, channel, "paint", images()),
+    )
+    await sim.settle()
+
+    deferred = [r for r in sim.env.http_requests if r.path.endswith("/callback")][-2:]
+    posted = [r.json for r in sim.requests("POST", f"/channels/{channel.id}/messages") if r.json]
+    first_renders = [p["embeds"][0]["description"] for p in posted[1:]]
+    assert len(first_renders) == 2
+    shown = sorted(re.findall(r"\*\*#(\d)\*\*", text)[0] for text in first_renders)
+    assert shown == ["1", "2"]
+    # Both were being handled before either status message was posted.
+    first_post = next(i for i, r in enumerate(sim.env.http_requests) if r.json == posted[1])
+    assert all(sim.env.http_requests.index(r) < first_post for r in deferred)

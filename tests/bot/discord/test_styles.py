@@ -5,6 +5,8 @@ and sandbox (contact sheets are drawn in its child process)."""
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -364,3 +366,41 @@ async def test_saved_styles_belong_to_a_server_not_a_direct_message(sim: Discord
         "Saved styles belong to a server. In a direct message, attach a painting instead."
     )
     assert sim.service.overview().running is None
+
+
+async def test_a_name_with_a_look_alike_letter_is_not_answered_with_a_mangled_one(
+    sim: DiscordSim, channel: simcord.ChannelHandle, olga: simcord.MemberActor
+) -> None:
+    # "stаrry" with a Cyrillic а: offering "strry" (the letter silently dropped) would save a
+    # style nobody can find; the rule alone is said.
+    bad = await add_style(sim, olga, channel, "st\u0430rry")
+    said = refused(sim, bad, BadStyleName)
+    assert said.startswith("**st\u0430rry** can't be a style name. Style names are 2 to 32")
+    assert "Try" not in said
+    # Accents and full-width letters still fold to the name meant.
+    accented = await add_style(sim, olga, channel, "Caf\u00e9 Noir")
+    assert refused(sim, accented, BadStyleName).endswith("Try **cafe-noir**.")
+
+
+async def test_a_painting_cut_short_is_refused_not_saved_for_everyone_to_fail_with(
+    sim: DiscordSim,
+    guild: simcord.GuildHandle,
+    channel: simcord.ChannelHandle,
+    olga: simcord.MemberActor,
+) -> None:
+    # Its chunks are whole (so it passes the bot's header-only checks), its pixels are not:
+    # saved, every painting in this style would fail in the engine.
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", 640, 480, 8, 2, 0, 0, 0)  # RGB, 8 bits
+    rows = zlib.compress(bytes(100))  # a few rows' worth of the 480
+    cut = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+    added = await add_style(sim, olga, channel, "cut", ("cut.png", cut))
+    assert refused(sim, added, errors.InvalidImage) == (
+        "The painting file is damaged or incomplete. Try sending it again, or save it as PNG "
+        "or JPEG first."
+    )
+    assert sim.styles.find("discord", str(guild.id), "cut") is None

@@ -171,3 +171,78 @@ async def test_anyone_in_the_group_gets_the_timelapse_as_an_animation(
         )
         assert late.params["show_alert"] == "true"
     assert len(api.calls_to("sendAnimation")) == 1
+
+
+async def test_a_forged_timelapse_press_never_brings_another_chats_painting(
+    api: FakeBotAPI, store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    service = manual_service(store, data_dir, clock, FakeEngine())
+    fay, mal = api.user(3108, "Fay"), api.user(3109, "Mal")
+    private, group = api.private_chat(fay), api.group_chat(-100999)
+    async with service, running(api, service):
+        # Fay paints her own photo in her private chat with the bot.
+        api.push_message(
+            api.photo_message(
+                fay,
+                private,
+                PHOTO,
+                caption="/paint",
+                reply_to=api.document_message(fay, private, PAINTING, file_name="style.png"),
+            )
+        )
+        _, job_id = await result_of(api)
+        # Mal, in a group, presses a button whose data he wrote himself: Fay's job id, and
+        # some others (a client may send any callback data under any of the bot's messages).
+        # Under a message that has no such button: refused as made up.
+        under = api.text_message(mal, group, "anything")
+        # Under a message too old for Telegram to hand over (only its chat and id come, with
+        # date 0), whose buttons cannot be checked: the painting's chat is not this one.
+        too_old = {"chat": group, "message_id": 1, "date": 0}
+        alerts = []
+        for message, data in (
+            (under, f"timelapse:{job_id}"),
+            (under, "timelapse:" + "9" * 200),
+            (under, "timelapse:../../x"),
+            (too_old, f"timelapse:{job_id}"),
+        ):
+            mark = len(api.calls)
+            api.press(mal, message, data)
+            alerts.append(await api.wait_call("answerCallbackQuery", after=mark))
+    assert not api.calls_to("sendAnimation")
+    assert [alert.params["text"] for alert in alerts] == [replies.NOT_THIS_MESSAGE] * 3 + [
+        replies.NO_TIMELAPSE_HERE
+    ]
+    assert all(alert.params["show_alert"] == "true" for alert in alerts)
+
+
+async def test_a_timelapse_pressed_twice_at_once_is_posted_once(
+    api: FakeBotAPI, store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    """Pressed twice quickly, or by a member pressing on and on: the chat gets it once (its
+    flood limit is everyone's status messages' too), the other presses an alert; later it
+    may be posted again."""
+    service = manual_service(store, data_dir, clock, FakeEngine())
+    hal, ivy = api.user(3110, "Hal"), api.user(3111, "Ivy")
+    group = api.group_chat(-100555)
+    async with service, running(api, service):
+        painting = api.document_message(hal, group, PAINTING, file_name="style.png")
+        api.push_message(api.photo_message(hal, group, PHOTO, caption="/paint", reply_to=painting))
+        result, job_id = await result_of(api)
+        shown = api.messages[(group["id"], result.result["message_id"])]
+        mark = len(api.calls)
+        for _ in range(5):
+            api.press(ivy, shown, f"timelapse:{job_id}")
+        await api.wait_until(
+            lambda: (
+                len(api.calls_to("answerCallbackQuery")) >= 5
+                and len(api.calls_to("sendAnimation")) >= 1
+            )
+        )
+        answers = [c for c in api.calls[mark:] if c.method == "answerCallbackQuery"]
+        alerts = [a.params.get("text") for a in answers if a.params.get("text")]
+        assert alerts == [replies.timelapse_just_posted(600)] * 4
+        assert len(api.calls_to("sendAnimation")) == 1
+
+        clock.advance(601)
+        api.press(ivy, shown, f"timelapse:{job_id}")
+        await api.wait_until(lambda: len(api.calls_to("sendAnimation")) == 2)

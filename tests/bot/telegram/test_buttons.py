@@ -105,3 +105,31 @@ async def test_delete_removes_the_painting_its_messages_and_its_inputs(
     assert not Path(job.painting_path).exists()
     assert service.get(job_id).state is JobState.DONE
     assert status.chat_id == -500
+
+
+async def test_a_made_up_delete_press_deletes_no_one_elses_message(
+    api: FakeBotAPI, service: PaintService
+) -> None:
+    """A client may send any callback data under any of the bot's messages. Kim, owner of a
+    painting, must not make the bot (an administrator of the group) delete Lou's result or
+    any message she names by id: the press must be a button of the message it came from."""
+    kim, lou = api.user(1921, "Kim"), api.user(2931, "Lou")
+    group = api.group_chat(-501)
+    async with running(api, service):
+        ask_with_reply(api, kim, group)
+        _, kims = await result_of(api)
+        mark = len(api.calls)
+        ask_with_reply(api, lou, group)
+        lous_result, _ = await result_of(api, after=mark)
+        lous_file = await api.wait_call("sendDocument", after=mark)
+        await api.wait_call("editMessageReplyMarkup", after=mark)
+        under_lous = api.messages[(-501, lous_result.result["message_id"])]
+        victim = lous_file.result["message_id"]
+
+        mark = len(api.calls)
+        api.press(kim, under_lous, f"delete:{kims}:{victim}")
+        refused = await api.wait_call("answerCallbackQuery", after=mark)
+    assert refused.params["text"] == replies.NOT_THIS_MESSAGE
+    assert refused.params["show_alert"] == "true"
+    assert api.calls_to("deleteMessage") == []
+    assert service.get(kims).result_path is not None  # nothing done at all

@@ -450,3 +450,36 @@ async def test_standings_too_long_for_one_message_are_cut_short_with_a_note(
     assert len(standings.text) <= 4096
     assert standings.text.endswith(replies.CUT_SHORT)
     assert "00 Bartholomew" in standings.text
+
+
+async def test_a_made_up_vote_from_outside_the_group_is_not_counted(
+    api: FakeBotAPI,
+    service: PaintService,
+    store: Store,
+    data_dir: Path,
+    limits: Limits,
+    clock: FakeTime,
+) -> None:
+    """Entry ids are small numbers, and a client may send any callback data under any of the
+    bot's messages: Zed, not in the group, must not vote from his private chat."""
+    group = Group(api)
+    admin, alice = group.user(1, "Ada"), group.user(2, "Alice")
+    zed = api.user(99, "Zed")
+    api.admins[GROUP_ID] = {admin["id"]}
+    async with challenges_on(api, service, store, data_dir, limits, clock) as core:
+        after = group.send_photo(admin, PAINTING, "/challenge start 3d Sunflowers")
+        await api.wait_call("sendPhoto", after=after)
+        challenge = core.open_in("telegram", str(GROUP_ID))
+        assert challenge is not None
+        await enter(group, alice, 10)
+        private = api.private_chat(zed)
+        mark = len(api.calls)
+        api.push_message(api.text_message(zed, private, "/help"))
+        bots_message = await api.wait_call("sendMessage", after=mark)
+        refused = await group.answer(zed, bots_message.result, "vote:1")
+        assert refused == replies.NOT_THIS_MESSAGE
+        # Under a message too old for Telegram to hand over (its buttons unknown): the chat
+        # is not the challenge's.
+        too_old = {"chat": private, "message_id": 1, "date": 0}
+        assert await group.answer(zed, too_old, "vote:1") == replies.NOT_THIS_MESSAGE
+        assert [s.votes for s in core.standings(challenge.id)] == [0]

@@ -300,3 +300,28 @@ async def test_cancel_stops_only_a_painting_in_the_chat_where_it_is_sent(
         api.push_message(api.text_message(quin, here, "/cancel"))
         await api.wait_call("sendMessage", after=mark)
         await api.wait_until(lambda: service.get(job_id).state is JobState.CANCELLED)
+
+
+async def test_absurd_option_values_are_refused_saying_what_is_accepted(
+    api: FakeBotAPI, service: PaintService
+) -> None:
+    """A 4,000-digit number or a 3,000-letter quality must not crowd out, in a reply cut to
+    Telegram's limit, what is accepted; digits Python reads but people don't write
+    (``1_0``, ``1-0``, Arabic-Indic ``٣٠``) are refused, not read as 10 or 30."""
+    ida = api.user(2323, "Ida")
+    chat = api.private_chat(ida)
+    tries = {
+        "blend=" + "9" * 4000: "blend must be a whole number from 0 to 100.",
+        "strength=" + "9" * 4000: "strength must be a whole number from 1 to 10.",
+        "quality=" + "x" * 3000: "is unknown: use draft, standard, high.",
+        "blend=1-0": "blend must be a whole number from 0 to 100.",
+        "blend=١٠": "blend must be a whole number from 0 to 100.",
+    }
+    async with running(api, service):
+        for words, accepted in tries.items():
+            mark = len(api.calls)
+            api.push_message(api.text_message(ida, chat, f"/paint {words}"))
+            refused = await api.wait_call("sendMessage", after=mark)
+            assert accepted in refused.text, (words[:20], refused.text[:80])
+            assert len(refused.text) < 200
+    assert not api.calls_to("getFile")

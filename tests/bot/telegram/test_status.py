@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from pathlib import Path
 
 from PIL import Image
 
-from bot.jobs import JobState
+from bot.jobs import JobEvent, JobState, Queued
 from bot.service import PaintService
 from bot.store import Store
 from bot.telegram.status import PLACEHOLDER_PICTURE
 from tests.bot.conftest import Decodes
 from tests.bot.telegram.fake_bot_api import NOT_MODIFIED, FakeBotAPI
 from tests.bot.telegram.harness import (
+    PAINTING,
+    PHOTO,
+    THUMB,
     ask_with_reply,
     edits_of,
     is_result,
@@ -391,3 +395,42 @@ async def test_a_result_for_a_chat_that_is_gone_is_not_tried_at_every_start(
     stored = store.get_job(job_id)
     assert stored is not None and stored.delivered_at is not None
     assert [c.status for c in api.calls_to("sendDocument")] == [400]  # tried once, not again
+
+
+async def test_two_requests_admitted_at_once_each_show_their_own_position_first(
+    api: FakeBotAPI, store: Store, data_dir: Path, clock: FakeTime
+) -> None:
+    engine = FakeEngine(auto=False)
+    service = manual_service(store, data_dir, clock, engine)
+    admitted_at: list[int] = []  # how many Bot API calls had been made when each was queued
+
+    async def note(event: JobEvent) -> None:
+        if isinstance(event, Queued):
+            admitted_at.append(len(api.calls))
+
+    service.add_listener(note)
+    erin, finn, gwen = api.user(5005, "Erin"), api.user(5006, "Finn"), api.user(5007, "Gwen")
+    async with service, running(api, service):
+        ask_with_reply(api, erin, api.private_chat(erin))
+        first, _ = await status_of(api)
+        await engine.wait_started(job_id_of(first))
+        after = len(api.calls)
+
+        # Finn and Gwen send at the same moment (one batch of updates), each in their own chat.
+        requests = []
+        for user in (finn, gwen):
+            chat = api.private_chat(user)
+            painting = api.document_message(user, chat, PAINTING, file_name="style.png")
+            requests.append(
+                api.photo_message(
+                    user, chat, PHOTO, caption="/paint", thumbnail=THUMB, reply_to=painting
+                )
+            )
+        api.push_message(*requests)
+        await api.wait_until(lambda: len([c for c in api.calls[after:] if is_status(c)]) == 2)
+        statuses = [c for c in api.calls[after:] if is_status(c)]
+        assert len(admitted_at) == 3
+        first_status_at = api.calls.index(statuses[0])
+        assert admitted_at[2] <= first_status_at  # both were queued before either was shown
+        shown = sorted(re.findall(r"#(\d+)", status.text)[0] for status in statuses)
+        assert shown == ["1", "2"], [status.text for status in statuses]

@@ -310,3 +310,26 @@ async def test_gallery_is_one_picture_of_the_chats_recent_paintings(
             assert img.width == 12 + 2 * (256 + 12)  # two paintings, side by side
         later = await chat.say(chat.bob, "/gallery 2")
         assert later.text == "No more paintings."
+
+
+async def test_a_page_number_nobody_means_is_answered_clearly(
+    api: FakeBotAPI, service: PaintService, library: StyleLibrary
+) -> None:
+    """Too big for SQLite (20 digits) or of thousands of digits: a page past the end; a digit
+    int() refuses (²): no page number, the first page. Never "something went wrong"."""
+    chat = Chat(api)
+    await library.add(
+        platform="telegram",
+        community_id=str(GROUP),
+        name="starry",
+        painting=STARRY,
+        painting_name="p.png",
+        added_by="1",
+        added_by_name="Ada",
+    )
+    async with running(api, service, styles=library):
+        for page in ("9" * 20, "9" * 4000):
+            past = await chat.say(chat.bob, f"/style list {page}")
+            assert past.text == "There is only 1 page of styles.", (page[:20], past.text)
+        first = await chat.sheet(chat.bob, "/style list ²")
+        assert first.text.startswith("🎨 This chat's styles: 1 style.")
