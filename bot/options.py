@@ -88,8 +88,13 @@ def parse(words: str | None) -> PaintOptions:
     """``strength=7 quality=high keep_colors blend=30`` -> options, or
     :class:`InvalidOptions`."""
     values: dict[str, object] = {"quality": HOST_DEFAULT_QUALITY}
+    given: set[str] = set()
     for word in (words or "").split():
         name, has_value, value = word.lower().replace("-", "_").partition("=")
+        if has_value and name in given:
+            # Which of two values was meant is anyone's guess: ask rather than pick one.
+            raise InvalidOptions(f"{name} is given twice; give it once.")
+        given.add(name)
         if name in ("keep_colors", "keep_colours") and not has_value:
             values["keep_colors"] = True
         elif name in ("strength", "blend") and has_value:

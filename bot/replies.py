@@ -215,7 +215,8 @@ def not_an_image(role: str, name: str, markup: Markup) -> str:
 
 
 def unreadable_format(role: str, name: str, kind: str, markup: Markup) -> str:
-    return f"The {role} ({markup.quoted(name)}) is a {kind} image. {ACCEPTED}"
+    # No article: "a SVG+XML", "a AVIF" read wrong, and a rule for spoken letters is guesswork.
+    return f"The {role} ({markup.quoted(name)}) is in {kind} format, which I can't read. {ACCEPTED}"
 
 
 def too_big(role: str, name: str, size: int, limit: int, markup: Markup, *, tip: str) -> str:

@@ -98,6 +98,8 @@ def test_caption_words_become_options() -> None:
         ("strength=٣", "strength must be a whole number from 1 to 10."),
         ("blend=" + "9" * 4000, "blend must be a whole number from 0 to 100."),
         ("brush=" + "b" * 500, "brush 'bbbbbbbbbbbbbbbbbbbbbbb…' is unknown: use"),
+        ("blend=30 blend=40", "blend is given twice; give it once."),
+        ("strength=3 quality=high Strength=3", "strength is given twice; give it once."),
     ],
 )
 def test_bad_caption_words_say_what_is_accepted(words: str, message: str) -> None:

@@ -53,7 +53,7 @@ def test_image_refusals_name_the_file_and_what_is_accepted() -> None:
         f"The photo (“notes.pdf”) isn't an image. {accepted}"
     )
     assert replies.unreadable_format("painting", "a.heic", "HEIC", PLAIN) == (
-        f"The painting (“a.heic”) is a HEIC image. {accepted}"
+        f"The painting (“a.heic”) is in HEIC format, which I can't read. {accepted}"
     )
     assert replies.too_big("photo", "big.png", 3 * 2**20, 2**20, PLAIN, tip=replies.SMALLER) == (
         "The photo (“big.png”) is 3.0 MB; the most I accept is 1.0 MB. "
