@@ -42,6 +42,7 @@ from aiogram.types import (
     ErrorEvent,
     Message,
     ReplyParameters,
+    TelegramObject,
     User,
 )
 
@@ -151,6 +152,8 @@ class TelegramApp:
         self.image_limit = min(download_limit, service.limits.max_input_bytes)
         self.dispatcher = Dispatcher(name="atelier")
         self.dispatcher.include_router(self._control_router())
+        # Every button press, whichever feature's router takes it: see check_pressed.
+        self.dispatcher.callback_query.outer_middleware(_only_pressed_buttons)
         self.dispatcher.errors.register(self._on_error)
         self._features: dict[type[Feature], Feature] = {}
 
@@ -390,14 +393,27 @@ def trouble(error: BaseException) -> str:
 
 def check_pressed(query: CallbackQuery) -> None:
     """:class:`NotAllowed` when the pressed data is not a button of the message the press came
-    from (made up by the client). A message too old for Telegram to hand over cannot be
-    checked; the handlers then act only on what the record of the job (or entry) says."""
+    from (made up by the client: it may send any data under any of the bot's messages). A
+    message too old for Telegram to hand over cannot be checked; the handlers then act only on
+    what the record of the job (or entry) says. Run for every press before any handler."""
     message = query.message
     if not isinstance(message, Message):
         return
     rows = message.reply_markup.inline_keyboard if message.reply_markup is not None else []
     if not any(button.callback_data == query.data for row in rows for button in row):
         raise NotAllowed(replies.NOT_THIS_MESSAGE)
+
+
+async def _only_pressed_buttons(
+    handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+    query: TelegramObject,
+    data: dict[str, Any],
+) -> Any:
+    """The dispatcher's outer middleware for button presses: :func:`check_pressed` first
+    (its refusal reaches the member through the errors handler, as an alert)."""
+    if isinstance(query, CallbackQuery):
+        check_pressed(query)
+    return await handler(query, data)
 
 
 def replying_to(message_id: int | None) -> ReplyParameters | None:

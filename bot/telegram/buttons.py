@@ -8,11 +8,11 @@ say who is pressing, and the one error reply shows the service's refusal as an a
 in the chat may press Timelapse (it shows nothing the result does not, see
 :mod:`bot.timelapses`): the MP4 is sent with ``sendAnimation`` under the result.
 
-A Telegram client may send any callback data under any of the bot's messages, so a press is
-taken only when its data is a button of the message it came from
-(:func:`bot.telegram.app.check_pressed`), as
-Telegram hands that message over: a Delete made up under someone else's result, naming message
-ids to delete, does nothing.
+A Telegram client may send any callback data under any of the bot's messages, so every press
+is taken only when its data is a button of the message it came from, as Telegram hands that
+message over (:func:`bot.telegram.app.check_pressed`, run by the dispatcher before any
+handler): a Delete made up under someone else's result, naming message ids to delete, does
+nothing.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from bot.telegram.app import (
     PLATFORM,
     Feature,
     TelegramApp,
-    check_pressed,
     member_name,
     replying_to,
 )
@@ -69,7 +68,6 @@ class ResultButtons(Feature):
         return await self._app.is_moderator(int(job.chat_id), chat_type, user_id)
 
     async def _on_cancel(self, query: CallbackQuery, callback_data: CancelButton) -> None:
-        check_pressed(query)
         job = self._service.get(callback_data.job)
         by = str(query.from_user.id)
         moderator = await self._as_moderator(query, job)
@@ -79,7 +77,6 @@ class ResultButtons(Feature):
     async def _on_reroll(self, query: CallbackQuery, callback_data: RerollButton) -> None:
         """Paint it again with one change: the owner or a moderator, from a finished painting
         (the service refuses anyone else, with the message the member sees)."""
-        check_pressed(query)
         source = self._service.get(callback_data.job)
         job = await self._service.reroll(
             source.id,
@@ -108,7 +105,6 @@ class ResultButtons(Feature):
     async def _on_delete(self, query: CallbackQuery, callback_data: DeleteButton) -> None:
         """Delete a painting (its files; the service drops its inputs unless a kept job uses
         them) and the messages that show it: the result, its file, the status picture."""
-        check_pressed(query)
         job = self._service.get(callback_data.job)
         by = str(query.from_user.id)
         moderator = await self._as_moderator(query, job)
@@ -132,7 +128,6 @@ class ResultButtons(Feature):
     async def _on_timelapse(self, query: CallbackQuery, callback_data: TimelapseButton) -> None:
         """Send the painting's timelapse (an MP4, which Telegram plays as an animation) under
         the result; past the retention period, deleted or never made: an alert says so."""
-        check_pressed(query)
         # The chat of the press decides whether it may have it (a client may send any data);
         # a press that comes without its message (too old) is answered in the painting's chat.
         if query.message is not None:

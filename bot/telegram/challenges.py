@@ -59,7 +59,6 @@ from bot.telegram.app import (
     Feature,
     ImageRef,
     TelegramApp,
-    check_pressed,
     image_in,
     member_name,
     replying_to,
@@ -299,7 +298,6 @@ class TelegramChallenges(Feature):
     async def _on_vote(self, query: CallbackQuery, callback_data: VoteButton) -> None:
         """A vote, from under the entry in its group only (entry ids are small numbers, and a
         client may send any data under any of the bot's messages)."""
-        check_pressed(query)
         entry, message = self.core.entry(callback_data.entry), query.message
         if entry is not None and message is not None:
             here = str(message.chat.id)
@@ -314,7 +312,6 @@ class TelegramChallenges(Feature):
         raise NoChallenge(replies.STALE_BUTTON)
 
     async def _on_withdraw(self, query: CallbackQuery, callback_data: WithdrawButton) -> None:
-        check_pressed(query)
         entry_id = callback_data.entry
         entry = self.core.entry(entry_id)
         user_id = query.from_user.id

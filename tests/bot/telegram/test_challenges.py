@@ -314,8 +314,11 @@ async def test_administrators_cancel_and_members_cannot(
         nothing = await group.reply(group.send(alice, "/challenge enter"))
         assert nothing.text == "There is no open challenge here."
         assert core.open_in("telegram", str(GROUP_ID)) is None
-        # A press whose data is no entry id is answered, not left spinning.
-        stale = await group.answer(alice, nothing.result, "vote:not-an-entry")
+        # A button whose data is no entry id (as an earlier version made them) is answered,
+        # not left spinning.
+        button = {"text": "Vote", "callback_data": "vote:not-an-entry"}
+        old = {**nothing.result, "reply_markup": {"inline_keyboard": [[button]]}}
+        stale = await group.answer(alice, old, "vote:not-an-entry")
         assert stale == "That button is no longer valid."
 
 
